@@ -1,0 +1,128 @@
+"""The engine protocol: what the runtime needs from any text-generation engine.
+
+Submit a prepared request, iterate its deltas, abort. The vLLM bridge and the scripted
+engine both implement it; so can a user's own object (``create_app(engine=...)``).
+
+An engine owns prompt rendering (the chat template needs its tokenizer), so a request
+carries chat messages, not a prompt string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingOptions:
+    """Sampling for one request. ``None`` means the engine's (or model's) default."""
+
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    # None: no logprobs at all; 0: the chosen token's logprob only; n: plus n alternatives.
+    top_logprobs: int | None = None
+    # vLLM extensions, accepted outside compatibility mode.
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    # Structured output: a JSON schema, or any JSON object.
+    json_schema: Mapping[str, Any] | None = None
+    json_object: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRequest:
+    request_id: str
+    # OpenAI chat-format messages ({"role", "content", ...}) in prompt order; the engine
+    # renders them with its chat template.
+    messages: tuple[Mapping[str, Any], ...]
+    sampling: SamplingOptions
+    # Function tools in chat-completions form, for templates that support them.
+    tools: tuple[Mapping[str, Any], ...] = ()
+    cache_salt: str | None = None
+    # Lower runs first (vLLM's convention).
+    priority: int = 0
+    # When the prompt is too long: drop the oldest non-system messages until it fits
+    # (truncation="auto"), instead of raising ContextLengthExceeded.
+    truncate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineDelta:
+    """New output since the previous delta of the same request.
+
+    Token counts are totals so far, not increments, so a consumer that merges or drops
+    deltas never miscounts.
+    """
+
+    text: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    running: int
+    submitted_total: int
+    aborted_total: int
+    healthy: bool
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class EngineStream(Protocol):
+    """The deltas of one request. Iterate until a delta has a ``finish_reason``.
+
+    Iteration raises :class:`trio_responses.errors.EngineError` if the engine fails the
+    request or dies. ``aclose`` aborts the request unless it finished; it is idempotent
+    and safe to call from a cancelled scope (callers shield it).
+    """
+
+    def __aiter__(self) -> AsyncIterator[EngineDelta]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    @property
+    def model_name(self) -> str: ...
+
+    async def start(self) -> None:
+        """Bring the engine up; called once, in the app's lifespan, before serving."""
+
+    async def aclose(self) -> None:
+        """Abort whatever is running and stop; live streams raise EngineError."""
+
+    async def submit(self, request: EngineRequest) -> EngineStream:
+        """Start generating. Raises ContextLengthExceeded or EngineUnavailable."""
+
+    async def count_tokens(self, request: EngineRequest) -> int:
+        """The prompt length of ``request`` in tokens, with the same template, no generation."""
+
+    def statistics(self) -> EngineStatistics: ...
