@@ -1,0 +1,243 @@
+"""One response's events, built from what the engine says, checked before release.
+
+:class:`ResponseEvents` is sans-io: the runtime tells it what happened (started, text
+arrived, the engine finished or failed, the client cancelled) and gets back the events
+to send, in order, each numbered and checked by an :class:`EventValidator`. It also keeps
+the response object itself, so the object a client retrieves and the events it streamed
+always agree.
+
+If a built event breaks the state machine, that event is not sent: an ``error`` event
+and ``response.failed`` are sent instead, so the stream still ends well-formed. Once a
+terminal event is out, every further call returns no events: a late engine result can
+never overwrite a final state.
+
+A cancelled response ends with ``response.incomplete`` whose ``response.status`` is
+``cancelled``: the SDK knows no ``response.cancelled`` event, and cancellation is an
+early end, not a failure.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .ids import IdFactory
+from .machine import EventValidator, ProtocolViolation
+
+Event = dict[str, Any]
+
+
+class ResponseEvents:
+    def __init__(self, response: dict[str, Any], ids: IdFactory) -> None:
+        self.response = response
+        self._ids = ids
+        self._validator = EventValidator()
+        self._item: dict[str, Any] | None = None
+        self._part: dict[str, Any] | None = None
+        self._pending: list[Event] = []
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        return str(self.response["status"])
+
+    @property
+    def finished(self) -> bool:
+        return self._validator.terminal is not None
+
+    @property
+    def next_sequence(self) -> int:
+        return self._validator.next_sequence
+
+    def output_text(self) -> str:
+        return "".join(
+            part.get("text", "")
+            for item in self.response["output"]
+            if item.get("type") == "message"
+            for part in item["content"]
+        )
+
+    # -- what happened -------------------------------------------------------------
+
+    def created(self) -> list[Event]:
+        def build() -> None:
+            self._emit("response.created", response=self._snapshot())
+            if self.status == "queued":
+                self._emit("response.queued", response=self._snapshot())
+
+        return self._batch(build)
+
+    def in_progress(self) -> list[Event]:
+        def build() -> None:
+            self.response["status"] = "in_progress"
+            self._emit("response.in_progress", response=self._snapshot())
+
+        return self._batch(build)
+
+    def text(self, delta: str, logprobs: Sequence[Mapping[str, Any]] = ()) -> list[Event]:
+        """Output text from the model; ``logprobs`` in the output_text part's shape."""
+
+        def build() -> None:
+            if self._part is None:
+                self._open_message()
+            assert self._item is not None and self._part is not None
+            self._part["text"] += delta
+            self._part["logprobs"].extend(logprobs)
+            self._emit(
+                "response.output_text.delta",
+                **self._where(),
+                delta=delta,
+                logprobs=[_delta_logprob(lp) for lp in logprobs],
+            )
+
+        return self._batch(build)
+
+    def ping(self) -> list[Event]:
+        return self._batch(lambda: self._emit("response.ping"))
+
+    def notice(self, event_type: str, **fields: Any) -> list[Event]:
+        """An event outside the output (``response.rate_limits.updated``)."""
+        return self._batch(lambda: self._emit(event_type, **fields))
+
+    def complete(
+        self, *, usage: Mapping[str, Any], at: float, incomplete_reason: str | None = None
+    ) -> list[Event]:
+        def build() -> None:
+            item_status = "incomplete" if incomplete_reason else "completed"
+            self._close_item(item_status)
+            self.response["usage"] = dict(usage)
+            if incomplete_reason:
+                self.response["status"] = "incomplete"
+                self.response["incomplete_details"] = {"reason": incomplete_reason}
+                self._emit("response.incomplete", response=self._snapshot())
+            else:
+                self.response["status"] = "completed"
+                self.response["completed_at"] = at
+                self._emit("response.completed", response=self._snapshot())
+
+        return self._batch(build)
+
+    def cancel(self, *, at: float, usage: Mapping[str, Any] | None = None) -> list[Event]:
+        def build() -> None:
+            self._close_item("incomplete")
+            if usage is not None:
+                self.response["usage"] = dict(usage)
+            self.response["status"] = "cancelled"
+            self._emit("response.incomplete", response=self._snapshot())
+
+        return self._batch(build)
+
+    def fail(
+        self,
+        message: str,
+        *,
+        at: float,
+        code: str = "server_error",
+        usage: Mapping[str, Any] | None = None,
+    ) -> list[Event]:
+        return self._batch(lambda: self._fail(message, code, usage))
+
+    # -- building ------------------------------------------------------------------
+
+    def _batch(self, build: Callable[[], None]) -> list[Event]:
+        self._pending = []
+        if not self.finished:
+            try:
+                build()
+            except ProtocolViolation as exc:
+                self._fail(f"The server produced an invalid event ({exc}).", "server_error", None)
+        events, self._pending = self._pending, []
+        return events
+
+    def _emit(self, event_type: str, **fields: Any) -> None:
+        event: Event = {"type": event_type, "sequence_number": self._validator.next_sequence}
+        event.update(fields)
+        self._validator.check(event)
+        self._pending.append(event)
+
+    def _fail(self, message: str, code: str, usage: Mapping[str, Any] | None) -> None:
+        # Open items stay open in the stream; in the object they are marked incomplete.
+        if self._item is not None:
+            self._item["status"] = "incomplete"
+        self._item = self._part = None
+        self._emit("error", code=code, message=message, param=None)
+        self.response["status"] = "failed"
+        self.response["error"] = {"code": code, "message": message}
+        if usage is not None:
+            self.response["usage"] = dict(usage)
+        self._emit("response.failed", response=self._snapshot())
+
+    def _snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self.response)
+
+    def _where(self) -> dict[str, Any]:
+        assert self._item is not None
+        return {
+            "item_id": self._item["id"],
+            "output_index": len(self.response["output"]) - 1,
+            "content_index": len(self._item["content"]) - 1,
+        }
+
+    def _open_message(self) -> None:
+        item: dict[str, Any] = {
+            "id": self._ids("msg"),
+            "type": "message",
+            "role": "assistant",
+            "status": "in_progress",
+            "content": [],
+        }
+        self.response["output"].append(item)
+        self._item = item
+        self._emit(
+            "response.output_item.added",
+            output_index=len(self.response["output"]) - 1,
+            item=copy.deepcopy(item),
+        )
+        part: dict[str, Any] = {
+            "type": "output_text",
+            "text": "",
+            "annotations": [],
+            "logprobs": [],
+        }
+        item["content"].append(part)
+        self._part = part
+        self._emit(
+            "response.content_part.added",
+            **self._where(),
+            part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+        )
+
+    def _close_item(self, status: str) -> None:
+        if self._item is None:
+            return
+        if self._part is not None:
+            where = self._where()
+            self._emit(
+                "response.output_text.done",
+                **where,
+                text=self._part["text"],
+                logprobs=[_delta_logprob(lp) for lp in self._part["logprobs"]],
+            )
+            self._emit("response.content_part.done", **where, part=copy.deepcopy(self._part))
+            self._part = None
+        self._item["status"] = status
+        self._emit(
+            "response.output_item.done",
+            output_index=len(self.response["output"]) - 1,
+            item=copy.deepcopy(self._item),
+        )
+        self._item = None
+
+
+def _delta_logprob(logprob: Mapping[str, Any]) -> dict[str, Any]:
+    """The delta events' logprob shape: the part's, without ``bytes``."""
+    return {
+        "token": logprob["token"],
+        "logprob": logprob["logprob"],
+        "top_logprobs": [
+            {"token": top["token"], "logprob": top["logprob"]}
+            for top in logprob.get("top_logprobs", ())
+        ],
+    }

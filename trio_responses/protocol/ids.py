@@ -1,0 +1,27 @@
+"""Identifiers in OpenAI's style (``resp_…``, ``msg_…``, ``fc_…``, ``call_…``).
+
+Id generation is a value passed around, never a global, so tests can make ids
+deterministic without monkeypatching.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Callable
+
+IdFactory = Callable[[str], str]
+
+
+def random_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def counting_ids(start: int = 0) -> IdFactory:
+    """Deterministic ids (``resp_0001``…), for tests."""
+    counter = itertools.count(start)
+
+    def make(prefix: str) -> str:
+        return f"{prefix}_{next(counter):04d}"
+
+    return make

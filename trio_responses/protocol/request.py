@@ -1,0 +1,245 @@
+"""The create-response request body: its schema, and the decoding that enforces it.
+
+Decoding is declarative: msgspec checks types, ranges, enums and unknown fields in one
+pass and reports the failing path (``$.text.format.type``), which becomes the OpenAI
+error's ``param`` (``text.format.type``). What a type cannot say (input items, tools,
+metadata limits, field combinations) is checked in :func:`parse_create_request`.
+
+Fields are OpenAI's ``ResponseCreateParams`` plus vLLM's sampling extensions
+(:data:`VLLM_EXTENSION_FIELDS`), which compatibility mode refuses.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from ..errors import InvalidRequest
+from .items import normalize_input, validate_tool_choice, validate_tools
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PosInt = Annotated[int, msgspec.Meta(ge=1)]
+Metadata = dict[
+    Annotated[str, msgspec.Meta(max_length=64)], Annotated[str, msgspec.Meta(max_length=512)]
+]
+
+INCLUDABLE = frozenset(
+    {
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "message.input_image.image_url",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    }
+)
+
+# vLLM-only body fields: accepted as extensions, refused in compatibility mode.
+VLLM_EXTENSION_FIELDS = (
+    "request_id",
+    "cache_salt",
+    "priority",
+    "enable_response_messages",
+    "ignore_eos",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "seed",
+    "stop",
+)
+
+MAX_OUTPUT_TOKENS_LIMIT = 1 << 20
+
+
+class _Closed(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Base for request sub-objects: unknown fields are an error, as at the top level."""
+
+
+class TextFormat(_Closed, kw_only=True):
+    type: Literal["text", "json_schema", "json_object"]
+    name: Annotated[str, msgspec.Meta(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
+class TextConfig(_Closed):
+    format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ReasoningConfig(_Closed):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+    context: Literal["auto", "current_turn", "all_turns"] | None = None
+    mode: str | None = None
+
+
+class StreamOptions(_Closed):
+    include_obfuscation: bool | None = None
+
+
+class CreateResponseRequest(_Closed, kw_only=True):
+    model: str | None = None
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool | None = None
+    background: bool | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_OUTPUT_TOKENS_LIMIT)] | None = None
+    max_tool_calls: PosInt | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
+    text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    metadata: Metadata | None = None
+    include: list[str] | None = None
+    prompt_cache_key: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    safety_identifier: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    user: str | None = None
+    # OpenAI fields for features this server does not have: accepted only when null.
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    context_management: list[dict[str, Any]] | None = None
+    # vLLM extensions (VLLM_EXTENSION_FIELDS).
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    cache_salt: str | None = None
+    priority: int | None = None
+    enable_response_messages: bool | None = None
+    ignore_eos: bool | None = None
+    top_k: Annotated[int, msgspec.Meta(ge=-1)] | None = None
+    min_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    repetition_penalty: Annotated[float, msgspec.Meta(gt=0, le=2)] | None = None
+    seed: int | None = None
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=16)] | None = None
+
+
+_decoder = msgspec.json.Decoder(CreateResponseRequest)
+_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_FIELD = re.compile(r"(?:unknown|required) field `(?P<name>[^`]+)`")
+
+
+def _param_from_path(path: str) -> str | None:
+    path = path.lstrip(".").replace("[...]", "")
+    return path or None
+
+
+def decode_error_to_invalid(exc: msgspec.MsgspecError) -> InvalidRequest:
+    """Translate msgspec's message (``... - at `$.a.b```) into an OpenAI error."""
+    message = str(exc)
+    param: str | None = None
+    match = _PATH.search(message)
+    if match:
+        param = _param_from_path(match.group("path"))
+        message = message[: match.start()]
+    field = _FIELD.search(message)
+    if field:
+        param = f"{param}.{field.group('name')}" if param else field.group("name")
+    if isinstance(exc, msgspec.ValidationError):
+        text = f"Invalid value for '{param}': {message}." if param else f"{message}."
+        code = "invalid_value"
+        if "unknown field" in message:
+            text, code = f"Unknown parameter: '{param}'.", "unknown_parameter"
+        elif "required field" in message:
+            text, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
+        elif message.startswith("Expected `") and "got" in message:
+            code = "invalid_type"
+        return InvalidRequest(text, param=param, code=code)
+    return InvalidRequest(
+        f"We could not parse the JSON body of your request ({message}).",
+        code="invalid_json",
+    )
+
+
+def decode_create_request(body: bytes) -> CreateResponseRequest:
+    """Decode and validate a request body; every failure is an InvalidRequest (400)."""
+    try:
+        request = _decoder.decode(body)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError) as exc:
+        if isinstance(exc, msgspec.MsgspecError):
+            raise decode_error_to_invalid(exc) from None
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request.", code="invalid_json"
+        ) from None
+    check_create_request(request)
+    return request
+
+
+def check_create_request(request: CreateResponseRequest) -> None:
+    """The rules a type cannot express."""
+    if not request.model:
+        raise InvalidRequest(
+            "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
+        )
+    if request.input is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
+        )
+    normalize_input(request.input)
+    if request.metadata is not None and len(request.metadata) > 16:
+        raise InvalidRequest(
+            "Invalid 'metadata': too many properties. Expected an object with at most 16 "
+            f"properties, but got an object with {len(request.metadata)} properties instead.",
+            param="metadata",
+            code="object_above_max_properties",
+        )
+    if request.background and request.store is False:
+        raise InvalidRequest("Background mode requires 'store' to be true.", param="background")
+    if request.tools is not None:
+        validate_tools(request.tools)
+    if request.tool_choice is not None:
+        validate_tool_choice(request.tool_choice, request.tools or [])
+    for index, value in enumerate(request.include or ()):
+        if value not in INCLUDABLE:
+            raise InvalidRequest(
+                f"Invalid value for 'include[{index}]': {value!r} is not one of "
+                f"{sorted(INCLUDABLE)}.",
+                param=f"include[{index}]",
+                code="invalid_value",
+            )
+    fmt = request.text.format if request.text else None
+    if fmt is not None and fmt.type == "json_schema":
+        if fmt.name is None:
+            raise InvalidRequest(
+                "Missing required parameter: 'text.format.name'.",
+                param="text.format.name",
+                code="missing_required_parameter",
+            )
+        if fmt.schema is None:
+            raise InvalidRequest(
+                "Missing required parameter: 'text.format.schema'.",
+                param="text.format.schema",
+                code="missing_required_parameter",
+            )
+    for name in ("conversation", "prompt", "context_management"):
+        if getattr(request, name) is not None:
+            raise InvalidRequest(
+                f"'{name}' is not supported by this server.",
+                param=name,
+                code="unsupported_parameter",
+            )
+
+
+def extension_fields_set(request: CreateResponseRequest) -> list[str]:
+    """The vLLM-only fields a request set, in the order of VLLM_EXTENSION_FIELDS."""
+    return [name for name in VLLM_EXTENSION_FIELDS if getattr(request, name) is not None]
+
+
+def stop_sequences(request: CreateResponseRequest) -> tuple[str, ...]:
+    if request.stop is None:
+        return ()
+    return (request.stop,) if isinstance(request.stop, str) else tuple(request.stop)
