@@ -24,18 +24,28 @@ from typing import Any
 
 from .ids import IdFactory
 from .machine import EventValidator, ProtocolViolation
+from .sse import frame
 
 Event = dict[str, Any]
+# An event and its SSE frame, encoded once when it is built (its size is checked then).
+Emitted = tuple[Event, bytes]
+
+
+class EventTooLarge(ProtocolViolation):
+    """An event whose frame is over the server's per-event byte limit."""
 
 
 class ResponseEvents:
-    def __init__(self, response: dict[str, Any], ids: IdFactory) -> None:
+    def __init__(
+        self, response: dict[str, Any], ids: IdFactory, *, max_event_bytes: int = 0
+    ) -> None:
         self.response = response
         self._ids = ids
+        self._max_event_bytes = max_event_bytes
         self._validator = EventValidator()
         self._item: dict[str, Any] | None = None
         self._part: dict[str, Any] | None = None
-        self._pending: list[Event] = []
+        self._pending: list[Emitted] = []
 
     # -- state ---------------------------------------------------------------------
 
@@ -61,7 +71,7 @@ class ResponseEvents:
 
     # -- what happened -------------------------------------------------------------
 
-    def created(self) -> list[Event]:
+    def created(self) -> list[Emitted]:
         def build() -> None:
             self._emit("response.created", response=self._snapshot())
             if self.status == "queued":
@@ -69,14 +79,14 @@ class ResponseEvents:
 
         return self._batch(build)
 
-    def in_progress(self) -> list[Event]:
+    def in_progress(self) -> list[Emitted]:
         def build() -> None:
             self.response["status"] = "in_progress"
             self._emit("response.in_progress", response=self._snapshot())
 
         return self._batch(build)
 
-    def text(self, delta: str, logprobs: Sequence[Mapping[str, Any]] = ()) -> list[Event]:
+    def text(self, delta: str, logprobs: Sequence[Mapping[str, Any]] = ()) -> list[Emitted]:
         """Output text from the model; ``logprobs`` in the output_text part's shape."""
 
         def build() -> None:
@@ -94,16 +104,16 @@ class ResponseEvents:
 
         return self._batch(build)
 
-    def ping(self) -> list[Event]:
+    def ping(self) -> list[Emitted]:
         return self._batch(lambda: self._emit("response.ping"))
 
-    def notice(self, event_type: str, **fields: Any) -> list[Event]:
+    def notice(self, event_type: str, **fields: Any) -> list[Emitted]:
         """An event outside the output (``response.rate_limits.updated``)."""
         return self._batch(lambda: self._emit(event_type, **fields))
 
     def complete(
         self, *, usage: Mapping[str, Any], at: float, incomplete_reason: str | None = None
-    ) -> list[Event]:
+    ) -> list[Emitted]:
         def build() -> None:
             item_status = "incomplete" if incomplete_reason else "completed"
             self._close_item(item_status)
@@ -119,7 +129,7 @@ class ResponseEvents:
 
         return self._batch(build)
 
-    def cancel(self, *, at: float, usage: Mapping[str, Any] | None = None) -> list[Event]:
+    def cancel(self, *, usage: Mapping[str, Any] | None = None) -> list[Emitted]:
         def build() -> None:
             self._close_item("incomplete")
             if usage is not None:
@@ -133,19 +143,20 @@ class ResponseEvents:
         self,
         message: str,
         *,
-        at: float,
         code: str = "server_error",
         usage: Mapping[str, Any] | None = None,
-    ) -> list[Event]:
+    ) -> list[Emitted]:
         return self._batch(lambda: self._fail(message, code, usage))
 
     # -- building ------------------------------------------------------------------
 
-    def _batch(self, build: Callable[[], None]) -> list[Event]:
+    def _batch(self, build: Callable[[], None]) -> list[Emitted]:
         self._pending = []
         if not self.finished:
             try:
                 build()
+            except EventTooLarge as exc:
+                self._fail(str(exc), "server_error", None)
             except ProtocolViolation as exc:
                 self._fail(f"The server produced an invalid event ({exc}).", "server_error", None)
         events, self._pending = self._pending, []
@@ -154,8 +165,20 @@ class ResponseEvents:
     def _emit(self, event_type: str, **fields: Any) -> None:
         event: Event = {"type": event_type, "sequence_number": self._validator.next_sequence}
         event.update(fields)
+        data = frame(event)
+        if self._max_event_bytes and len(data) > self._max_event_bytes:
+            if event_type == "response.failed":
+                # The failure itself must get out: send it without the (large) output.
+                event["response"] = dict(event["response"], output=[])
+                data = frame(event)
+            else:
+                raise EventTooLarge(
+                    f"A {event_type} event of {len(data)} bytes exceeds the server's limit "
+                    f"of {self._max_event_bytes} bytes (--max-stream-event-bytes); the "
+                    "response was ended instead of sending it cut."
+                )
         self._validator.check(event)
-        self._pending.append(event)
+        self._pending.append((event, data))
 
     def _fail(self, message: str, code: str, usage: Mapping[str, Any] | None) -> None:
         # Open items stay open in the stream; in the object they are marked incomplete.

@@ -1,0 +1,136 @@
+"""Settings: one frozen record, from command-line flags or ``TRIO_RESPONSES_*`` variables.
+
+Each field is one flag (``responses_tool_timeout`` → ``--responses-tool-timeout``) and one
+environment variable (``TRIO_RESPONSES_RESPONSES_TOOL_TIMEOUT``); flags win over the
+environment, which wins over the defaults. Flag names follow vLLM where they overlap
+(``--host --port --model --api-key``). Flags this server does not know are vLLM engine
+flags (``--dtype --max-model-len --tensor-parallel-size`` …) and pass through to the
+engine untouched, in ``vllm_args``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "TRIO_RESPONSES_"
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # None: the embedded default model (SmolLM2-135M-Instruct on vLLM's CPU engine).
+    model: str | None = None
+    # "vllm", or "scripted": the deterministic engine with no model.
+    engine: str = "vllm"
+    scripted_token_delay: float = 0.0
+    # SQLite file for stored responses; "" means the default under the user's data folder.
+    store_path: str = ""
+    # Bearer keys; none configured means the server is open.
+    api_keys: tuple[str, ...] = ()
+    responses_ping_interval_seconds: float = 15.0
+    responses_compatibility_mode: bool = False
+    responses_default_service_tier: str = "auto"
+    responses_allowed_service_tiers: tuple[str, ...] = SERVICE_TIERS
+    max_request_body_bytes: int = 16 * 1024 * 1024
+    max_stream_event_bytes: int = 4 * 1024 * 1024
+    responses_stream_buffer_max_bytes: int = 16 * 1024 * 1024
+    responses_tool_timeout: float = 300.0
+    # Longest a stream may run before it is ended with a terminal event (0: no limit).
+    responses_max_stream_seconds: float = 0.0
+    rate_limit_requests_per_minute: int = 0
+    rate_limit_tokens_per_minute: int = 0
+    max_queued_requests: int = 0
+    # Seconds SIGTERM/SIGINT waits for live responses to end before cancelling them.
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "info"
+    # vLLM engine flags, passed through as given.
+    vllm_args: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("vllm", "scripted"):
+            raise ValueError(f"engine must be 'vllm' or 'scripted', not {self.engine!r}")
+        for tier in (self.responses_default_service_tier, *self.responses_allowed_service_tiers):
+            if tier not in SERVICE_TIERS:
+                known = ", ".join(SERVICE_TIERS)
+                raise ValueError(f"unknown service tier {tier!r}; known: {known}")
+        for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
+                     "responses_stream_buffer_max_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _convert(f, raw)
+        return cls(**values)
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str], environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        base = cls.from_env(environ)
+        parser = build_parser()
+        namespace, unknown = parser.parse_known_args(list(argv))
+        values = {k: v for k, v in vars(namespace).items() if v is not None}
+        if "api_keys" in values:
+            values["api_keys"] = tuple(values["api_keys"])
+        values["vllm_args"] = (*base.vllm_args, *unknown)
+        return dataclasses.replace(base, **values)
+
+
+def _kind(f: dataclasses.Field[Any]) -> str:
+    return str(f.type).replace("None", "").replace("|", "").strip()
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = _kind(f)
+    if f.name == "vllm_args":
+        return tuple(shlex.split(raw))
+    if kind.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    return raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_responses",
+        description="OpenAI Responses API server on Trio, in front of vLLM. Flags not "
+        "listed here are vLLM engine flags and are passed to the engine.",
+        allow_abbrev=False,
+    )
+    for f in fields(Settings):
+        if f.name == "vllm_args":
+            continue
+        kind = _kind(f)
+        if f.name == "api_keys":
+            parser.add_argument("--api-key", dest="api_keys", action="append",
+                                help="a Bearer key clients must send (repeatable)")
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if kind == "bool":
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None)
+        elif kind.startswith("tuple"):
+            parser.add_argument(flag, dest=f.name, default=None,
+                                type=lambda raw: tuple(p.strip() for p in raw.split(",") if p))
+        else:
+            conv = {"int": int, "float": float}.get(kind, str)
+            parser.add_argument(flag, dest=f.name, default=None, type=conv)
+    return parser

@@ -1,0 +1,245 @@
+"""A deterministic engine with no model, for tests and for client developers.
+
+``python -m trio_responses --engine scripted`` serves the whole API with it. A reply is
+a function of the request (by default it echoes the last user message), split into
+word tokens and sent one token per delta, ``token_delay`` seconds apart (``trio.sleep``,
+so tests can run it under ``MockClock``). It honours ``max_tokens`` (a length stop),
+structured output (it writes a JSON value that matches the schema), and simulates
+prefix caching (the same prompt and salt a second time reports it cached).
+
+Failure injection, by the last user message or by constructor: ``[[fail]]`` makes the
+request fail after its first token (EngineError), ``[[stall]]`` makes it wait forever
+after its first token. Every submitted request is recorded (``requests``), and every
+abort (``aborted``), so tests can assert what reached the engine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import trio
+
+from ..errors import ContextLengthExceeded, EngineError, EngineUnavailable
+from .base import (
+    EngineDelta,
+    EngineRequest,
+    EngineStatistics,
+    FinishReason,
+    TokenLogprob,
+    TopLogprob,
+)
+
+_TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+def last_user_text(request: EngineRequest) -> str:
+    for message in reversed(request.messages):
+        if message.get("role") == "user":
+            return str(message.get("content") or "")
+    return ""
+
+
+def echo_reply(request: EngineRequest) -> str:
+    text = last_user_text(request).strip()
+    return f"You said: {text}" if text else "Hello from the scripted engine."
+
+
+def instance_of(schema: Mapping[str, Any]) -> Any:
+    """A small JSON value valid against a simple JSON schema (enough for tests/demos)."""
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return instance_of(schema[key][0])
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: instance_of(sub) for name, sub in props.items()}
+    if kind == "array":
+        count = int(schema.get("minItems", 1))
+        return [instance_of(schema.get("items", {"type": "string"})) for _ in range(count)]
+    return {"string": "text", "integer": 1, "number": 1.5, "boolean": True}.get(kind)
+
+
+def _count_tokens(request: EngineRequest) -> int:
+    return sum(len(_TOKEN.findall(str(m.get("content") or ""))) + 2 for m in request.messages)
+
+
+@dataclass
+class _Script:
+    tokens: list[str]
+    finish: FinishReason
+    fail_after: int | None
+    stall_after: int | None
+
+
+class ScriptedStream:
+    def __init__(
+        self,
+        engine: ScriptedEngine,
+        request: EngineRequest,
+        script: _Script,
+        prompt_tokens: int,
+        cached_tokens: int,
+    ) -> None:
+        self._engine = engine
+        self._request = request
+        self._script = script
+        self._prompt_tokens = prompt_tokens
+        self._cached_tokens = cached_tokens
+        self._sent = 0
+        self.finished = False
+        self.closed = False
+
+    def __aiter__(self) -> ScriptedStream:
+        return self
+
+    async def __anext__(self) -> EngineDelta:
+        if self.finished or self.closed:
+            raise StopAsyncIteration
+        engine, script = self._engine, self._script
+        if self._sent > 0:
+            await trio.sleep(engine.token_delay)
+        else:
+            await trio.sleep(engine.first_token_delay)
+        if script.stall_after is not None and self._sent >= script.stall_after:
+            await trio.sleep_forever()
+        if script.fail_after is not None and self._sent >= script.fail_after:
+            self._end()
+            raise EngineError("The scripted engine failed this request (failure injection).")
+        if not engine.alive:
+            self._end()
+            raise EngineError("The engine stopped.")
+        token = script.tokens[self._sent] if self._sent < len(script.tokens) else ""
+        self._sent += 1
+        finish = script.finish if self._sent >= len(script.tokens) else None
+        delta = EngineDelta(
+            text=token,
+            logprobs=self._logprobs(token),
+            finish_reason=finish,
+            prompt_tokens=self._prompt_tokens,
+            cached_tokens=self._cached_tokens,
+            output_tokens=self._sent,
+        )
+        if finish is not None:
+            self._end()
+        return delta
+
+    def _logprobs(self, token: str) -> tuple[TokenLogprob, ...]:
+        n = self._request.sampling.top_logprobs
+        if n is None or not token:
+            return ()
+        raw = tuple(token.encode())
+        tops = tuple(TopLogprob(token=token, logprob=-0.25 * (i + 1), bytes=raw) for i in range(n))
+        return (TokenLogprob(token=token, logprob=-0.25, bytes=raw, top=tops),)
+
+    def _end(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self._engine._running.discard(self._request.request_id)
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if not self.finished:
+            self._engine.aborted.append(self._request.request_id)
+            self._end()
+
+
+class ScriptedEngine:
+    """The engine protocol with scripted text. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        reply: Callable[[EngineRequest], str] = echo_reply,
+        token_delay: float = 0.0,
+        first_token_delay: float = 0.0,
+        model_name: str = "scripted",
+        max_model_len: int = 8192,
+    ) -> None:
+        self.reply = reply
+        self.token_delay = token_delay
+        self.first_token_delay = first_token_delay
+        self._model_name = model_name
+        self.max_model_len = max_model_len
+        self.alive = False
+        self.requests: list[EngineRequest] = []
+        self.aborted: list[str] = []
+        self._running: set[str] = set()
+        self._seen_prompts: set[tuple[str | None, str]] = set()
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    async def start(self) -> None:
+        self.alive = True
+
+    async def aclose(self) -> None:
+        self.alive = False
+
+    def kill(self) -> None:
+        """Simulate engine death: live streams fail at their next token."""
+        self.alive = False
+
+    def _text(self, request: EngineRequest) -> str:
+        sampling = request.sampling
+        if sampling.json_schema is not None:
+            return msgspec.json.encode(instance_of(sampling.json_schema)).decode()
+        if sampling.json_object:
+            return "{}"
+        return self.reply(request)
+
+    async def submit(self, request: EngineRequest) -> ScriptedStream:
+        await trio.lowlevel.checkpoint()
+        if not self.alive:
+            raise EngineUnavailable("The engine is not running.")
+        prompt_tokens = _count_tokens(request)
+        if prompt_tokens + 1 > self.max_model_len and not request.truncate:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.max_model_len} tokens; "
+                f"your input has {prompt_tokens}.",
+                param="input",
+            )
+        self.requests.append(request)
+        key = (request.cache_salt, repr(request.messages))
+        cached = prompt_tokens if key in self._seen_prompts else 0
+        self._seen_prompts.add(key)
+        full = _TOKEN.findall(self._text(request)) or [""]
+        limit = request.sampling.max_tokens
+        finish: FinishReason = "stop"
+        if request.sampling.ignore_eos:
+            full = (full * limit)[:limit]
+        if len(full) >= limit and (request.sampling.ignore_eos or len(full) > limit):
+            full, finish = full[:limit], "length"
+        marker = last_user_text(request)
+        script = _Script(
+            tokens=full,
+            finish=finish,
+            fail_after=1 if "[[fail]]" in marker else None,
+            stall_after=1 if "[[stall]]" in marker else None,
+        )
+        self._running.add(request.request_id)
+        return ScriptedStream(self, request, script, prompt_tokens, cached)
+
+    async def count_tokens(self, request: EngineRequest) -> int:
+        await trio.lowlevel.checkpoint()
+        return _count_tokens(request)
+
+    def statistics(self) -> EngineStatistics:
+        return EngineStatistics(
+            running=len(self._running),
+            submitted_total=len(self.requests),
+            aborted_total=len(self.aborted),
+            healthy=self.alive,
+        )

@@ -1,0 +1,83 @@
+"""The registry of live responses, and the app-lifetime nursery they run in.
+
+HTTP handlers come and go (Quart streams a body after its route returned), so no run
+lives in a handler's nursery: every run starts here and is found here by id, by the
+SSE writer that follows it, ``/cancel``, ``GET``, and shutdown.
+
+Shutdown is a drain: stop taking new runs, give live ones ``grace`` seconds to finish,
+then end the rest (cause ``shutdown``), which sends each its terminal event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from ..errors import EngineUnavailable
+from .run import ResponseRun
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryStatistics:
+    live: int
+    background: int
+    accepting: bool
+
+
+class Registry:
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._runs: dict[str, ResponseRun] = {}
+        self.accepting = True
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls) -> AsyncIterator[Registry]:
+        async with trio.open_nursery() as nursery:
+            registry = cls(nursery)
+            try:
+                yield registry
+            finally:
+                with trio.CancelScope(shield=True):
+                    await registry.drain(0)
+                nursery.cancel_scope.cancel()
+
+    def start(self, run: ResponseRun) -> None:
+        if not self.accepting:
+            raise EngineUnavailable("The server is shutting down.")
+        self._runs[run.id] = run
+        self._nursery.start_soon(self._run, run, name=f"response {run.id}")
+
+    async def _run(self, run: ResponseRun) -> None:
+        try:
+            await run.run()
+        finally:
+            self._runs.pop(run.id, None)
+
+    def get(self, response_id: str) -> ResponseRun | None:
+        return self._runs.get(response_id)
+
+    def live(self) -> list[ResponseRun]:
+        return list(self._runs.values())
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting; wait up to ``grace`` s for live runs; end the rest."""
+        self.accepting = False
+        with trio.move_on_after(grace):
+            for run in self.live():
+                await run.done.wait()
+        for run in self.live():
+            run.end("shutdown")
+        for run in self.live():
+            await run.done.wait()
+
+    def statistics(self) -> RegistryStatistics:
+        runs = self.live()
+        return RegistryStatistics(
+            live=len(runs),
+            background=sum(1 for run in runs if run.background),
+            accepting=self.accepting,
+        )

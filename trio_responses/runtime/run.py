@@ -1,0 +1,216 @@
+"""ResponseRun: one response, as one nursery.
+
+A run owns an engine stream, the response's event builder (sans-io) and its
+:class:`EventBuffer`. It lives in the registry's app-lifetime nursery, never in an HTTP
+handler's, and runs two tasks under one cancel scope:
+
+- generation: engine deltas → builder → frames in the buffer;
+- heartbeat: a ``response.ping`` after every ``ping_interval`` seconds of silence.
+
+Every way a run can end early — ``/cancel``, the client disconnecting, the stream
+buffer overflowing, shutdown, the engine failing — goes through :meth:`ResponseRun.end`
+or an exception the run catches, and all of them finish the same way: abort the engine
+request (shielded, bounded), build the terminal events, save the final object, and only
+then publish the terminal events. The first cause wins and is final: once a cause is
+set, no engine delta is turned into an event any more, so the final status and the last
+event do not depend on which task noticed first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..engine.base import EngineDelta, EngineStream
+from ..errors import EngineError
+from ..protocol.events import Emitted, Event, ResponseEvents
+from ..protocol.response import usage as usage_block
+from ..protocol.sse import COMMENT_PING
+from ..store.base import ResponseStore
+from .buffer import BufferOverflow, EventBuffer, Frame
+
+log = logging.getLogger(__name__)
+
+CLEANUP_TIMEOUT = 10.0
+
+# Why a run ended early → (final status, error message or None).
+END_CAUSES: dict[str, tuple[str, str | None]] = {
+    "cancel": ("cancelled", None),
+    "disconnect": ("cancelled", None),
+    "shutdown": ("failed", "The server shut down while this response was running."),
+    "overflow": ("failed", "The client did not read the stream fast enough; the stream "
+                 "buffer limit (--responses-stream-buffer-max-bytes) was exceeded."),
+    "timeout": ("failed", "The response exceeded the server's maximum stream duration."),
+}
+
+
+class ResponseRun:
+    def __init__(
+        self,
+        *,
+        builder: ResponseEvents,
+        stream: EngineStream,
+        store: ResponseStore | None,
+        buffer: EventBuffer,
+        ping_interval: float,
+        compatibility_mode: bool,
+        include_logprobs: bool,
+        clock: Callable[[], float],
+        on_event: Callable[[ResponseRun, Event], None] | None = None,
+    ) -> None:
+        self.builder = builder
+        self.buffer = buffer
+        self.id: str = builder.response["id"]
+        self.background: bool = bool(builder.response["background"])
+        self.done = trio.Event()
+        self.end_cause: str | None = None
+        self._stream = stream
+        self._store = store
+        self._ping_interval = ping_interval
+        self._compat = compatibility_mode
+        self._include_logprobs = include_logprobs
+        self._clock = clock
+        self._on_event = on_event
+        self._scope = trio.CancelScope()
+        self._last_sent = trio.current_time()
+        self._last_delta = EngineDelta()
+
+    # -- control ---------------------------------------------------------------------
+
+    def end(self, cause: str) -> bool:
+        """End the run early for ``cause`` (see END_CAUSES). False if it already ended."""
+        if self.builder.finished or self.end_cause is not None:
+            return False
+        self.end_cause = cause
+        self._scope.cancel()
+        return True
+
+    @property
+    def response(self) -> dict[str, Any]:
+        return self.builder.response
+
+    # -- the nursery -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run to the end. Every failure becomes events; only outside cancellation raises."""
+        try:
+            with self._scope:
+                self._publish(self.builder.in_progress())
+                async with trio.open_nursery() as nursery:
+                    if self._ping_interval > 0:
+                        nursery.start_soon(self._heartbeat)
+                    await self._generate()
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close_stream()
+                if not self.builder.finished:
+                    await self._finish(self._early_end_events())
+                self.buffer.close()
+                self.done.set()
+
+    async def _generate(self) -> None:
+        try:
+            await self._consume()
+        except EngineError as exc:
+            if self.end_cause is None:
+                await self._finish(self.builder.fail(str(exc), usage=self._usage()))
+        except Exception as exc:  # a bug must still end the stream well-formed
+            log.exception("response %s failed", self.id)
+            await self._finish(self.builder.fail(f"Internal error ({type(exc).__name__}).",
+                                                 usage=self._usage()))
+
+    async def _consume(self) -> None:
+        async for delta in self._stream:
+            if self.end_cause is not None:
+                return
+            self._last_delta = delta
+            if delta.text:
+                self._publish(self.builder.text(delta.text, self._logprobs(delta)))
+            if delta.finish_reason is not None:
+                reason = "max_output_tokens" if delta.finish_reason == "length" else None
+                events = self.builder.complete(usage=self._usage(), at=self._clock(),
+                                               incomplete_reason=reason)
+                await self._finish(events)
+                return
+        if self.end_cause is None and not self.builder.finished:
+            raise EngineError("The engine ended the request without a finish reason.")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await trio.sleep_until(self._last_sent + self._ping_interval)
+            if trio.current_time() >= self._last_sent + self._ping_interval:
+                if self._compat:
+                    self._append(Frame(None, COMMENT_PING))
+                    self._last_sent = trio.current_time()
+                else:
+                    self._publish(self.builder.ping())
+
+    # -- ending ----------------------------------------------------------------------
+
+    def _early_end_events(self) -> list[Emitted]:
+        status, message = END_CAUSES.get(self.end_cause or "", ("failed", "The run ended."))
+        if status == "cancelled":
+            return self.builder.cancel(usage=self._usage())
+        return self.builder.fail(message or "", usage=self._usage())
+
+    async def _close_stream(self) -> None:
+        with trio.move_on_after(CLEANUP_TIMEOUT):
+            try:
+                await self._stream.aclose()
+            except Exception:
+                log.exception("aborting the engine request of %s failed", self.id)
+
+    async def _finish(self, events: list[Emitted]) -> None:
+        """Save the final object, then publish the terminal events (in that order, so a
+        client never sees a response end that a retrieve would not show)."""
+        if not events:
+            return
+        if self._store is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                try:
+                    log_events = self.buffer.events() + [e for e, _ in events] \
+                        if self.background else []
+                    await self._store.finish(self.id, self.builder.response, log_events)
+                except Exception:
+                    log.exception("saving response %s failed", self.id)
+        self._publish(events)
+
+    # -- events out ------------------------------------------------------------------
+
+    def _publish(self, events: list[Emitted]) -> None:
+        for event, data in events:
+            if self._on_event is not None:
+                self._on_event(self, event)
+            self._append(Frame(event, data))
+
+    def _append(self, item: Frame) -> None:
+        self._last_sent = trio.current_time()
+        try:
+            self.buffer.append(item)
+        except BufferOverflow:
+            self.end("overflow")
+
+    def _usage(self) -> dict[str, Any]:
+        delta = self._last_delta
+        return usage_block(input_tokens=delta.prompt_tokens, output_tokens=delta.output_tokens,
+                           cached_tokens=delta.cached_tokens)
+
+    def _logprobs(self, delta: EngineDelta) -> list[dict[str, Any]]:
+        if not self._include_logprobs:
+            return []
+        return [
+            {
+                "token": lp.token,
+                "bytes": list(lp.bytes),
+                "logprob": lp.logprob,
+                "top_logprobs": [
+                    {"token": t.token, "bytes": list(t.bytes), "logprob": t.logprob}
+                    for t in lp.top
+                ],
+            }
+            for lp in delta.logprobs
+        ]

@@ -1,0 +1,261 @@
+"""ResponseService: what each endpoint does, over the engine, the store and the registry.
+
+The web layer parses a request and calls one method here; this module decides
+everything else: which model and tier, what prompt (the ``previous_response_id`` chain),
+what the engine gets, what is stored, who may see what. It starts runs in the registry
+and hands back either the run (to stream or wait on) or a finished JSON object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import trio
+
+from ..config import Settings
+from ..engine.base import Engine, EngineRequest, SamplingOptions
+from ..errors import InvalidRequest, NotFound
+from ..protocol.conversation import build_messages
+from ..protocol.events import ResponseEvents
+from ..protocol.ids import IdFactory, random_id
+from ..protocol.items import normalize_input
+from ..protocol.request import CreateResponseRequest, stop_sequences
+from ..protocol.response import new_response
+from ..protocol.sse import frame
+from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
+from .buffer import EventBuffer, Frame
+from .registry import Registry
+from .run import ResponseRun
+
+# Service tier → engine priority (vLLM: lower runs first).
+TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
+class ResponseService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        store: ResponseStore,
+        registry: Registry,
+        ids: IdFactory = random_id,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.registry = registry
+        self.ids = ids
+        self.clock = clock
+
+    # -- create ----------------------------------------------------------------------
+
+    def _service_tier(self, request: CreateResponseRequest) -> str:
+        tier = request.service_tier or self.settings.responses_default_service_tier
+        if tier not in self.settings.responses_allowed_service_tiers:
+            raise InvalidRequest(
+                f"Service tier {tier!r} is not available on this server; allowed: "
+                f"{', '.join(self.settings.responses_allowed_service_tiers)}.",
+                param="service_tier", code="invalid_value")
+        return "default" if tier == "auto" else tier
+
+    def _check_model(self, request: CreateResponseRequest) -> None:
+        if request.model != self.engine.model_name:
+            raise NotFound(
+                f"The model '{request.model}' does not exist; this server serves "
+                f"'{self.engine.model_name}'.", param="model", code="model_not_found")
+
+    async def _history(self, request: CreateResponseRequest, owner: str) -> list[Mapping[str, Any]]:
+        if request.previous_response_id is None:
+            return []
+        chain = await self.store.chain(request.previous_response_id, owner)
+        if chain is None:
+            raise NotFound(
+                f"Previous response with id '{request.previous_response_id}' not found.",
+                param="previous_response_id", code="previous_response_not_found")
+        if chain[-1].status not in TERMINAL_STATUSES:
+            raise InvalidRequest(
+                f"Previous response '{request.previous_response_id}' is still "
+                f"{chain[-1].status}; wait for it to finish.", param="previous_response_id")
+        history: list[Mapping[str, Any]] = []
+        for turn in chain:
+            history.extend(turn.input_items)
+            history.extend(turn.response.get("output", ()))
+        return history
+
+    def engine_request(
+        self, request: CreateResponseRequest, request_id: str, messages: list[dict[str, Any]],
+        tier: str,
+    ) -> EngineRequest:
+        fmt = request.text.format if request.text else None
+        logprobs = LOGPROBS_INCLUDE in (request.include or ())
+        sampling = SamplingOptions(
+            max_tokens=request.max_output_tokens or 4096,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_logprobs=(request.top_logprobs or 0) if logprobs else None,
+            top_k=request.top_k,
+            min_p=request.min_p,
+            repetition_penalty=request.repetition_penalty,
+            seed=request.seed,
+            stop=stop_sequences(request),
+            ignore_eos=bool(request.ignore_eos),
+            json_schema=fmt.schema if fmt is not None and fmt.type == "json_schema" else None,
+            json_object=fmt is not None and fmt.type == "json_object",
+        )
+        tools = tuple(
+            {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
+            for tool in request.tools or ()
+        ) if request.tool_choice != "none" else ()
+        return EngineRequest(
+            request_id=request_id,
+            messages=tuple(messages),
+            sampling=sampling,
+            tools=tools,
+            cache_salt=request.cache_salt or request.prompt_cache_key,
+            priority=request.priority if request.priority is not None else TIER_PRIORITY[tier],
+            truncate=request.truncation == "auto",
+        )
+
+    async def prepare(
+        self, request: CreateResponseRequest, owner: str
+    ) -> tuple[EngineRequest, list[dict[str, Any]], str]:
+        """Everything up to the engine: checks, prompt, sampling. Raises 4xx errors."""
+        self._check_model(request)
+        tier = self._service_tier(request)
+        assert request.input is not None
+        items = normalize_input(request.input)
+        for item in items:
+            item.setdefault("id", self.ids(_ITEM_PREFIX.get(item["type"], "item")))
+        history = await self._history(request, owner)
+        messages = build_messages(request.instructions, history, items)
+        return self.engine_request(request, self.ids("resp"), messages, tier), items, tier
+
+    async def create(
+        self, request: CreateResponseRequest, *, owner: str, stream: bool
+    ) -> ResponseRun:
+        """Start a response. ``stream``: its creator will read the events (a bounded,
+        primary reader) — otherwise a foreground run keeps no events."""
+        engine_request, items, tier = await self.prepare(request, owner)
+        response = new_response(request, response_id=engine_request.request_id,
+                                created_at=round(self.clock(), 3),
+                                model=self.engine.model_name, service_tier=tier)
+        builder = ResponseEvents(response, self.ids,
+                                 max_event_bytes=self.settings.max_stream_event_bytes)
+        created = builder.created()
+        stored = response["store"]
+        engine_stream = await self.engine.submit(engine_request)
+        try:
+            if stored:
+                await self.store.create(StoredResponse(
+                    id=response["id"], owner=owner, status=response["status"],
+                    background=response["background"],
+                    previous_response_id=request.previous_response_id,
+                    created_at=response["created_at"], response=builder.response,
+                    input_items=tuple(items)))
+            buffer = EventBuffer(max_unsent_bytes=self.settings.responses_stream_buffer_max_bytes,
+                                 keep_log=response["background"],
+                                 primary=stream and not response["background"])
+            for event, data in created:
+                buffer.append(Frame(event, data))
+            run = ResponseRun(
+                builder=builder, stream=engine_stream, store=self.store if stored else None,
+                buffer=buffer, ping_interval=self.settings.responses_ping_interval_seconds,
+                compatibility_mode=self.settings.responses_compatibility_mode,
+                include_logprobs=engine_request.sampling.top_logprobs is not None,
+                clock=self.clock)
+            self.registry.start(run)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await engine_stream.aclose()
+            raise
+        return run
+
+    # -- stored responses ------------------------------------------------------------
+
+    async def _record(self, response_id: str, owner: str) -> StoredResponse:
+        record = await self.store.get(response_id, owner)
+        if record is None:
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        return record
+
+    async def retrieve(self, response_id: str, owner: str) -> Mapping[str, Any]:
+        record = await self._record(response_id, owner)
+        run = self.registry.get(response_id)
+        return run.response if run is not None else record.response
+
+    async def follow(
+        self, response_id: str, owner: str, starting_after: int | None
+    ) -> tuple[EventBuffer, int]:
+        """A buffer to read a background response's events from, and the cursor."""
+        record = await self._record(response_id, owner)
+        if not record.background:
+            raise InvalidRequest("Only background responses can be streamed by id.",
+                                 param="stream")
+        run = self.registry.get(response_id)
+        if run is not None:
+            buffer = run.buffer
+        else:
+            buffer = EventBuffer(keep_log=True)
+            for event in record.events:
+                buffer.append(Frame(dict(event), frame(event)))
+            buffer.close()
+        return buffer, buffer.position_after(-1 if starting_after is None else starting_after)
+
+    async def cancel(self, response_id: str, owner: str) -> Mapping[str, Any]:
+        record = await self._record(response_id, owner)
+        if not record.background:
+            raise InvalidRequest("Cannot cancel a synchronous response.", param="response_id")
+        run = self.registry.get(response_id)
+        if run is None:
+            return record.response
+        run.end("cancel")
+        await run.done.wait()
+        return run.response
+
+    async def delete(self, response_id: str, owner: str) -> dict[str, Any]:
+        await self._record(response_id, owner)
+        run = self.registry.get(response_id)
+        if run is not None:
+            run.end("cancel")
+            await run.done.wait()
+        if not await self.store.delete(response_id, owner):
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    async def input_items(
+        self, response_id: str, owner: str, *, limit: int, order: str,
+        after: str | None, before: str | None,
+    ) -> dict[str, Any]:
+        record = await self._record(response_id, owner)
+        items = list(record.input_items)
+        if order == "desc":
+            items.reverse()
+        ids = [item["id"] for item in items]
+        for name, cursor in (("after", after), ("before", before)):
+            if cursor is not None and cursor not in ids:
+                raise InvalidRequest(f"No input item with id '{cursor}'.", param=name)
+        start = ids.index(after) + 1 if after is not None else 0
+        end = ids.index(before) if before is not None else len(items)
+        window = items[start:end]
+        page = window[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(window) > len(page),
+        }
+
+    async def count_input_tokens(self, request: CreateResponseRequest, owner: str) -> int:
+        engine_request, _, _ = await self.prepare(request, owner)
+        return await self.engine.count_tokens(engine_request)
+
+
+_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
+                "reasoning": "rs"}
+

@@ -1,0 +1,68 @@
+"""Serving: the app under Hypercorn on Trio, with a shutdown that drains first.
+
+On SIGINT/SIGTERM (or the caller's ``shutdown_trigger``) the app is drained *before*
+Hypercorn's own graceful shutdown starts closing connections, so every open stream
+gets its terminal event; Hypercorn's timeouts are set so a long stream is never cut
+(no read timeout, a grace period that covers the drain, a start-up timeout that covers
+a slow engine start).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+
+import trio
+from hypercorn.config import Config
+
+from .config import Settings
+from .engine.base import Engine
+from .store.base import ResponseStore
+from .web.app import app_state, create_app
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.graceful_timeout = settings.shutdown_grace_seconds + 5
+    config.startup_timeout = 3600
+    config.shutdown_timeout = settings.shutdown_grace_seconds + 60
+    config.read_timeout = None
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = settings.log_level.upper()
+    return config
+
+
+async def wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+async def serve(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    store: ResponseStore | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown_trigger`` returns (default: SIGINT or SIGTERM).
+
+    ``task_status.started`` receives the bound addresses once the port is open, which
+    is after the store was opened and the engine started.
+    """
+    from hypercorn.trio import serve as hypercorn_serve
+
+    settings = settings or Settings()
+    app = create_app(settings, engine=engine, store=store)
+    state = app_state(app)
+    trigger = shutdown_trigger or wait_for_signal
+
+    async def drain_then_stop() -> None:
+        await trigger()
+        await state.drain()
+
+    await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=drain_then_stop,
+                          task_status=task_status)

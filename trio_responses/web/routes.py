@@ -1,0 +1,216 @@
+"""The HTTP routes: parse, call the service, write JSON or SSE. No business logic.
+
+Every error a client can get goes through one handler and leaves in OpenAI's shape;
+unknown routes are 404 and wrong methods 405 in that shape too, and anything
+unexpected is a 500 ``server_error`` without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..errors import (
+    APIError,
+    EngineUnavailable,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+)
+from ..protocol.request import (
+    CreateResponseRequest,
+    decode_create_request,
+    extension_fields_set,
+)
+from ..protocol.sse import encode_json
+from .app import AppState
+from .gateway import UNAUTHENTICATED_PATHS, check_body_request_id, request_id
+from .streaming import SSEBody, sse_response
+
+log = logging.getLogger("trio_responses")
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(encode_json(value), status=status, headers=headers,
+                    content_type="application/json")
+
+
+def error_response(exc: APIError) -> Response:
+    return json_response(exc.to_dict(), exc.status, exc.headers)
+
+
+async def read_body() -> bytes:
+    content_type = request.headers.get("content-type", "application/json")
+    if "json" not in content_type.lower():
+        raise InvalidRequest(
+            f"Invalid Content-Type header ({content_type!r}); expected application/json.",
+            code="invalid_content_type")
+    body = await request.get_data(cache=False, as_text=False)
+    assert isinstance(body, bytes)
+    return body
+
+
+def _query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"Invalid '{name}': expected an integer.", param=name,
+                             code="invalid_type") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"Invalid '{name}': must be between {low} and {high}.",
+                             param=name, code="invalid_value")
+    return value
+
+
+def _query_bool(name: str) -> bool:
+    raw = (request.args.get(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidRequest(f"Invalid '{name}': expected true or false.", param=name)
+    return raw in ("true", "1")
+
+
+def register_routes(app: QuartTrio, state: AppState) -> None:
+    settings = state.settings
+
+    @app.before_request
+    async def _gateway() -> None:
+        g.started = time.perf_counter()
+        g.request_id = request_id(request.headers)
+        g.owner = ""
+        if request.path not in UNAUTHENTICATED_PATHS:
+            g.owner = state.keys.owner(request.headers.get("authorization"))
+
+    @app.after_request
+    async def _headers(response: Response) -> Response:
+        response.headers["x-request-id"] = getattr(g, "request_id", "") or request_id({})
+        started = getattr(g, "started", None)
+        if started is not None:
+            elapsed = int((time.perf_counter() - started) * 1000)
+            response.headers["openai-processing-ms"] = str(elapsed)
+        response.headers["openai-version"] = request.headers.get("openai-version", "2020-10-01")
+        organization = request.headers.get("openai-organization")
+        if organization:
+            response.headers["openai-organization"] = organization
+        return response
+
+    @app.errorhandler(APIError)
+    async def _api_error(exc: APIError) -> Response:
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        if exc.code == 404:
+            return error_response(NotFound(f"Unknown request URL: {request.method} "
+                                           f"{request.path}.", code="unknown_url"))
+        if exc.code == 405:
+            return error_response(MethodNotAllowed(
+                f"Method {request.method} is not allowed for {request.path}."))
+        if exc.code == 413:
+            return error_response(PayloadTooLarge(
+                f"The request body exceeds the server's limit of "
+                f"{settings.max_request_body_bytes} bytes (--max-request-body-bytes)."))
+        error = APIError(exc.description or "HTTP error", code=None)
+        error.status, error.type = exc.code or 400, "invalid_request_error"
+        return error_response(error)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(ServerError("The server had an error while processing your "
+                                          "request."))
+
+    def parse_create(body: bytes) -> CreateResponseRequest:
+        create = decode_create_request(body)
+        if settings.responses_compatibility_mode:
+            extensions = extension_fields_set(create)
+            if extensions:
+                raise InvalidRequest(
+                    f"Unknown parameter: '{extensions[0]}' (a vLLM extension; this server "
+                    "runs in compatibility mode).", param=extensions[0],
+                    code="unknown_parameter")
+        check_body_request_id(create.request_id, request.headers.get("x-request-id"))
+        return create
+
+    @app.post("/v1/responses")
+    async def create_response() -> Response:
+        create = parse_create(await read_body())
+        wants_sse = "text/event-stream" in request.headers.get("accept", "")
+        stream = bool(create.stream) or (create.stream is None and wants_sse)
+        run = await state.service.create(create, owner=g.owner, stream=stream)
+        if stream:
+            body = SSEBody(run.buffer, 0, owner_run=None if run.background else run)
+            return sse_response(body)
+        if not run.background:
+            try:
+                await run.done.wait()
+            except BaseException:
+                run.end("disconnect")
+                raise
+        return json_response(run.response)
+
+    @app.post("/v1/responses/input_tokens")
+    async def input_tokens() -> Response:
+        create = parse_create(await read_body())
+        count = await state.service.count_input_tokens(create, g.owner)
+        return json_response({"object": "response.input_tokens", "input_tokens": count})
+
+    @app.get("/v1/responses/<response_id>")
+    async def retrieve_response(response_id: str) -> Response:
+        if _query_bool("stream"):
+            raw = request.args.get("starting_after")
+            starting_after = None if raw is None else _query_int("starting_after", 0, -1, 2**62)
+            buffer, cursor = await state.service.follow(response_id, g.owner, starting_after)
+            return sse_response(SSEBody(buffer, cursor, owner_run=None))
+        return json_response(await state.service.retrieve(response_id, g.owner))
+
+    @app.delete("/v1/responses/<response_id>")
+    async def delete_response(response_id: str) -> Response:
+        return json_response(await state.service.delete(response_id, g.owner))
+
+    @app.post("/v1/responses/<response_id>/cancel")
+    async def cancel_response(response_id: str) -> Response:
+        return json_response(await state.service.cancel(response_id, g.owner))
+
+    @app.get("/v1/responses/<response_id>/input_items")
+    async def list_input_items(response_id: str) -> Response:
+        order = request.args.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")
+        page = await state.service.input_items(
+            response_id, g.owner, limit=_query_int("limit", 20, 1, 100), order=order,
+            after=request.args.get("after"), before=request.args.get("before"))
+        return json_response(page)
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        model = {"id": state.engine.model_name, "object": "model",
+                 "created": state.started_at, "owned_by": "trio_responses"}
+        return json_response({"object": "list", "data": [model]})
+
+    @app.get("/v1/models/<path:model_id>")
+    async def retrieve_model(model_id: str) -> Response:
+        if model_id != state.engine.model_name:
+            raise NotFound(f"The model '{model_id}' does not exist.", param="model",
+                           code="model_not_found")
+        return json_response({"id": model_id, "object": "model", "created": state.started_at,
+                              "owned_by": "trio_responses"})
+
+    @app.get("/health")
+    async def health() -> Response:
+        stats = state.engine.statistics()
+        if not (state.ready and stats.healthy):
+            error = EngineUnavailable("The engine is not healthy." if state.ready
+                                      else "The server is not ready.")
+            return json_response({"status": "unhealthy", **error.to_dict()}, 503)
+        return json_response({"status": "ok", "model": state.engine.model_name})

@@ -1,0 +1,61 @@
+"""SSE responses: bytes out of an EventBuffer, and the disconnect that ends a run.
+
+The body is an async iterator object rather than an async generator, so that Quart's
+``aclose`` always reaches us: when the client goes away the foreground run it was
+reading is ended (cause ``disconnect``), which aborts the engine request. Nothing here
+awaits inside a nursery or cancel scope while suspended in iteration.
+"""
+
+from __future__ import annotations
+
+from quart import Response
+
+from ..protocol.sse import DONE
+from ..runtime.buffer import EventBuffer
+from ..runtime.run import ResponseRun
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+class SSEBody:
+    def __init__(self, buffer: EventBuffer, cursor: int, *, owner_run: ResponseRun | None) -> None:
+        self._buffer = buffer
+        self._cursor = cursor
+        # The foreground run this client created: its lag is bounded and leaving ends it.
+        self._owner_run = owner_run
+        self._done = False
+
+    def __aiter__(self) -> SSEBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        frames, self._cursor = await self._buffer.read(
+            self._cursor, primary=self._owner_run is not None
+        )
+        if not frames:
+            self._done = True
+            return DONE
+        return b"".join(frame.data for frame in frames)
+
+    async def aclose(self) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """The client is gone (or never came): end the run it owned, if still running."""
+        self._done = True
+        if self._owner_run is not None:
+            self._owner_run.end("disconnect")
+
+
+def sse_response(body: SSEBody, headers: dict[str, str] | None = None) -> Response:
+    response = Response(body, status=200, headers={**SSE_HEADERS, **(headers or {})})
+    # Quart cuts a body after RESPONSE_TIMEOUT (60 s) unless told not to; our runs end
+    # themselves with a terminal event instead.
+    response.timeout = None
+    return response
