@@ -1,0 +1,347 @@
+"""The response store in SQLite.
+
+How it works
+------------
+One ``sqlite3`` connection, opened with ``check_same_thread=False``, is used by one worker
+thread at a time: every call takes a ``trio.Lock`` (FIFO, so callers are served in order)
+and runs its SQL in ``trio.to_thread.run_sync``. The Trio thread never waits on the disk,
+and SQLite only ever sees one writer from this process. A call that has reached its thread
+runs to the end even if the calling task is cancelled (``to_thread`` does not abandon the
+thread by default), so a write is either done or never started, and the lock is only
+released once the connection is idle again.
+
+Durability: WAL journal with ``synchronous=NORMAL``. A commit is in the WAL file (the OS
+page cache) when the call returns, so it survives ``kill -9`` of the server; only a power
+loss or OS crash can lose the last commits, never corrupt the file. ``FULL`` would fsync on
+every commit, which is what it would cost to promise more. ``busy_timeout`` (5 s) covers a
+second process (a backup, the ``sqlite3`` shell) holding a lock for a moment; SQLite's
+automatic checkpoint (every 1000 pages) keeps the WAL bounded while running, and
+``aclose()`` runs ``PRAGMA optimize`` and truncates the WAL.
+
+Schema: ``PRAGMA user_version`` is the number of scripts of :data:`MIGRATIONS` applied to
+the file; ``open()`` applies ``MIGRATIONS[version:]`` in one transaction, and refuses a file
+written by a newer version. In the same transaction it marks the rows a dead process left
+``queued``/``in_progress`` as ``failed``, so no response stays running forever.
+
+Rows hold JSON text (compact, UTF-8, no NaN/Infinity, so SQLite's JSON functions can read
+it): the response object exactly as a client is shown it, the turn's input items, and the
+event log of background responses (NULL when there is none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from .base import TERMINAL_STATUSES, StoredResponse
+
+__all__ = ["MAX_CHAIN_DEPTH", "MIGRATIONS", "SQLiteStore"]
+
+_T = TypeVar("_T")
+
+# Script N takes a store from schema version N to N+1. Append only: a released script is
+# never edited, because files already at a later version will not run it again.
+MIGRATIONS: tuple[str, ...] = (
+    # v1. Every lookup is by primary key with owner as a filter on that one row, so an
+    # index on owner would buy nothing; the partial index holds only running rows and makes
+    # the start-up sweep cheap however many finished rows the store has.
+    """
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        status TEXT NOT NULL,
+        background INTEGER NOT NULL,
+        previous_response_id TEXT,
+        created_at REAL NOT NULL,
+        response TEXT NOT NULL,
+        input_items TEXT NOT NULL,
+        events TEXT
+    );
+    CREATE INDEX responses_unfinished ON responses (id)
+        WHERE status IN ('queued', 'in_progress');
+    """,
+)
+
+# Longer chains (or a loop, which the API cannot create) are reported as not found.
+MAX_CHAIN_DEPTH = 1000
+
+_UNFINISHED = ("queued", "in_progress")
+_INTERRUPTED_ERROR = {
+    "code": "server_error",
+    "message": "The server stopped while this response was running.",
+}
+_COLUMNS = (
+    "id, owner, status, background, previous_response_id, created_at, "
+    "response, input_items, events"
+)
+_TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
+_UNFINISHED_SQL = ", ".join(f"'{status}'" for status in _UNFINISHED)
+
+
+def _dumps(value: Any) -> str:
+    # allow_nan=False: "NaN" is not JSON, and one such row would make json_set() in the
+    # start-up sweep fail, i.e. the server could not start. Better to refuse the write.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements. ``executescript`` cannot be used: on Python 3.11
+    it commits the open transaction first, and migrations must be all or nothing."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        raise ValueError(f"incomplete SQL statement in migration: {pending!r}")
+
+
+def _row_to_record(row: tuple[Any, ...]) -> StoredResponse:
+    (rid, owner, status, background, previous, created_at, response, items, events) = row
+    return StoredResponse(
+        id=rid,
+        owner=owner,
+        status=status,
+        background=bool(background),
+        previous_response_id=previous,
+        created_at=created_at,
+        response=json.loads(response),
+        input_items=tuple(json.loads(items)),
+        events=tuple(json.loads(events)) if events is not None else (),
+    )
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+class SQLiteStore:
+    """:class:`~trio_responses.store.base.ResponseStore` on one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = trio.Lock()
+        self._opened = False
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> int:
+        async with self._lock:
+            if self._opened or self._closed:
+                raise RuntimeError(f"store {self.path}: open() was already called")
+            self._opened = True
+            # If opening fails the store stays unusable (calls raise RuntimeError), rather
+            # than half open.
+            conn, marked = await trio.to_thread.run_sync(self._open_sync)
+            self._conn = conn
+            return marked
+
+    def _open_sync(self) -> tuple[sqlite3.Connection, int]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; single statements commit on their
+        # own and multi-statement work says BEGIN/COMMIT explicitly.
+        conn = sqlite3.connect(
+            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            # Checked before anything is written: a newer store is left exactly as it is.
+            self._check_version(_user_version(conn))
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise RuntimeError(f"store {self.path}: cannot use WAL journal (got {mode!r})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            marked = self._migrate_and_sweep(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, marked
+
+    def _check_version(self, version: int) -> None:
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"store {self.path} has schema version {version}, newer than this "
+                f"trio_responses knows ({len(MIGRATIONS)}); upgrade trio_responses or use "
+                "another store path"
+            )
+
+    def _migrate_and_sweep(self, conn: sqlite3.Connection) -> int:
+        # BEGIN IMMEDIATE takes the write lock before the version is read, so a second
+        # process opening the same file at the same moment cannot migrate it twice.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _user_version(conn)
+            self._check_version(version)
+            for number, script in enumerate(MIGRATIONS[version:], start=version):
+                try:
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                except sqlite3.DatabaseError as exc:
+                    raise RuntimeError(
+                        f"store {self.path}: migration to schema version {number + 1} "
+                        f"failed ({exc}); is this a trio_responses store?"
+                    ) from exc
+            if version != len(MIGRATIONS):
+                conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            # One conditional UPDATE: the status column and the JSON a client is shown
+            # change together, and terminal rows are not touched (not even rewritten).
+            marked = conn.execute(
+                f"UPDATE responses SET status = 'failed', "
+                f"response = json_set(response, '$.status', 'failed', '$.error', json(?)) "
+                f"WHERE status IN ({_UNFINISHED_SQL})",
+                (_dumps(_INTERRUPTED_ERROR),),
+            ).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.rollback()
+            raise
+        return marked
+
+    async def aclose(self) -> None:
+        # Shielded: a cancelled aclose() must still close the connection, after the call
+        # in flight (bounded by busy_timeout) has finished.
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    await trio.to_thread.run_sync(_close_sync, conn)
+
+    # -- the protocol --------------------------------------------------------------------
+
+    async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        async with self._lock:
+            if self._closed:
+                raise RuntimeError(f"store {self.path} is closed")
+            if self._conn is None:
+                raise RuntimeError(f"store {self.path} is not open")
+            return await trio.to_thread.run_sync(work, self._conn)
+
+    async def create(self, record: StoredResponse) -> None:
+        if record.response.get("status") != record.status:
+            raise ValueError(
+                f"response {record.id}: status {record.status!r} differs from the "
+                f"response object's {record.response.get('status')!r}"
+            )
+        params = (
+            record.id,
+            record.owner,
+            record.status,
+            int(record.background),
+            record.previous_response_id,
+            record.created_at,
+            _dumps(record.response),
+            _dumps(list(record.input_items)),
+            _dumps(list(record.events)) if record.events else None,
+        )
+
+        def work(conn: sqlite3.Connection) -> None:
+            # A duplicate id raises sqlite3.IntegrityError: ids are generated, so it is a bug.
+            conn.execute(f"INSERT INTO responses ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", params)
+
+        await self._call(work)
+
+    async def finish(
+        self,
+        response_id: str,
+        response: Mapping[str, Any],
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
+        status = response.get("status")
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"response {response_id}: finish() needs a terminal status, "
+                             f"got {status!r}")
+        params = (
+            status,
+            _dumps(response),
+            _dumps(list(events)) if events else None,
+            response_id,
+        )
+
+        def work(conn: sqlite3.Connection) -> bool:
+            # The condition is the whole point: whichever of cancel and the engine's result
+            # is written first wins, and the other is dropped, atomically.
+            cursor = conn.execute(
+                "UPDATE responses SET status = ?, response = ?, events = ? "
+                f"WHERE id = ? AND status NOT IN ({_TERMINAL_SQL})",
+                params,
+            )
+            return cursor.rowcount == 1
+
+        return await self._call(work)
+
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
+        def work(conn: sqlite3.Connection) -> StoredResponse | None:
+            return _get_sync(conn, response_id, owner)
+
+        return await self._call(work)
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM responses WHERE id = ? AND owner = ?", (response_id, owner)
+            )
+            return cursor.rowcount == 1
+
+        return await self._call(work)
+
+    async def chain(self, response_id: str, owner: str) -> list[StoredResponse] | None:
+        def work(conn: sqlite3.Connection) -> list[StoredResponse] | None:
+            # The whole walk in one thread hop, in one read transaction so a concurrent
+            # delete (from another process) cannot show a half-deleted chain.
+            conn.execute("BEGIN")
+            try:
+                return _chain_sync(conn, response_id, owner)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._call(work)
+
+
+def _get_sync(conn: sqlite3.Connection, response_id: str, owner: str) -> StoredResponse | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM responses WHERE id = ? AND owner = ?", (response_id, owner)
+    ).fetchone()
+    return _row_to_record(row) if row is not None else None
+
+
+def _chain_sync(
+    conn: sqlite3.Connection, response_id: str, owner: str
+) -> list[StoredResponse] | None:
+    newest_first: list[StoredResponse] = []
+    seen: set[str] = set()
+    current: str | None = response_id
+    while current is not None:
+        if current in seen or len(newest_first) >= MAX_CHAIN_DEPTH:
+            return None
+        seen.add(current)
+        record = _get_sync(conn, current, owner)
+        if record is None:
+            return None
+        newest_first.append(record)
+        current = record.previous_response_id
+    newest_first.reverse()
+    return newest_first
+
+
+def _close_sync(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("PRAGMA optimize")
+        # TRUNCATE leaves a zero-length WAL even if another process keeps the file open.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
