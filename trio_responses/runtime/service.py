@@ -201,7 +201,7 @@ class ResponseService:
             buffer = run.buffer
         else:
             buffer = EventBuffer(keep_log=True)
-            for event in record.events:
+            for event in record.events or _ended_without_log(record):
                 buffer.append(Frame(dict(event), frame(event)))
             buffer.close()
         return buffer, buffer.position_after(-1 if starting_after is None else starting_after)
@@ -254,6 +254,20 @@ class ResponseService:
     async def count_input_tokens(self, request: CreateResponseRequest, owner: str) -> int:
         engine_request, _, _ = await self.prepare(request, owner)
         return await self.engine.count_tokens(engine_request)
+
+
+def _ended_without_log(record: StoredResponse) -> list[dict[str, Any]]:
+    """Events for a response whose process died before it wrote its event log (marked
+    failed at start-up): created, then the terminal event with the stored object."""
+    final = dict(record.response)
+    terminal = {"completed": "response.completed", "incomplete": "response.incomplete",
+                "cancelled": "response.incomplete"}.get(
+        record.status, "response.failed")
+    return [
+        {"type": "response.created", "sequence_number": 0,
+         "response": dict(final, status="queued", error=None, output=[], usage=None)},
+        {"type": terminal, "sequence_number": 1, "response": final},
+    ]
 
 
 _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
