@@ -118,6 +118,9 @@ class ResponseEvents:
             item_status = "incomplete" if incomplete_reason else "completed"
             self._close_item(item_status)
             self.response["usage"] = dict(usage)
+            if "input_messages" in self.response:  # vLLM's enable_response_messages
+                self.response["output_messages"] = [
+                    {"role": "assistant", "content": self.output_text()}]
             if incomplete_reason:
                 self.response["status"] = "incomplete"
                 self.response["incomplete_details"] = {"reason": incomplete_reason}

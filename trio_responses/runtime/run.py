@@ -67,6 +67,11 @@ class ResponseRun:
         self.background: bool = bool(builder.response["background"])
         self.done = trio.Event()
         self.end_cause: str | None = None
+        self.started_at = trio.current_time()
+        # Set when the run had to abort an unfinished engine request.
+        self.engine_aborted = False
+        # Rate-limit figures of the request that started this run (for its headers).
+        self.rate_limits: list[Any] = []
         self._stream = stream
         self._store = store
         self._ping_interval = ping_interval
@@ -77,6 +82,7 @@ class ResponseRun:
         self._scope = trio.CancelScope()
         self._last_sent = trio.current_time()
         self._last_delta = EngineDelta()
+        self._engine_done = False  # the engine finished or failed the request itself
 
     # -- control ---------------------------------------------------------------------
 
@@ -116,6 +122,7 @@ class ResponseRun:
         try:
             await self._consume()
         except EngineError as exc:
+            self._engine_done = True
             if self.end_cause is None:
                 await self._finish(self.builder.fail(str(exc), usage=self._usage()))
         except Exception as exc:  # a bug must still end the stream well-formed
@@ -131,6 +138,7 @@ class ResponseRun:
             if delta.text:
                 self._publish(self.builder.text(delta.text, self._logprobs(delta)))
             if delta.finish_reason is not None:
+                self._engine_done = True
                 reason = "max_output_tokens" if delta.finish_reason == "length" else None
                 events = self.builder.complete(usage=self._usage(), at=self._clock(),
                                                incomplete_reason=reason)
@@ -158,6 +166,7 @@ class ResponseRun:
         return self.builder.fail(message or "", usage=self._usage())
 
     async def _close_stream(self) -> None:
+        self.engine_aborted = not self._engine_done
         with trio.move_on_after(CLEANUP_TIMEOUT):
             try:
                 await self._stream.aclose()

@@ -16,16 +16,18 @@ import trio
 
 from ..config import Settings
 from ..engine.base import Engine, EngineRequest, SamplingOptions
-from ..errors import InvalidRequest, NotFound
+from ..errors import EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
-from ..protocol.events import ResponseEvents
+from ..protocol.events import Event, ResponseEvents
 from ..protocol.ids import IdFactory, random_id
 from ..protocol.items import normalize_input
+from ..protocol.machine import TERMINAL_EVENTS
 from ..protocol.request import CreateResponseRequest, stop_sequences
 from ..protocol.response import new_response
 from ..protocol.sse import frame
 from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
 from .buffer import EventBuffer, Frame
+from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .run import ResponseRun
 
@@ -44,6 +46,8 @@ class ResponseService:
         registry: Registry,
         ids: IdFactory = random_id,
         clock: Callable[[], float] = time.time,
+        limiter: RateLimiter | None = None,
+        observer: Callable[[ResponseRun, Event], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -51,6 +55,33 @@ class ResponseService:
         self.registry = registry
         self.ids = ids
         self.clock = clock
+        self.limiter = limiter
+        self.observer = observer
+        # Token estimates charged to the rate limiter, settled when each run ends.
+        self._charges: dict[str, tuple[str, int]] = {}
+
+    def _observe(self, run: ResponseRun, event: Event) -> None:
+        if self.observer is not None:
+            self.observer(run, event)
+        if event["type"] in TERMINAL_EVENTS and run.id in self._charges:
+            owner, estimate = self._charges.pop(run.id)
+            used = (event["response"].get("usage") or {}).get("total_tokens", 0)
+            if self.limiter is not None:
+                self.limiter.settle(owner, estimate, used)
+
+    def _admit(self, request: CreateResponseRequest, engine_request: EngineRequest,
+               owner: str) -> tuple[list[LimitState], int]:
+        """Rate limits and the engine queue bound; raises 429 or 503."""
+        bound = self.settings.max_queued_requests
+        if bound and self.engine.statistics().running >= bound:
+            raise EngineUnavailable(
+                "The server is overloaded (the engine queue is full); retry shortly.",
+                headers={"retry-after": "1", "retry-after-ms": "1000"})
+        if self.limiter is None or not self.limiter.enabled:
+            return [], 0
+        chars = sum(len(str(m.get("content") or "")) for m in engine_request.messages)
+        estimate = -(-chars // 4) + (request.max_output_tokens or 0)
+        return self.limiter.acquire(owner, estimate), estimate
 
     # -- create ----------------------------------------------------------------------
 
@@ -144,10 +175,16 @@ class ResponseService:
         response = new_response(request, response_id=engine_request.request_id,
                                 created_at=round(self.clock(), 3),
                                 model=self.engine.model_name, service_tier=tier)
+        if request.enable_response_messages:
+            response["input_messages"] = [dict(m) for m in engine_request.messages]
         builder = ResponseEvents(response, self.ids,
                                  max_event_bytes=self.settings.max_stream_event_bytes)
         created = builder.created()
         stored = response["store"]
+        limits, estimate = self._admit(request, engine_request, owner)
+        if limits and not self.settings.responses_compatibility_mode:
+            created += builder.notice("response.rate_limits.updated",
+                                      **RateLimiter.event_fields(limits))
         engine_stream = await self.engine.submit(engine_request)
         try:
             if stored:
@@ -167,7 +204,10 @@ class ResponseService:
                 buffer=buffer, ping_interval=self.settings.responses_ping_interval_seconds,
                 compatibility_mode=self.settings.responses_compatibility_mode,
                 include_logprobs=engine_request.sampling.top_logprobs is not None,
-                clock=self.clock)
+                clock=self.clock, on_event=self._observe)
+            run.rate_limits = limits
+            if estimate:
+                self._charges[run.id] = (owner, estimate)
             self.registry.start(run)
         except BaseException:
             with trio.CancelScope(shield=True):

@@ -21,10 +21,12 @@ from quart_trio import QuartTrio
 from ..config import Settings
 from ..engine.base import Engine
 from ..protocol.ids import IdFactory, random_id
+from ..runtime.ratelimit import RateLimiter
 from ..runtime.registry import Registry
 from ..runtime.service import ResponseService
 from ..store.base import ResponseStore
 from .gateway import KeyRing
+from .metrics import Metrics
 
 log = logging.getLogger("trio_responses")
 
@@ -58,6 +60,11 @@ class AppState:
         self.clock = clock
         self.keys = KeyRing(settings.api_keys)
         self.started_at = int(clock())
+        self.metrics = Metrics()
+        self.limiter = RateLimiter(
+            requests_per_minute=settings.rate_limit_requests_per_minute,
+            tokens_per_minute=settings.rate_limit_tokens_per_minute,
+            clock=trio.current_time)
         self._service: ResponseService | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
@@ -88,7 +95,9 @@ class AppState:
             async with Registry.open() as registry:
                 self._service = ResponseService(
                     settings=self.settings, engine=self.engine, store=self.store,
-                    registry=registry, ids=self.ids, clock=self.clock)
+                    registry=registry, ids=self.ids, clock=self.clock,
+                    limiter=self.limiter, observer=self.metrics.observe)
+                self.metrics.bind(lambda: registry, self.engine)
                 task_status.started()
                 await self._stop.wait()
                 await registry.drain(self.settings.shutdown_grace_seconds)

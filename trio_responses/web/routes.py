@@ -32,6 +32,7 @@ from ..protocol.request import (
 from ..protocol.sse import encode_json
 from .app import AppState
 from .gateway import UNAUTHENTICATED_PATHS, check_body_request_id, request_id
+from .metrics import CONTENT_TYPE
 from .streaming import SSEBody, sse_response
 
 log = logging.getLogger("trio_responses")
@@ -93,6 +94,13 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
 
     @app.after_request
     async def _headers(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        state.metrics.http_requests.labels(rule, request.method, str(response.status_code)).inc()
+        if state.limiter.enabled and request.path.startswith("/v1/"):
+            owner = getattr(g, "owner", None)
+            if owner is not None and "x-ratelimit-limit-requests" not in response.headers:
+                limits = getattr(g, "rate_limits", None) or state.limiter.states(owner)
+                response.headers.update(state.limiter.headers(limits))
         response.headers["x-request-id"] = getattr(g, "request_id", "") or request_id({})
         started = getattr(g, "started", None)
         if started is not None:
@@ -148,6 +156,7 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
         stream = bool(create.stream) or (create.stream is None and wants_sse)
         run = await state.service.create(create, owner=g.owner, stream=stream)
+        g.rate_limits = run.rate_limits
         if stream:
             body = SSEBody(run.buffer, 0, owner_run=None if run.background else run)
             return sse_response(body)
@@ -205,6 +214,10 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
                            code="model_not_found")
         return json_response({"id": model_id, "object": "model", "created": state.started_at,
                               "owned_by": "trio_responses"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), content_type=CONTENT_TYPE)
 
     @app.get("/health")
     async def health() -> Response:
