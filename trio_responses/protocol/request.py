@@ -129,7 +129,8 @@ class CreateResponseRequest(_Closed, kw_only=True):
 
 
 _decoder = msgspec.json.Decoder(CreateResponseRequest)
-_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+# msgspec says "- at `$.a.b`", or "- at `key` in `$.a`" when a mapping key is invalid.
+_PATH = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
 _FIELD = re.compile(r"(?:unknown|required) field `(?P<name>[^`]+)`")
 
 
