@@ -90,11 +90,9 @@ class ResponseEvents:
         """Output text from the model; ``logprobs`` in the output_text part's shape."""
 
         def build() -> None:
-            if self._part is None:
-                self._open_message()
-            assert self._item is not None and self._part is not None
-            self._part["text"] += delta
-            self._part["logprobs"].extend(logprobs)
+            part = self._part_of("message")
+            part["text"] += delta
+            part["logprobs"].extend(logprobs)
             self._emit(
                 "response.output_text.delta",
                 **self._where(),
@@ -103,6 +101,39 @@ class ResponseEvents:
             )
 
         return self._batch(build)
+
+    def reasoning(self, delta: str) -> list[Emitted]:
+        """Reasoning text, in a ``reasoning`` item before the answer."""
+
+        def build() -> None:
+            self._part_of("reasoning")["text"] += delta
+            self._emit("response.reasoning_text.delta", **self._where(), delta=delta)
+
+        return self._batch(build)
+
+    def function_call(self, *, call_id: str, name: str, arguments: str = "") -> list[Emitted]:
+        """A function call: the first call for a ``call_id`` opens its item, later ones
+        add argument text."""
+
+        def build() -> None:
+            item = self._item
+            if item is None or item["type"] != "function_call" or item["call_id"] != call_id:
+                self._close_item("completed")
+                item = self._open("function_call", "fc", call_id=call_id, name=name,
+                                  arguments="")
+            if arguments:
+                item["arguments"] += arguments
+                self._emit("response.function_call_arguments.delta", item_id=item["id"],
+                           output_index=len(self.response["output"]) - 1, delta=arguments)
+
+        return self._batch(build)
+
+    def function_calls(self) -> list[dict[str, Any]]:
+        return [item for item in self.response["output"] if item["type"] == "function_call"]
+
+    def end_items(self) -> list[Emitted]:
+        """Close the open item (a model turn ended; the response goes on)."""
+        return self._batch(lambda: self._close_item("completed"))
 
     def ping(self) -> list[Emitted]:
         return self._batch(lambda: self._emit("response.ping"))
@@ -206,54 +237,52 @@ class ResponseEvents:
             "content_index": len(self._item["content"]) - 1,
         }
 
-    def _open_message(self) -> None:
-        item: dict[str, Any] = {
-            "id": self._ids("msg"),
-            "type": "message",
-            "role": "assistant",
-            "status": "in_progress",
-            "content": [],
-        }
+    def _open(self, kind: str, prefix: str, **fields: Any) -> dict[str, Any]:
+        item: dict[str, Any] = {"id": self._ids(prefix), "type": kind,
+                                "status": "in_progress", **fields}
         self.response["output"].append(item)
         self._item = item
-        self._emit(
-            "response.output_item.added",
-            output_index=len(self.response["output"]) - 1,
-            item=copy.deepcopy(item),
-        )
-        part: dict[str, Any] = {
-            "type": "output_text",
-            "text": "",
-            "annotations": [],
-            "logprobs": [],
-        }
+        self._emit("response.output_item.added",
+                   output_index=len(self.response["output"]) - 1, item=copy.deepcopy(item))
+        return item
+
+    def _part_of(self, kind: str) -> dict[str, Any]:
+        """The open text part of a ``message`` or ``reasoning`` item, opened if need be."""
+        if self._item is not None and self._item["type"] == kind and self._part is not None:
+            return self._part
+        self._close_item("completed")
+        if kind == "message":
+            item = self._open("message", "msg", role="assistant", content=[])
+            part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": [],
+                                    "logprobs": []}
+        else:
+            item = self._open("reasoning", "rs", summary=[], content=[])
+            part = {"type": "reasoning_text", "text": ""}
         item["content"].append(part)
         self._part = part
-        self._emit(
-            "response.content_part.added",
-            **self._where(),
-            part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
-        )
+        self._emit("response.content_part.added", **self._where(), part=copy.deepcopy(part))
+        return part
 
     def _close_item(self, status: str) -> None:
-        if self._item is None:
+        item = self._item
+        if item is None:
             return
+        where_item = {"item_id": item["id"], "output_index": len(self.response["output"]) - 1}
         if self._part is not None:
             where = self._where()
-            self._emit(
-                "response.output_text.done",
-                **where,
-                text=self._part["text"],
-                logprobs=[_delta_logprob(lp) for lp in self._part["logprobs"]],
-            )
+            if item["type"] == "message":
+                self._emit("response.output_text.done", **where, text=self._part["text"],
+                           logprobs=[_delta_logprob(lp) for lp in self._part["logprobs"]])
+            else:
+                self._emit("response.reasoning_text.done", **where, text=self._part["text"])
             self._emit("response.content_part.done", **where, part=copy.deepcopy(self._part))
             self._part = None
-        self._item["status"] = status
-        self._emit(
-            "response.output_item.done",
-            output_index=len(self.response["output"]) - 1,
-            item=copy.deepcopy(self._item),
-        )
+        if item["type"] == "function_call":
+            self._emit("response.function_call_arguments.done", **where_item,
+                       arguments=item["arguments"])
+        item["status"] = status
+        self._emit("response.output_item.done", output_index=where_item["output_index"],
+                   item=copy.deepcopy(item))
         self._item = None
 
 
