@@ -83,6 +83,10 @@ class EngineDelta:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
+    # Reasoning text, when the engine separates it from the answer (a reasoning parser),
+    # and how many of output_tokens were reasoning.
+    reasoning: str = ""
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
