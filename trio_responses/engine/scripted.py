@@ -43,8 +43,23 @@ def last_user_text(request: EngineRequest) -> str:
     return ""
 
 
+_CALL = re.compile(r"\[\[call:([A-Za-z0-9_-]+)\]\]")
+
+
 def echo_reply(request: EngineRequest) -> str:
+    """Echo the last user message. ``[[call:NAME]]`` in it (with tools given) makes a
+    call of tool NAME in the built-in format; after a tool output, report the output."""
+    last = request.messages[-1] if request.messages else {}
+    if last.get("role") == "tool":
+        return f"The tool returned: {last.get('content')}"
     text = last_user_text(request).strip()
+    for name in _CALL.findall(text):
+        for tool in request.tools:
+            function = tool.get("function", {})
+            if function.get("name") == name:
+                call = {"name": name,
+                        "arguments": instance_of(function.get("parameters") or {})}
+                return f"<tool_call>\n{msgspec.json.encode(call).decode()}\n</tool_call>"
     return f"You said: {text}" if text else "Hello from the scripted engine."
 
 

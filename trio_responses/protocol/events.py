@@ -128,6 +128,16 @@ class ResponseEvents:
 
         return self._batch(build)
 
+    def function_call_output(self, *, call_id: str, output: str) -> list[Emitted]:
+        """A tool output given while the response waited (an item added and done)."""
+
+        def build() -> None:
+            self._close_item("completed")
+            self._open("function_call_output", "fco", call_id=call_id, output=output)
+            self._close_item("completed")
+
+        return self._batch(build)
+
     def function_calls(self) -> list[dict[str, Any]]:
         return [item for item in self.response["output"] if item["type"] == "function_call"]
 

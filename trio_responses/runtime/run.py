@@ -31,6 +31,7 @@ from ..protocol.response import usage as usage_block
 from ..protocol.sse import COMMENT_PING
 from ..store.base import ResponseStore
 from .buffer import BufferOverflow, EventBuffer, Frame
+from .tools import ToolTurns
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class ResponseRun:
         include_logprobs: bool,
         clock: Callable[[], float],
         on_event: Callable[[ResponseRun, Event], None] | None = None,
+        tools: ToolTurns | None = None,
     ) -> None:
         self.builder = builder
         self.buffer = buffer
@@ -72,6 +74,7 @@ class ResponseRun:
         self.engine_aborted = False
         # Rate-limit figures of the request that started this run (for its headers).
         self.rate_limits: list[Any] = []
+        self.owner = ""
         self._stream = stream
         self._store = store
         self._ping_interval = ping_interval
@@ -82,6 +85,10 @@ class ResponseRun:
         self._scope = trio.CancelScope()
         self._last_sent = trio.current_time()
         self._last_delta = EngineDelta()
+        self.tools = tools
+        # Token counts of earlier model turns (a response that waited for tool outputs
+        # has several), added to the current turn's.
+        self._earlier = (0, 0, 0, 0)
         self._engine_done = False  # the engine finished or failed the request itself
 
     # -- control ---------------------------------------------------------------------
@@ -131,21 +138,57 @@ class ResponseRun:
                                                  usage=self._usage()))
 
     async def _consume(self) -> None:
+        while True:
+            stopped, reason = await self._turn()
+            if stopped:
+                return
+            if self.tools is not None and self.tools.turn_calls and self.tools.plan.wait \
+                    and self.tools.plan.next_turn is not None and reason is None:
+                self._publish(self.builder.end_items())
+                outputs = await self.tools.wait_for_outputs()
+                if outputs is None:
+                    await self._finish(self.builder.complete(
+                        usage=self._usage(), at=self._clock(),
+                        incomplete_reason=self._tool_timeout_reason))
+                    return
+                for call in outputs:
+                    self._publish(self.builder.function_call_output(
+                        call_id=call["call_id"], output=call["output"]))
+                d = self._last_delta
+                e = self._earlier
+                self._earlier = (e[0] + d.prompt_tokens, e[1] + d.cached_tokens,
+                                 e[2] + d.output_tokens, e[3] + d.reasoning_tokens)
+                self._last_delta = EngineDelta()
+                self._engine_done = False
+                self._stream = await self.tools.plan.next_turn(outputs)
+                continue
+            await self._finish(self.builder.complete(usage=self._usage(), at=self._clock(),
+                                                     incomplete_reason=reason))
+            return
+
+    async def _turn(self) -> tuple[bool, str | None]:
+        """One model turn: deltas to events until the engine's finish reason. Returns
+        whether the run was stopped meanwhile, and the incomplete reason (None: a stop)."""
         async for delta in self._stream:
             if self.end_cause is not None:
-                return
+                return True, None
             self._last_delta = delta
+            if delta.reasoning:
+                self._publish(self.builder.reasoning(delta.reasoning))
             if delta.text:
-                self._publish(self.builder.text(delta.text, self._logprobs(delta)))
+                if self.tools is not None:
+                    self._publish(self.tools.text(delta.text))
+                else:
+                    self._publish(self.builder.text(delta.text, self._logprobs(delta)))
             if delta.finish_reason is not None:
                 self._engine_done = True
-                reason = "max_output_tokens" if delta.finish_reason == "length" else None
-                events = self.builder.complete(usage=self._usage(), at=self._clock(),
-                                               incomplete_reason=reason)
-                await self._finish(events)
-                return
+                if self.tools is not None:
+                    self._publish(self.tools.end_of_turn())
+                stopped = self.end_cause is not None or self.builder.finished
+                return stopped, "max_output_tokens" if delta.finish_reason == "length" else None
         if self.end_cause is None and not self.builder.finished:
             raise EngineError("The engine ended the request without a finish reason.")
+        return True, None
 
     async def _heartbeat(self) -> None:
         while True:
@@ -204,9 +247,17 @@ class ResponseRun:
             self.end("overflow")
 
     def _usage(self) -> dict[str, Any]:
-        delta = self._last_delta
-        return usage_block(input_tokens=delta.prompt_tokens, output_tokens=delta.output_tokens,
-                           cached_tokens=delta.cached_tokens)
+        d, (prompt, cached, output, reasoning) = self._last_delta, self._earlier
+        return usage_block(input_tokens=prompt + d.prompt_tokens,
+                           output_tokens=output + d.output_tokens,
+                           cached_tokens=cached + d.cached_tokens,
+                           reasoning_tokens=reasoning + d.reasoning_tokens)
+
+    @property
+    def _tool_timeout_reason(self) -> str | None:
+        # The SDK's strict models know no reason for this; in compatibility mode the
+        # reason stays null so strict clients still parse the response.
+        return None if self._compat else "tool_output_timeout"
 
     def _logprobs(self, delta: EngineDelta) -> list[dict[str, Any]]:
         if not self._include_logprobs:

@@ -8,6 +8,7 @@ and hands back either the run (to stream or wait on) or a finished JSON object.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import trio
 
 from ..config import Settings
-from ..engine.base import Engine, EngineRequest, SamplingOptions
+from ..engine.base import Engine, EngineRequest, EngineStream, SamplingOptions
 from ..errors import EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
 from ..protocol.events import Event, ResponseEvents
@@ -25,11 +26,21 @@ from ..protocol.machine import TERMINAL_EVENTS
 from ..protocol.request import CreateResponseRequest, stop_sequences
 from ..protocol.response import new_response
 from ..protocol.sse import frame
+from ..protocol.toolcalls import call_schema
 from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
 from .buffer import EventBuffer, Frame
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .run import ResponseRun
+from .tools import (
+    Conflict,
+    ToolPlan,
+    ToolTurns,
+    chat_tools,
+    tool_mode,
+    turn_messages,
+    with_tool_instructions,
+)
 
 # Service tier → engine priority (vLLM: lower runs first).
 TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}
@@ -138,10 +149,13 @@ class ResponseService:
             json_schema=fmt.schema if fmt is not None and fmt.type == "json_schema" else None,
             json_object=fmt is not None and fmt.type == "json_object",
         )
-        tools = tuple(
-            {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
-            for tool in request.tools or ()
-        ) if request.tool_choice != "none" else ()
+        mode = tool_mode(request)
+        tools = chat_tools(request) if mode else ()
+        if mode == "json":
+            sampling = dataclasses.replace(sampling, json_object=False, json_schema=call_schema(
+                request.tools or (), _named_tool(request.tool_choice)))
+        elif mode == "tags" and not getattr(self.engine, "renders_tools", False):
+            messages = with_tool_instructions(messages, tools)
         return EngineRequest(
             request_id=request_id,
             messages=tuple(messages),
@@ -166,11 +180,49 @@ class ResponseService:
         messages = build_messages(request.instructions, history, items)
         return self.engine_request(request, self.ids("resp"), messages, tier), items, tier
 
+    def _tool_turns(self, request: CreateResponseRequest, first: EngineRequest,
+                    builder: ResponseEvents, wait: bool) -> ToolTurns | None:
+        mode = tool_mode(request)
+        if mode is None:
+            return None
+        messages = list(first.messages)
+        turns = 0
+
+        async def next_turn(calls: list[dict[str, Any]]) -> EngineStream:
+            # Later turns answer freely (a forced call again would never end).
+            nonlocal turns
+            turns += 1
+            messages.extend(turn_messages(calls))
+            follow = dataclasses.replace(
+                first, request_id=f"{first.request_id}_turn{turns}", messages=tuple(messages),
+                sampling=dataclasses.replace(first.sampling, json_schema=None))
+            return await self.engine.submit(follow)
+
+        plan = ToolPlan(mode=mode, max_calls=request.max_tool_calls,
+                        parallel=request.parallel_tool_calls is not False, wait=wait,
+                        timeout=self.settings.responses_tool_timeout, next_turn=next_turn)
+        return ToolTurns(plan, builder, self.ids)
+
+    async def post_tool_outputs(self, response_id: str, owner: str,
+                                outputs: list[dict[str, Any]]) -> Mapping[str, Any]:
+        run = self.registry.get(response_id)
+        if run is None or run.owner != owner:
+            await self._record(response_id, owner)  # 404 unless it exists for this owner
+            raise Conflict("This response is not waiting for tool outputs.",
+                           param="tool_outputs", code="not_waiting_for_tool_outputs")
+        if run.tools is None:
+            raise Conflict("This response has no function calls to answer.",
+                           param="tool_outputs", code="not_waiting_for_tool_outputs")
+        run.tools.post(outputs)
+        return run.response
+
     async def create(
-        self, request: CreateResponseRequest, *, owner: str, stream: bool
+        self, request: CreateResponseRequest, *, owner: str, stream: bool,
+        tool_wait: bool = False,
     ) -> ResponseRun:
         """Start a response. ``stream``: its creator will read the events (a bounded,
-        primary reader) — otherwise a foreground run keeps no events."""
+        primary reader) — otherwise a foreground run keeps no events. ``tool_wait``:
+        after function calls, wait for their outputs in the same response."""
         engine_request, items, tier = await self.prepare(request, owner)
         response = new_response(request, response_id=engine_request.request_id,
                                 created_at=round(self.clock(), 3),
@@ -204,7 +256,9 @@ class ResponseService:
                 buffer=buffer, ping_interval=self.settings.responses_ping_interval_seconds,
                 compatibility_mode=self.settings.responses_compatibility_mode,
                 include_logprobs=engine_request.sampling.top_logprobs is not None,
-                clock=self.clock, on_event=self._observe)
+                clock=self.clock, on_event=self._observe,
+                tools=self._tool_turns(request, engine_request, builder, tool_wait))
+            run.owner = owner
             run.rate_limits = limits
             if estimate:
                 self._charges[run.id] = (owner, estimate)
@@ -308,6 +362,10 @@ def _ended_without_log(record: StoredResponse) -> list[dict[str, Any]]:
          "response": dict(final, status="queued", error=None, output=[], usage=None)},
         {"type": terminal, "sequence_number": 1, "response": final},
     ]
+
+
+def _named_tool(choice: str | dict[str, Any] | None) -> str | None:
+    return choice.get("name") if isinstance(choice, dict) else None
 
 
 _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",

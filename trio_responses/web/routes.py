@@ -7,6 +7,7 @@ unexpected is a 500 ``server_error`` without internals.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -30,12 +31,16 @@ from ..protocol.request import (
     extension_fields_set,
 )
 from ..protocol.sse import encode_json
+from ..runtime.tools import parse_tool_outputs
 from .app import AppState
 from .gateway import UNAUTHENTICATED_PATHS, check_body_request_id, request_id
 from .metrics import CONTENT_TYPE
 from .streaming import SSEBody, sse_response
 
 log = logging.getLogger("trio_responses")
+
+# Opt-in: keep the response open after its function calls (see runtime/tools.py).
+TOOL_WAIT_HEADER = "x-responses-tool-wait"
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -155,7 +160,9 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         create = parse_create(await read_body())
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
         stream = bool(create.stream) or (create.stream is None and wants_sse)
-        run = await state.service.create(create, owner=g.owner, stream=stream)
+        tool_wait = request.headers.get(TOOL_WAIT_HEADER, "").lower() in ("1", "true")
+        run = await state.service.create(create, owner=g.owner, stream=stream,
+                                          tool_wait=tool_wait)
         g.rate_limits = run.rate_limits
         if stream:
             body = SSEBody(run.buffer, 0, owner_run=None if run.background else run)
@@ -190,6 +197,17 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
     @app.post("/v1/responses/<response_id>/cancel")
     async def cancel_response(response_id: str) -> Response:
         return json_response(await state.service.cancel(response_id, g.owner))
+
+    @app.post("/v1/responses/<response_id>/tool_outputs")
+    async def post_tool_outputs(response_id: str) -> Response:
+        try:
+            body = json.loads(await read_body())
+        except (ValueError, RecursionError):
+            raise InvalidRequest("We could not parse the JSON body of your request.",
+                                 code="invalid_json") from None
+        outputs = parse_tool_outputs(body)
+        return json_response(await state.service.post_tool_outputs(response_id, g.owner,
+                                                                    outputs))
 
     @app.get("/v1/responses/<response_id>/input_items")
     async def list_input_items(response_id: str) -> Response:

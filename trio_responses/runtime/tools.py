@@ -1,0 +1,199 @@
+"""Function calls inside a run: parsing the model's text, and the tool-output wait.
+
+:class:`ToolTurns` sits between the engine's text and the event builder when a request
+has function tools: plain text goes on as output text, each complete call becomes a
+``function_call`` item (with its own ``call_id``), up to ``max_tool_calls`` in all and
+one per turn unless ``parallel_tool_calls``.
+
+The wait is opt-in (``X-Responses-Tool-Wait: true`` on the create request; a header, so
+it also works in compatibility mode). After a turn that made calls, the run waits —
+heartbeats going on — until every call of the turn has an output posted to
+``POST /v1/responses/{id}/tool_outputs``, or the tool timeout passes. The outputs are
+checked when they are posted: an unknown or repeated ``call_id``, or a response that
+is not waiting, is refused with a 4xx and the waiting run is left as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import trio
+
+from ..engine.base import EngineStream
+from ..errors import APIError, InvalidRequest
+from ..protocol.events import Emitted, ResponseEvents
+from ..protocol.ids import IdFactory
+from ..protocol.request import CreateResponseRequest
+from ..protocol.toolcalls import ParsedCall, ToolCallParser, tool_instructions
+
+
+class Conflict(APIError):
+    status = 409
+    type = "invalid_request_error"
+
+
+# The next model turn: given this turn's calls and their outputs, a new engine stream.
+NextTurn = Callable[[list[dict[str, Any]]], Awaitable[EngineStream]]
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    mode: Literal["tags", "json"]
+    max_calls: int | None
+    parallel: bool
+    wait: bool
+    timeout: float
+    next_turn: NextTurn | None = None
+
+
+class ToolTurns:
+    def __init__(self, plan: ToolPlan, builder: ResponseEvents, ids: IdFactory) -> None:
+        self.plan = plan
+        self._builder = builder
+        self._ids = ids
+        self._mode: Literal["tags", "json"] = plan.mode
+        self._parser = ToolCallParser(plan.mode)
+        self._total_calls = 0
+        self.turn_calls: list[dict[str, Any]] = []
+        self._outputs: dict[str, str] = {}
+        self._waiting = False
+        self._all_posted = trio.Event()
+
+    # -- parsing ---------------------------------------------------------------------
+
+    def text(self, text: str) -> list[Emitted]:
+        return self._emit(self._parser.feed(text))
+
+    def end_of_turn(self) -> list[Emitted]:
+        events = self._emit(self._parser.flush())
+        self._parser = ToolCallParser(self._mode)
+        return events
+
+    def _emit(self, pieces: Sequence[str | ParsedCall]) -> list[Emitted]:
+        events: list[Emitted] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                if piece:
+                    events += self._builder.text(piece)
+            elif self._may_call():
+                call_id = self._ids("call")
+                self._total_calls += 1
+                self.turn_calls.append({"call_id": call_id, "name": piece.name,
+                                        "arguments": piece.arguments})
+                events += self._builder.function_call(call_id=call_id, name=piece.name,
+                                                      arguments=piece.arguments)
+        return events
+
+    def _may_call(self) -> bool:
+        if self.plan.max_calls is not None and self._total_calls >= self.plan.max_calls:
+            return False
+        return self.plan.parallel or not self.turn_calls
+
+    # -- the wait --------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        return self._waiting
+
+    async def wait_for_outputs(self) -> list[dict[str, Any]] | None:
+        """Outputs for every call of this turn, or None after the timeout."""
+        self._outputs = {}
+        self._all_posted = trio.Event()
+        self._waiting = True
+        try:
+            with trio.move_on_after(self.plan.timeout):
+                await self._all_posted.wait()
+        finally:
+            self._waiting = False
+        if not self._all_posted.is_set():
+            return None
+        turn = [dict(call, output=self._outputs[call["call_id"]]) for call in self.turn_calls]
+        self.turn_calls = []
+        self._mode = "tags"  # later turns answer freely
+        self._parser = ToolCallParser(self._mode)
+        return turn
+
+    def post(self, outputs: Sequence[Mapping[str, Any]]) -> None:
+        """Accept posted outputs, all or none; raises a 4xx error for bad ones."""
+        if not self._waiting:
+            raise Conflict("This response is not waiting for tool outputs.",
+                           param="tool_outputs", code="not_waiting_for_tool_outputs")
+        pending = {call["call_id"] for call in self.turn_calls}
+        seen: set[str] = set()
+        for index, output in enumerate(outputs):
+            call_id = output.get("call_id")
+            param = f"tool_outputs[{index}].call_id"
+            if call_id not in pending:
+                raise InvalidRequest(f"No pending function call has call_id {call_id!r}.",
+                                     param=param, code="unknown_call_id")
+            if call_id in self._outputs or call_id in seen:
+                raise InvalidRequest(f"An output for call_id {call_id!r} was already given.",
+                                     param=param, code="duplicate_call_id")
+            seen.add(str(call_id))
+        for output in outputs:
+            self._outputs[str(output["call_id"])] = str(output["output"])
+        if pending <= self._outputs.keys():
+            self._all_posted.set()
+
+
+def tool_mode(request: CreateResponseRequest) -> Literal["tags", "json"] | None:
+    """How calls come out: None (no tools in play), free text with tags, or forced JSON."""
+    if not request.tools or request.tool_choice == "none":
+        return None
+    if request.tool_choice == "required" or isinstance(request.tool_choice, dict):
+        return "json"
+    return "tags"
+
+
+def chat_tools(request: CreateResponseRequest) -> tuple[dict[str, Any], ...]:
+    """The request's tools in the chat-completions form chat templates take."""
+    return tuple(
+        {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
+        for tool in request.tools or ())
+
+
+def with_tool_instructions(messages: list[dict[str, Any]],
+                           tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The built-in tool format taught in the system message (for templates without
+    tool support)."""
+    guide = tool_instructions(tools)
+    if messages and messages[0].get("role") == "system":
+        first = dict(messages[0], content=f"{messages[0]['content']}\n\n{guide}")
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": guide}, *messages]
+
+
+def turn_messages(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A turn's calls and their outputs, as the chat messages of the next prompt."""
+    assistant = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": c["call_id"], "type": "function",
+         "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]}
+    return [assistant, *({"role": "tool", "tool_call_id": c["call_id"],
+                          "content": c["output"]} for c in calls)]
+
+
+def parse_tool_outputs(body: Any) -> list[dict[str, Any]]:
+    """Validate ``{"tool_outputs": [{"call_id": str, "output": str}, ...]}``."""
+    if not isinstance(body, dict) or not isinstance(body.get("tool_outputs"), list):
+        raise InvalidRequest("Expected a JSON object with a 'tool_outputs' array.",
+                             param="tool_outputs", code="invalid_type")
+    unknown = set(body) - {"tool_outputs"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidRequest(f"Unknown parameter: '{name}'.", param=name,
+                             code="unknown_parameter")
+    outputs: list[dict[str, Any]] = body["tool_outputs"]
+    if not outputs:
+        raise InvalidRequest("'tool_outputs' must not be empty.", param="tool_outputs")
+    for index, output in enumerate(outputs):
+        where = f"tool_outputs[{index}]"
+        if not isinstance(output, dict) or set(output) - {"call_id", "output"}:
+            raise InvalidRequest(f"'{where}' must be an object with 'call_id' and 'output'.",
+                                 param=where)
+        for key in ("call_id", "output"):
+            if not isinstance(output.get(key), str):
+                raise InvalidRequest(f"'{where}.{key}' must be a string.",
+                                     param=f"{where}.{key}", code="invalid_type")
+    return outputs
