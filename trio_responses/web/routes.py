@@ -61,7 +61,16 @@ async def read_body() -> bytes:
             code="invalid_content_type")
     body = await request.get_data(cache=False, as_text=False)
     assert isinstance(body, bytes)
+    g.body_read = True
     return body
+
+
+def _body_left_unread() -> bool:
+    """Whether the request came with a body this app answered without reading."""
+    if getattr(g, "body_read", False):
+        return False
+    length = (request.headers.get("content-length") or "0").strip()
+    return "transfer-encoding" in request.headers or length != "0"
 
 
 def _query_int(name: str, default: int, low: int, high: int) -> int:
@@ -106,6 +115,11 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
             if owner is not None and "x-ratelimit-limit-requests" not in response.headers:
                 limits = getattr(g, "rate_limits", None) or state.limiter.states(owner)
                 response.headers.update(state.limiter.headers(limits))
+        if _body_left_unread():
+            # Answered before the body was read (401, 413, 404 ...): Hypercorn leaves such
+            # a connection open but never serves another request on it, so a client that
+            # reuses it waits forever. Tell the client not to.
+            response.headers["connection"] = "close"
         response.headers["x-request-id"] = getattr(g, "request_id", "") or request_id({})
         started = getattr(g, "started", None)
         if started is not None:
