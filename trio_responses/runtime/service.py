@@ -229,8 +229,11 @@ class ResponseService:
                                 model=self.engine.model_name, service_tier=tier)
         if request.enable_response_messages:
             response["input_messages"] = [dict(m) for m in engine_request.messages]
-        builder = ResponseEvents(response, self.ids,
-                                 max_event_bytes=self.settings.max_stream_event_bytes)
+        # The per-event limit is for events someone reads (a stream, a background log):
+        # a plain JSON response has none, and must not fail for an event never sent.
+        sends_events = stream or bool(request.background)
+        builder = ResponseEvents(response, self.ids, max_event_bytes=(
+            self.settings.max_stream_event_bytes if sends_events else 0))
         created = builder.created()
         stored = response["store"]
         limits, estimate = self._admit(request, engine_request, owner)
