@@ -20,8 +20,9 @@ from ..errors import RateLimited
 
 def go_duration(seconds: float) -> str:
     """A duration as OpenAI writes reset times: ``20ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
-    if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    millis = max(0, math.ceil(seconds * 1000))
+    if millis < 1000:  # (0.9999 s rounds up to a second: "1s", not "1000ms")
+        return f"{millis}ms"
     total = math.ceil(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
