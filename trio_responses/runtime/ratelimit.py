@@ -98,14 +98,17 @@ class RateLimiter:
             headers = self.headers(self._states(owner, buckets))
             if math.isinf(wait):
                 headers["x-should-retry"] = "false"
-                raise RateLimited(
+                error = RateLimited(
                     f"Request too large: it needs {wanted[name]} {name} but the limit is "
                     f"{buckets[name].limit} {name} per minute.", headers=headers)
-            headers["retry-after"] = str(max(1, math.ceil(wait)))
-            headers["retry-after-ms"] = str(math.ceil(wait * 1000))
-            raise RateLimited(
-                f"Rate limit reached for {name} per minute: limit {buckets[name].limit}. "
-                f"Please try again in {go_duration(wait)}.", headers=headers)
+            else:
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
+                headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+                error = RateLimited(
+                    f"Rate limit reached for {name} per minute: limit {buckets[name].limit}. "
+                    f"Please try again in {go_duration(wait)}.", headers=headers)
+            error.type = name  # as OpenAI: "requests" or "tokens", the limit that was hit
+            raise error
         for key, bucket in buckets.items():
             bucket.level -= wanted[key]
         return self._states(owner, buckets)
