@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 from hypercorn.config import Config
+from quart_trio import QuartTrio
 
 from .config import Settings
 from .engine.base import Engine
@@ -53,10 +54,21 @@ async def serve(
     ``task_status.started`` receives the bound addresses once the port is open, which
     is after the store was opened and the engine started.
     """
-    from hypercorn.trio import serve as hypercorn_serve
-
     settings = settings or Settings()
     app = create_app(settings, engine=engine, store=store)
+    await serve_app(app, settings, shutdown_trigger=shutdown_trigger, task_status=task_status)
+
+
+async def serve_app(
+    app: QuartTrio,
+    settings: Settings,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve an app made by :func:`create_app` (see :func:`serve`)."""
+    from hypercorn.trio import serve as hypercorn_serve
+
     state = app_state(app)
     trigger = shutdown_trigger or wait_for_signal
 

@@ -16,7 +16,8 @@ import trio
 
 from trio_responses import Settings
 from trio_responses.engine.base import Engine
-from trio_responses.server import serve
+from trio_responses.server import serve_app
+from trio_responses.web.app import AppState, app_state, create_app
 from trio_responses.store.base import ResponseStore
 
 T = TypeVar("T")
@@ -29,6 +30,8 @@ class ServerThread:
         self.engine = engine
         self.store = store
         self.base_url = ""
+        self.app = create_app(settings, engine=engine, store=store)
+        self.app_state: AppState = app_state(self.app)
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
         self._ready = threading.Event()
@@ -54,9 +57,9 @@ class ServerThread:
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(lambda task_status: serve(
-                self.settings, engine=self.engine, store=self.store,
-                shutdown_trigger=self._stop.wait, task_status=task_status))  # type: ignore[union-attr]
+            binds = await nursery.start(lambda task_status: serve_app(
+                self.app, self.settings, shutdown_trigger=self._stop.wait,  # type: ignore[union-attr]
+                task_status=task_status))
             self.base_url = binds[0].replace("0.0.0.0", "127.0.0.1")
             self._ready.set()
 

@@ -153,16 +153,25 @@ class ResponseEvents:
         return self._batch(lambda: self._emit(event_type, **fields))
 
     def complete(
-        self, *, usage: Mapping[str, Any], at: float, incomplete_reason: str | None = None
+        self,
+        *,
+        usage: Mapping[str, Any],
+        at: float,
+        incomplete_reason: str | None = None,
+        incomplete: bool = False,
     ) -> list[Emitted]:
+        """The model finished: ``completed``, or ``incomplete`` when a reason is given
+        (or ``incomplete`` is set: a reason the SDK's strict models cannot carry)."""
+        incomplete = incomplete or incomplete_reason is not None
+
         def build() -> None:
-            item_status = "incomplete" if incomplete_reason else "completed"
+            item_status = "incomplete" if incomplete else "completed"
             self._close_item(item_status)
             self.response["usage"] = dict(usage)
             if "input_messages" in self.response:  # vLLM's enable_response_messages
                 self.response["output_messages"] = [
                     {"role": "assistant", "content": self.output_text()}]
-            if incomplete_reason:
+            if incomplete:
                 self.response["status"] = "incomplete"
                 self.response["incomplete_details"] = {"reason": incomplete_reason}
                 self._emit("response.incomplete", response=self._snapshot())

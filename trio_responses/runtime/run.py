@@ -148,7 +148,7 @@ class ResponseRun:
                 outputs = await self.tools.wait_for_outputs()
                 if outputs is None:
                     await self._finish(self.builder.complete(
-                        usage=self._usage(), at=self._clock(),
+                        usage=self._usage(), at=self._clock(), incomplete=True,
                         incomplete_reason=self._tool_timeout_reason))
                     return
                 for call in outputs:
