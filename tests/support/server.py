@@ -17,8 +17,8 @@ import trio
 from trio_responses import Settings
 from trio_responses.engine.base import Engine
 from trio_responses.server import serve_app
-from trio_responses.web.app import AppState, app_state, create_app
 from trio_responses.store.base import ResponseStore
+from trio_responses.web.app import AppState, app_state, create_app
 
 T = TypeVar("T")
 
