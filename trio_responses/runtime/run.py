@@ -19,6 +19,7 @@ event do not depend on which task noticed first.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,7 @@ class ResponseRun:
         clock: Callable[[], float],
         on_event: Callable[[ResponseRun, Event], None] | None = None,
         tools: ToolTurns | None = None,
+        max_seconds: float = 0.0,
     ) -> None:
         self.builder = builder
         self.buffer = buffer
@@ -82,7 +84,9 @@ class ResponseRun:
         self._include_logprobs = include_logprobs
         self._clock = clock
         self._on_event = on_event
-        self._scope = trio.CancelScope()
+        # The server's maximum stream duration ends the run like any other cause.
+        self._scope = trio.CancelScope(
+            deadline=self.started_at + max_seconds if max_seconds > 0 else math.inf)
         self._last_sent = trio.current_time()
         self._last_delta = EngineDelta()
         self.tools = tools
@@ -118,6 +122,8 @@ class ResponseRun:
                     await self._generate()
                     nursery.cancel_scope.cancel()
         finally:
+            if self._scope.cancelled_caught and self.end_cause is None:
+                self.end_cause = "timeout"
             with trio.CancelScope(shield=True):
                 await self._close_stream()
                 if not self.builder.finished:

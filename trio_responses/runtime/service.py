@@ -260,7 +260,8 @@ class ResponseService:
                 compatibility_mode=self.settings.responses_compatibility_mode,
                 include_logprobs=engine_request.sampling.top_logprobs is not None,
                 clock=self.clock, on_event=self._observe,
-                tools=self._tool_turns(request, engine_request, builder, tool_wait))
+                tools=self._tool_turns(request, engine_request, builder, tool_wait),
+                max_seconds=self.settings.responses_max_stream_seconds)
             run.owner = owner
             run.rate_limits = limits
             if estimate:
