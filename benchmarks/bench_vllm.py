@@ -1,0 +1,247 @@
+"""trio_responses vs vLLM's own OpenAI server, same model and engine settings, one run.
+
+    .venv/bin/python benchmarks/bench_vllm.py [--concurrency 1 8 32] [--tokens 64]
+
+Both servers are started here, one at a time on 127.0.0.1, with the same engine flags
+(default model, float32, eager, same max-model-len, OMP_NUM_THREADS = cores). For each
+concurrency level the two servers are measured alternately (ours, theirs, ours,
+theirs…: ``--rounds``), each round streaming ``/v1/responses`` with a fixed output length
+(``ignore_eos`` and ``max_output_tokens``), so machine noise hits both alike. Per server
+and level it prints output tokens/s, time to first token p50/p99 and inter-token gap
+p50/p99, and our/vLLM ratios; then the engine's own ceiling: offline ``LLM.generate``
+with the same threads, prompt, length and batch. A benchmark, not a test: nothing here
+asserts.
+
+Because both servers need the CPU to themselves, each is started for its rounds and
+stopped before the other starts; every start is warmed up before it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "Write a long story about a lighthouse keeper and the sea."
+
+
+@dataclass
+class Sample:
+    ttft: float
+    gaps: list[float]
+    tokens: int
+
+
+@dataclass
+class Result:
+    samples: list[Sample] = field(default_factory=list)
+    wall: float = 0.0
+
+    def add(self, other: Result) -> None:
+        self.samples += other.samples
+        self.wall += other.wall
+
+    @property
+    def tokens_per_second(self) -> float:
+        return sum(s.tokens for s in self.samples) / self.wall if self.wall else 0.0
+
+    def ttft(self, q: float) -> float:
+        return quantile([s.ttft for s in self.samples], q)
+
+    def gap(self, q: float) -> float:
+        return quantile([g for s in self.samples for g in s.gaps], q)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def one_request(client: httpx.AsyncClient, model: str, tokens: int) -> Sample:
+    body = {"model": model, "input": PROMPT, "stream": True, "max_output_tokens": tokens,
+            "temperature": 0, "ignore_eos": True, "store": False}
+    start = time.perf_counter()
+    stamps: list[float] = []
+    count = 0
+    async with client.stream("POST", "/v1/responses", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data: {") and '"response.output_text.delta"' in line:
+                stamps.append(time.perf_counter())
+            elif line.startswith("data: {") and '"response.completed"' in line:
+                usage = json.loads(line[6:])["response"].get("usage") or {}
+                count = int(usage.get("output_tokens", 0))
+    if not stamps:
+        raise RuntimeError("no text deltas received")
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return Sample(stamps[0] - start, gaps, count or len(stamps))
+
+
+async def load(base_url: str, model: str, concurrency: int, requests: int,
+               tokens: int) -> Result:
+    result = Result()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
+        todo = iter(range(requests))
+
+        async def worker() -> None:
+            for _ in todo:
+                result.samples.append(await one_request(client, model, tokens))
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(worker)
+        result.wall = time.perf_counter() - start
+    return result
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], port: int, model: str) -> None:
+        self.name, self.argv, self.port, self.model = name, argv, port, model
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 600) -> None:
+        log = open(f"/tmp/bench_{self.name}.log", "wb")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=ROOT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see /tmp/bench_{self.name}.log")
+            try:
+                if httpx.get(self.base_url + "/v1/models", timeout=2).status_code == 200:
+                    trio.run(load, self.base_url, self.model, 2, 4, 16)  # warm-up
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+def engine_flags(model_dir: str, max_model_len: int) -> list[str]:
+    return ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len),
+            "--served-model-name", "SmolLM2-135M-Instruct"]
+
+
+def offline_ceiling(model_dir: str, batch: int, tokens: int, max_model_len: int) -> float:
+    """Output tokens/s of ``LLM.generate`` with the same prompt, length and batch."""
+    code = f"""
+import time
+from vllm import LLM, SamplingParams
+if __name__ == "__main__":
+    llm = LLM(model={model_dir!r}, dtype="float32", enforce_eager=True,
+              max_model_len={max_model_len})
+    tok = llm.get_tokenizer()
+    prompt = tok.apply_chat_template([{{"role": "user", "content": {PROMPT!r}}}],
+                                     tokenize=False, add_generation_prompt=True)
+    params = SamplingParams(max_tokens={tokens}, ignore_eos=True, temperature=0)
+    llm.generate([prompt] * 2, params, use_tqdm=False)
+    start = time.perf_counter()
+    outs = llm.generate([prompt] * {batch}, params, use_tqdm=False)
+    wall = time.perf_counter() - start
+    print("CEILING", sum(len(o.outputs[0].token_ids) for o in outs) / wall)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd="/tmp", timeout=900)
+    for line in out.stdout.splitlines():
+        if line.startswith("CEILING"):
+            return float(line.split()[1])
+    raise RuntimeError(out.stderr[-2000:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="alternations per level")
+    parser.add_argument("--requests-per-round", type=int, default=0,
+                        help="default: 2 x concurrency (at least 4)")
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--no-ceiling", action="store_true")
+    args = parser.parse_args()
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    from trio_responses.engine.default_model import ensure_default_model
+
+    model_dir = str(ensure_default_model())
+    flags = engine_flags(model_dir, args.max_model_len)
+    ours = Server("trio_responses", [sys.executable, "-m", "trio_responses", "--model",
+                                     model_dir, "--port", "8301", "--store-path",
+                                     "/tmp/bench_store.sqlite3", *flags], 8301,
+                  "SmolLM2-135M-Instruct")
+    theirs = Server("vllm", [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                             "--model", model_dir, "--port", "8302", "--host", "127.0.0.1",
+                             *flags], 8302, "SmolLM2-135M-Instruct")
+    results = {(s.name, c): Result() for s in (ours, theirs) for c in args.concurrency}
+    for round_number in range(args.rounds):
+        order = (ours, theirs) if round_number % 2 == 0 else (theirs, ours)
+        for server in order:
+            server.start()
+            try:
+                for level in args.concurrency:
+                    count = args.requests_per_round or max(4, 2 * level)
+                    results[(server.name, level)].add(
+                        trio.run(load, server.base_url, server.model, level, count, args.tokens))
+                    print(f"round {round_number} {server.name} c={level}: "
+                          f"{results[(server.name, level)].tokens_per_second:.1f} tok/s so far",
+                          flush=True)
+            finally:
+                server.stop()
+
+    print()
+    print("| concurrency | server | tokens/s | TTFT p50 | TTFT p99 | gap p50 | gap p99 |")
+    print("|---|---|---|---|---|---|---|")
+    for level in args.concurrency:
+        for server in (ours, theirs):
+            r = results[(server.name, level)]
+            print(f"| {level} | {server.name} | {r.tokens_per_second:.1f} | {r.ttft(0.5):.3f} s"
+                  f" | {r.ttft(0.99):.3f} s | {r.gap(0.5) * 1000:.1f} ms | "
+                  f"{r.gap(0.99) * 1000:.1f} ms |")
+        a, b = results[(ours.name, level)], results[(theirs.name, level)]
+        print(f"| {level} | **ours/vLLM** | **{a.tokens_per_second / b.tokens_per_second:.3f}**"
+              f" | {a.ttft(0.5) / b.ttft(0.5):.3f} | {a.ttft(0.99) / b.ttft(0.99):.3f} | "
+              f"{a.gap(0.5) / b.gap(0.5):.3f} | {a.gap(0.99) / b.gap(0.99):.3f} |")
+    if not args.no_ceiling:
+        print()
+        for level in args.concurrency:
+            ceiling = offline_ceiling(model_dir, level, args.tokens, args.max_model_len)
+            best = max(results[(s.name, level)].tokens_per_second for s in (ours, theirs))
+            print(f"engine ceiling (LLM.generate, batch {level}): {ceiling:.1f} tok/s; "
+                  f"ours {results[(ours.name, level)].tokens_per_second / ceiling:.3f}, "
+                  f"vLLM {results[(theirs.name, level)].tokens_per_second / ceiling:.3f} "
+                  f"of it (best {best:.1f})")
+    print(f"\ncommand: {' '.join(sys.argv)}")
+
+
+if __name__ == "__main__":
+    main()
