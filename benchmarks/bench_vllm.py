@@ -19,6 +19,7 @@ stopped before the other starts; every start is warmed up before it is measured.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -86,7 +87,7 @@ async def one_request(client: httpx.AsyncClient, model: str, tokens: int) -> Sam
                 count = int(usage.get("output_tokens", 0))
     if not stamps:
         raise RuntimeError("no text deltas received")
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     return Sample(stamps[0] - start, gaps, count or len(stamps))
 
 
@@ -119,7 +120,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 600) -> None:
-        log = open(f"/tmp/bench_{self.name}.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(f"/tmp/bench_{self.name}.log", "wb")
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
                                         cwd=ROOT, start_new_session=True)
         deadline = time.monotonic() + timeout
