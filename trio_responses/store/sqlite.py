@@ -127,8 +127,13 @@ def _user_version(conn: sqlite3.Connection) -> int:
 class SQLiteStore:
     """:class:`~trio_responses.store.base.ResponseStore` on one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, migrations: Sequence[str] | None = None
+    ) -> None:
+        """``migrations``: the schema scripts (default :data:`MIGRATIONS`); a test or a
+        tool can pass another list, e.g. to upgrade a store written by an older one."""
         self.path = Path(path)
+        self._migrations = tuple(MIGRATIONS if migrations is None else migrations)
         self._conn: sqlite3.Connection | None = None
         self._lock = trio.Lock()
         self._opened = False
@@ -170,10 +175,10 @@ class SQLiteStore:
         return conn, marked
 
     def _check_version(self, version: int) -> None:
-        if version > len(MIGRATIONS):
+        if version > len(self._migrations):
             raise RuntimeError(
                 f"store {self.path} has schema version {version}, newer than this "
-                f"trio_responses knows ({len(MIGRATIONS)}); upgrade trio_responses or use "
+                f"trio_responses knows ({len(self._migrations)}); upgrade trio_responses or use "
                 "another store path"
             )
 
@@ -184,7 +189,7 @@ class SQLiteStore:
         try:
             version = _user_version(conn)
             self._check_version(version)
-            for number, script in enumerate(MIGRATIONS[version:], start=version):
+            for number, script in enumerate(self._migrations[version:], start=version):
                 try:
                     for statement in _statements(script):
                         conn.execute(statement)
@@ -193,8 +198,8 @@ class SQLiteStore:
                         f"store {self.path}: migration to schema version {number + 1} "
                         f"failed ({exc}); is this a trio_responses store?"
                     ) from exc
-            if version != len(MIGRATIONS):
-                conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            if version != len(self._migrations):
+                conn.execute(f"PRAGMA user_version = {len(self._migrations)}")
             # One conditional UPDATE: the status column and the JSON a client is shown
             # change together, and terminal rows are not touched (not even rewritten).
             marked = conn.execute(
