@@ -199,6 +199,11 @@ class ResponseRun:
     async def _heartbeat(self) -> None:
         while True:
             await trio.sleep_until(self._last_sent + self._ping_interval)
+            if self.builder.finished:
+                # The terminal events are built (and wait for the store write): nothing
+                # may follow them, and a ping that sends nothing would never move
+                # _last_sent, so this loop would spin instead of sleeping.
+                return
             if trio.current_time() >= self._last_sent + self._ping_interval:
                 if self._compat:
                     self._append(Frame(None, COMMENT_PING))
