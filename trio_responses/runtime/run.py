@@ -177,6 +177,9 @@ class ResponseRun:
         whether the run was stopped meanwhile, and the incomplete reason (None: a stop)."""
         async for delta in self._stream:
             if self.end_cause is not None:
+                # A last delta that arrived after the end is not sent, but the engine
+                # did finish: its request is not counted as aborted.
+                self._engine_done = delta.finish_reason is not None
                 return True, None
             self._last_delta = delta
             if delta.reasoning:
