@@ -182,13 +182,15 @@ class ResponseRun:
                 self._engine_done = delta.finish_reason is not None
                 return True, None
             self._last_delta = delta
-            if delta.reasoning:
-                self._publish(self.builder.reasoning(delta.reasoning))
+            if delta.reasoning and await self._deliver(self.builder.reasoning(delta.reasoning)):
+                return True, None
             if delta.text:
                 if self.tools is not None:
-                    self._publish(self.tools.text(delta.text))
+                    events = self.tools.text(delta.text)
                 else:
-                    self._publish(self.builder.text(delta.text, self._logprobs(delta)))
+                    events = self.builder.text(delta.text, self._logprobs(delta))
+                if await self._deliver(events):
+                    return True, None
             if delta.finish_reason is not None:
                 self._engine_done = True
                 if self.tools is not None:
@@ -246,6 +248,17 @@ class ResponseRun:
         self._publish(events)
 
     # -- events out ------------------------------------------------------------------
+
+    async def _deliver(self, events: list[Emitted]) -> bool:
+        """Publish events built mid-turn. The builder may have ended the response itself
+        (an event over --max-stream-event-bytes, an invalid event): then they end in the
+        terminal events, which are saved first like any others, and the turn must stop
+        (the engine request is aborted). True if so."""
+        if not self.builder.finished:
+            self._publish(events)
+            return False
+        await self._finish(events)
+        return True
 
     def _publish(self, events: list[Emitted]) -> None:
         for event, data in events:
