@@ -182,15 +182,17 @@ class ResponseRun:
                 self._engine_done = delta.finish_reason is not None
                 return True, None
             self._last_delta = delta
-            if delta.reasoning and await self._deliver(self.builder.reasoning(delta.reasoning)):
-                return True, None
+            events: list[Emitted] = []
+            if delta.reasoning:
+                events += self.builder.reasoning(delta.reasoning)
             if delta.text:
                 if self.tools is not None:
-                    events = self.tools.text(delta.text)
+                    events += self.tools.text(delta.text)
                 else:
-                    events = self.builder.text(delta.text, self._logprobs(delta))
-                if await self._deliver(events):
-                    return True, None
+                    events += self.builder.text(delta.text, self._logprobs(delta))
+            if await self._deliver(events):
+                self._engine_done = delta.finish_reason is not None
+                return True, None
             if delta.finish_reason is not None:
                 self._engine_done = True
                 if self.tools is not None:
