@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import openai
@@ -16,7 +15,6 @@ from tests.server.helpers import (
     aborted,
     assert_error,
     assert_sdk_error,
-    http_client,
     read_sse,
     sdk_events,
     types_of,
@@ -30,11 +28,6 @@ TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
 # 5 ms a token: about 0.4 s of generation, long enough to join while it runs.
 LONG_INPUT = " ".join(f"w{n}" for n in range(80))
 
-
-@pytest.fixture
-def http(scripted_server: ServerThread) -> Iterator[httpx.Client]:
-    with http_client(scripted_server) as client:
-        yield client
 
 
 def test_background_runs_to_completion(client: openai.OpenAI) -> None:

@@ -14,18 +14,10 @@ from tests.server.helpers import (
     MODEL,
     assert_error,
     assert_sdk_error,
-    http_client,
     sdk_events,
     types_of,
 )
 from tests.support.events import check_stream, joined_text
-from tests.support.server import ServerThread
-
-
-@pytest.fixture
-def http(scripted_server: ServerThread) -> Any:
-    with http_client(scripted_server) as client:
-        yield client
 
 
 def five_messages() -> list[dict[str, Any]]:

@@ -8,21 +8,11 @@ framing is asserted exactly: ``event:`` equal to the payload's ``type``, no ``id
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 from httpx_sse import EventSource, connect_sse
 
-from tests.server.helpers import MODEL, http_client, parse_raw_sse, read_sse, types_of
+from tests.server.helpers import MODEL, parse_raw_sse, read_sse, types_of
 from tests.support.events import check_stream, joined_text
-from tests.support.server import ServerThread
-
-
-@pytest.fixture
-def http(scripted_server: ServerThread) -> Iterator[httpx.Client]:
-    with http_client(scripted_server) as client:
-        yield client
 
 
 def test_stream_framing_with_httpx_sse(http: httpx.Client) -> None:

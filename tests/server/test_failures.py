@@ -1,0 +1,138 @@
+"""Ends that are not a normal finish: the client leaving mid-stream (the engine request
+is aborted), and the engine failing a request (``error`` + ``response.failed``)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from httpx_sse import connect_sse
+
+from tests.server.helpers import (
+    MODEL,
+    aborted,
+    engine_of,
+    on_server,
+    read_sse,
+    running,
+    sdk_events,
+    types_of,
+    wait_status,
+    wait_until,
+)
+from tests.support.events import check_stream
+from tests.support.server import ServerThread
+
+# created, in_progress, output_item.added, content_part.added, the first delta; then
+# "[[stall]]" makes the scripted engine wait forever.
+BEFORE_STALL = ["response.created", "response.in_progress", "response.output_item.added",
+                "response.content_part.added", "response.output_text.delta"]
+
+
+
+def assert_healthy(http: httpx.Client) -> None:
+    health = http.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+
+
+def test_disconnect_aborts_the_engine_request(scripted_server: ServerThread,
+                                              http: httpx.Client) -> None:
+    body = {"model": MODEL, "input": "talk [[stall]] then hang", "stream": True}
+    with connect_sse(http, "POST", "/v1/responses", json=body) as source:
+        events = read_sse(source, count=len(BEFORE_STALL))
+    # Leaving the block closed the connection mid-stream.
+    check_stream(events, resumed_after=-1)
+    assert types_of(events) == BEFORE_STALL
+    response_id = events[0]["response"]["id"]
+    wait_until(lambda: aborted(scripted_server, response_id), what="engine abort")
+    wait_until(lambda: running(scripted_server) == 0, what="no engine request running")
+    stored = http.get(f"/v1/responses/{response_id}").json()
+    assert stored["status"] == "cancelled"
+    assert_healthy(http)
+
+
+def test_disconnect_with_the_sdk(scripted_server: ServerThread, client: openai.OpenAI
+                                 ) -> None:
+    with client.responses.stream(model=MODEL, input="[[stall]] sdk") as stream:
+        events = []
+        for event in stream:
+            events.append(event)
+            if len(events) == len(BEFORE_STALL):
+                break
+    events_json = sdk_events(events)
+    check_stream(events_json, resumed_after=-1)
+    assert types_of(events_json) == BEFORE_STALL
+    response_id = events_json[0]["response"]["id"]
+    wait_until(lambda: aborted(scripted_server, response_id), what="engine abort")
+    wait_status(client, response_id, {"cancelled"})
+    assert running(scripted_server) == 0
+
+
+def test_disconnect_from_non_streaming_request(scripted_server: ServerThread,
+                                               http: httpx.Client) -> None:
+    engine = engine_of(scripted_server)
+    before = on_server(scripted_server, lambda: len(engine.requests))
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/responses", json={"model": MODEL, "input": "[[stall]] json"},
+                  timeout=httpx.Timeout(10, read=0.3))
+    requests = on_server(scripted_server, lambda: list(engine.requests))
+    assert len(requests) == before + 1
+    response_id = requests[-1].request_id
+    wait_until(lambda: aborted(scripted_server, response_id), what="engine abort")
+    wait_until(lambda: running(scripted_server) == 0, what="no engine request running")
+
+
+def test_disconnect_leaves_background_running(scripted_server: ServerThread,
+                                              client: openai.OpenAI, http: httpx.Client
+                                              ) -> None:
+    body = {"model": MODEL, "input": "[[stall]] background", "stream": True,
+            "background": True, "store": True}
+    with connect_sse(http, "POST", "/v1/responses", json=body) as source:
+        events = read_sse(source, count=3)
+    check_stream(events, resumed_after=-1)
+    response_id = events[0]["response"]["id"]
+    wait_until(lambda: len(client.responses.retrieve(response_id).output) == 1,
+               what="the first token")
+    assert not aborted(scripted_server, response_id)
+    assert client.responses.retrieve(response_id).status == "in_progress"
+    assert client.responses.cancel(response_id).status == "cancelled"
+    assert aborted(scripted_server, response_id)
+
+
+def test_engine_failure_stream(scripted_server: ServerThread, client: openai.OpenAI,
+                               http: httpx.Client) -> None:
+    with client.responses.stream(model=MODEL, input="go [[fail]] now") as stream:
+        events = sdk_events(stream)
+    check_stream(events)
+    assert types_of(events) == [*BEFORE_STALL, "error", "response.failed"]
+    error = events[-2]
+    assert error["code"] and error["message"]
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == error["code"]
+    stored = client.responses.retrieve(failed["id"])
+    assert stored.status == "failed" and stored.error is not None
+    assert stored.error.message == error["message"]
+    assert_healthy(http)
+    again = client.responses.create(model=MODEL, input="still here")
+    assert again.status == "completed" and again.output_text == "You said: still here"
+    assert running(scripted_server) == 0
+
+
+def test_engine_failure_json(client: openai.OpenAI, http: httpx.Client) -> None:
+    response = client.responses.create(model=MODEL, input="[[fail]]")
+    assert response.status == "failed"
+    assert response.error is not None and response.error.message
+    assert client.responses.retrieve(response.id).status == "failed"
+    assert_healthy(http)
+
+
+def test_engine_failure_background(client: openai.OpenAI, http: httpx.Client) -> None:
+    created = client.responses.create(model=MODEL, input="[[fail]]", background=True,
+                                      store=True)
+    assert wait_status(client, created.id, {"failed", "completed"})[-1] == "failed"
+    with connect_sse(http, "GET", f"/v1/responses/{created.id}",
+                     params={"stream": "true"}) as source:
+        events = read_sse(source)
+    check_stream(events)
+    assert types_of(events)[-2:] == ["error", "response.failed"]
