@@ -81,6 +81,12 @@ def _content(content: Any, role: str, param: str) -> list[dict[str, Any]]:
             _check_keys(part, ("type", "text", "annotations", "logprobs"), where)
             parts.append(_text_part(_require_str(part, "text", where), output))
         elif kind == "refusal":
+            if not output:
+                raise _invalid(
+                    f"Invalid value for '{where}.type': 'refusal' content is only allowed "
+                    "in assistant messages.",
+                    f"{where}.type",
+                )
             _check_keys(part, ("type", "refusal"), where)
             parts.append({"type": "refusal", "refusal": _require_str(part, "refusal", where)})
         elif kind in UNSUPPORTED_PART_TYPES:
