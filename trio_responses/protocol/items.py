@@ -167,20 +167,34 @@ def _function_call_output(item: Mapping[str, Any], param: str) -> dict[str, Any]
     return normalized
 
 
+def _reasoning_parts(value: Any, kind: str, param: str) -> list[dict[str, Any]]:
+    """A reasoning item's ``summary`` (``summary_text`` parts) or ``content``
+    (``reasoning_text`` parts), checked: they are stored and listed back as given."""
+    if not isinstance(value, list):
+        raise _invalid(f"Invalid type for '{param}': expected an array.", param, "invalid_type")
+    parts: list[dict[str, Any]] = []
+    for index, part in enumerate(value):
+        where = f"{param}[{index}]"
+        if not isinstance(part, dict):
+            raise _invalid(f"Invalid type for '{where}': expected an object.", where,
+                           "invalid_type")
+        if part.get("type") != kind:
+            raise _invalid(f"Invalid value for '{where}.type': expected '{kind}'.",
+                           f"{where}.type")
+        _check_keys(part, ("type", "text"), where)
+        parts.append({"type": kind, "text": _require_str(part, "text", where)})
+    return parts
+
+
 def _reasoning(item: Mapping[str, Any], param: str) -> dict[str, Any]:
     _check_keys(item, ("type", "id", "summary", "content", "encrypted_content", "status"), param)
-    summary = item.get("summary", [])
-    if not isinstance(summary, list):
-        raise _invalid(
-            f"Invalid type for '{param}.summary': expected an array.",
-            f"{param}.summary",
-            "invalid_type",
-        )
+    summary = _reasoning_parts(item.get("summary", []), "summary_text", f"{param}.summary")
     normalized: dict[str, Any] = {"type": "reasoning", "summary": summary}
     if isinstance(item.get("id"), str):
         normalized["id"] = item["id"]
-    if isinstance(item.get("content"), list):
-        normalized["content"] = item["content"]
+    if item.get("content") is not None:
+        normalized["content"] = _reasoning_parts(item["content"], "reasoning_text",
+                                                 f"{param}.content")
     if item.get("status") is not None:
         normalized["status"] = _status(item, param)
     return normalized
