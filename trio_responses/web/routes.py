@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -178,6 +179,16 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         run = await state.service.create(create, owner=g.owner, stream=stream,
                                           tool_wait=tool_wait)
         g.rate_limits = run.rate_limits
+        try:
+            # A disconnect that came while create() was in a worker thread (the store
+            # write, which Trio does not interrupt) is only delivered at a checkpoint:
+            # take it here, where the run can still be ended, rather than after the
+            # response started and before Quart would ever close its body.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            if not run.background:
+                run.end("disconnect")
+            raise
         if stream:
             body = SSEBody(run.buffer, 0, owner_run=None if run.background else run)
             return sse_response(body)
