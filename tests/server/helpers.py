@@ -138,28 +138,42 @@ def sdk_events(stream: Iterable[Any]) -> list[dict[str, Any]]:
     return [as_dict(event) for event in stream]
 
 
+class SSEReader:
+    """Events read with httpx-sse from one response, framing checked, in as many
+    ``take`` calls as the test needs (a live stream is read, then acted on, then read)."""
+
+    def __init__(self, source: EventSource) -> None:
+        assert source.response.status_code == 200, source.response.read()
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        self._sse = source.iter_sse()
+        self.done = False
+
+    def take(self, count: int | None = None) -> list[dict[str, Any]]:
+        """The next ``count`` events, or all of them up to ``data: [DONE]``."""
+        events: list[dict[str, Any]] = []
+        while count is None or len(events) < count:
+            sse = next(self._sse, None)
+            if sse is None:
+                break
+            assert not self.done, f"data after [DONE]: {sse}"
+            # httpx-sse reports the last event id seen; "" means no id: line ever came.
+            assert sse.id == "" and sse.retry is None, sse
+            if sse.data == "[DONE]":
+                assert sse.event == "message", sse  # a bare data: line, no event: field
+                self.done = True
+                continue
+            event = json.loads(sse.data)
+            assert sse.event == event["type"], (sse.event, event["type"])
+            events.append(event)
+        if count is None:
+            assert self.done, "the stream ended without data: [DONE]"
+        return events
+
+
 def read_sse(source: EventSource, *, count: int | None = None) -> list[dict[str, Any]]:
-    """Events read with httpx-sse, framing checked; all of them up to ``data: [DONE]``,
-    or only the first ``count`` (the caller then closes the connection)."""
-    assert source.response.status_code == 200, source.response.read()
-    assert source.response.headers["content-type"].startswith("text/event-stream")
-    events: list[dict[str, Any]] = []
-    done = False
-    for sse in source.iter_sse():
-        assert not done, f"data after [DONE]: {sse}"
-        # httpx-sse reports the last event id seen; "" means no id: line ever came.
-        assert sse.id == "" and sse.retry is None, sse
-        if sse.data == "[DONE]":
-            assert sse.event == "message", sse  # a bare data: line, no event: field
-            done = True
-            continue
-        event = json.loads(sse.data)
-        assert sse.event == event["type"], (sse.event, event["type"])
-        events.append(event)
-        if count is not None and len(events) == count:
-            return events
-    assert done, "the stream ended without data: [DONE]"
-    return events
+    """All events up to ``data: [DONE]``, or only the first ``count`` (the caller then
+    closes the connection)."""
+    return SSEReader(source).take(count)
 
 
 _FRAME = re.compile(rb"event: (?P<type>[a-z_.]+)\ndata: (?P<data>[^\n]+)\n\n|: [^\n]*\n\n")

@@ -12,6 +12,7 @@ from httpx_sse import connect_sse
 
 from tests.server.helpers import (
     MODEL,
+    SSEReader,
     aborted,
     assert_error,
     assert_sdk_error,
@@ -25,8 +26,8 @@ from tests.support.events import check_stream, joined_text
 from tests.support.server import ServerThread
 
 TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
-# 5 ms a token: about 0.4 s of generation, long enough to join while it runs.
-LONG_INPUT = " ".join(f"w{n}" for n in range(80))
+# 5 ms a token: about 0.2 s of generation, long enough to join while it runs.
+LONG_INPUT = " ".join(f"w{n}" for n in range(40))
 
 
 
@@ -121,16 +122,34 @@ def test_delete_running_background(client: openai.OpenAI, scripted_server: Serve
 
 # -- resume --------------------------------------------------------------------------
 
-def test_resume_after_n_follows_live(client: openai.OpenAI, http: httpx.Client) -> None:
+def test_resume_after_n_follows_live(client: openai.OpenAI, http: httpx.Client,
+                                     scripted_server: ServerThread) -> None:
+    created = client.responses.create(model=MODEL, input="[[stall]] after one token",
+                                      background=True, store=True)
+    wait_until(lambda: len(client.responses.retrieve(created.id).output) == 1,
+               what="the first token")
+    with connect_sse(http, "GET", f"/v1/responses/{created.id}",
+                     params={"stream": "true", "starting_after": "2"}) as source:
+        reader = SSEReader(source)
+        replayed = reader.take(3)
+        assert types_of(replayed) == ["response.output_item.added",
+                                      "response.content_part.added",
+                                      "response.output_text.delta"]
+        # Everything from here on happens after the reader joined.
+        client.responses.cancel(created.id)
+        events = replayed + reader.take()
+    check_stream(events, resumed_after=2)
+    assert events[-1]["type"] == "response.incomplete"
+    assert events[-1]["response"]["status"] == "cancelled"
+    assert aborted(scripted_server, created.id)
+
+
+def test_resume_after_n_to_completion(client: openai.OpenAI, http: httpx.Client) -> None:
     created = client.responses.create(model=MODEL, input=LONG_INPUT, background=True,
                                       store=True)
-    wait_until(lambda: len(client.responses.retrieve(created.id).output) == 1,
-               what="the message item")
-    before = client.responses.retrieve(created.id).status
     with connect_sse(http, "GET", f"/v1/responses/{created.id}",
                      params={"stream": "true", "starting_after": "2"}) as source:
         events = read_sse(source)
-    assert before == "in_progress"  # so the events above were partly followed live
     check_stream(events, resumed_after=2)
     assert types_of(events)[0] == "response.output_item.added"
     assert events[-1]["type"] == "response.completed"
