@@ -27,6 +27,7 @@ from ..errors import (
     ServerError,
 )
 from ..protocol.request import (
+    INCLUDABLE,
     CreateResponseRequest,
     decode_create_request,
     extension_fields_set,
@@ -94,6 +95,16 @@ def _query_bool(name: str) -> bool:
     if raw not in ("true", "false", "1", "0"):
         raise InvalidRequest(f"Invalid '{name}': expected true or false.", param=name)
     return raw in ("true", "1")
+
+
+def _query_include() -> None:
+    """``include`` on the GET routes: checked like the body's, though stored responses
+    have nothing more to add."""
+    for index, value in enumerate(request.args.getlist("include")):
+        if value not in INCLUDABLE:
+            raise InvalidRequest(
+                f"Invalid value for 'include[{index}]': {value!r} is not one of "
+                f"{sorted(INCLUDABLE)}.", param="include", code="invalid_value")
 
 
 def register_routes(app: QuartTrio, state: AppState) -> None:
@@ -208,9 +219,13 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
 
     @app.get("/v1/responses/<response_id>")
     async def retrieve_response(response_id: str) -> Response:
-        if _query_bool("stream"):
-            raw = request.args.get("starting_after")
-            starting_after = None if raw is None else _query_int("starting_after", 0, -1, 2**62)
+        # Every parameter is checked, also those only a stream uses.
+        stream = _query_bool("stream")
+        _query_bool("include_obfuscation")
+        _query_include()
+        raw = request.args.get("starting_after")
+        starting_after = None if raw is None else _query_int("starting_after", 0, -1, 2**62)
+        if stream:
             buffer, cursor = await state.service.follow(response_id, g.owner, starting_after)
             return sse_response(SSEBody(buffer, cursor, owner_run=None))
         return json_response(await state.service.retrieve(response_id, g.owner))
@@ -239,6 +254,7 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         order = request.args.get("order", "desc")
         if order not in ("asc", "desc"):
             raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")
+        _query_include()
         page = await state.service.input_items(
             response_id, g.owner, limit=_query_int("limit", 20, 1, 100), order=order,
             after=request.args.get("after"), before=request.args.get("before"))
