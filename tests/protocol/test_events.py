@@ -59,7 +59,8 @@ late_ops = st.one_of(middle_ops, ends)
 
 def apply(builder: ResponseEvents, op: Text | Ping | Notice | End) -> list[Emitted]:
     if isinstance(op, Text):
-        return builder.text(op.delta, [logprob(op.delta)] if op.with_logprobs else [])
+        # A token-sized logprob (a 64 KiB "token" would only make the test slow).
+        return builder.text(op.delta, [logprob(op.delta[:8])] if op.with_logprobs else [])
     if isinstance(op, Ping):
         return builder.ping()
     if isinstance(op, Notice):
@@ -103,7 +104,7 @@ def assert_well_formed(emitted: list[Emitted]) -> list[dict[str, Any]]:
     return events
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(background=st.booleans(), ops=st.lists(middle_ops, max_size=12), end=ends,
        late=st.lists(late_ops, max_size=5))
 def test_any_operation_sequence_gives_a_well_formed_stream(
@@ -145,7 +146,7 @@ def test_any_operation_sequence_gives_a_well_formed_stream(
         item_status = "completed" if end.how == "complete" else "incomplete"
         assert item["status"] == item_status
         assert item["content"][0]["text"] == "".join(texts)
-        with_lp = [op.delta for op in ops if isinstance(op, Text) and op.with_logprobs]
+        with_lp = [op.delta[:8] for op in ops if isinstance(op, Text) and op.with_logprobs]
         assert [lp["token"] for lp in item["content"][0]["logprobs"]] == with_lp
     else:
         assert final["output"] == []

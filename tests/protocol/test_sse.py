@@ -63,7 +63,7 @@ def build_stream(texts: list[str], how: str, pings: bool) -> tuple[list[Emitted]
     return emitted, wire
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=st.lists(deltas, max_size=8), how=st.sampled_from(["complete", "cancel", "fail"]),
        pings=st.booleans(), cuts=st.lists(st.integers(min_value=0), max_size=12))
 def test_frames_round_trip_through_standard_and_sdk_parsers(

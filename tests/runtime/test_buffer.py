@@ -1,0 +1,156 @@
+"""EventBuffer: cursors, replay, the primary reader's bound, and releasing frames."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trio_responses.protocol.sse import COMMENT_PING, frame
+from trio_responses.runtime.buffer import BufferOverflow, EventBuffer, Frame
+
+
+def event_frame(seq: int, size: int = 0) -> Frame:
+    event = {"type": "response.output_text.delta", "sequence_number": seq, "delta": "x" * size}
+    return Frame(event, frame(event))
+
+
+def seqs(frames: list[Frame]) -> list[int | None]:
+    return [None if f.event is None else f.event["sequence_number"] for f in frames]
+
+
+async def test_readers_at_different_cursors_each_get_their_own_rest() -> None:
+    buffer = EventBuffer(keep_log=True)
+    for seq in range(3):
+        buffer.append(event_frame(seq))
+    first, cursor_a = await buffer.read(0)
+    late, cursor_b = await buffer.read(2)
+    assert (seqs(first), cursor_a) == ([0, 1, 2], 3)
+    assert (seqs(late), cursor_b) == ([2], 3)
+
+    got: dict[str, list[int | None]] = {}
+
+    async def follow(name: str, cursor: int) -> None:
+        frames, _ = await buffer.read(cursor)
+        got[name] = seqs(frames)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follow, "a", cursor_a)
+        nursery.start_soon(follow, "b", cursor_b)
+        nursery.start_soon(follow, "start", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == {"start": [0, 1, 2]}  # a and b wait: nothing new for them
+        buffer.append(event_frame(3))
+    assert got == {"start": [0, 1, 2], "a": [3], "b": [3]}
+
+
+async def test_replay_after_close() -> None:
+    buffer = EventBuffer(keep_log=True)
+    for seq in range(4):
+        buffer.append(event_frame(seq))
+    buffer.close()
+    frames, cursor = await buffer.read(0)
+    assert seqs(frames) == [0, 1, 2, 3]
+    assert await buffer.read(cursor) == ([], cursor)  # closed and read: no waiting
+    frames, _ = await buffer.read(buffer.position_after(1))
+    assert seqs(frames) == [2, 3]
+    with pytest.raises(RuntimeError):
+        buffer.append(event_frame(4))
+
+
+async def test_close_wakes_a_waiting_reader() -> None:
+    buffer = EventBuffer(keep_log=True)
+    result: list[tuple[list[Frame], int]] = []
+
+    async def reader() -> None:
+        result.append(await buffer.read(0))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert result == []
+        buffer.close()
+    assert result == [([], 0)]
+
+
+def test_position_after_skips_comments_and_clamps() -> None:
+    buffer = EventBuffer(keep_log=True)
+    buffer.append(event_frame(0))
+    buffer.append(event_frame(1))
+    buffer.append(Frame(None, COMMENT_PING))
+    buffer.append(event_frame(2))
+    assert buffer.position_after(-1) == 0
+    assert buffer.position_after(0) == 1
+    assert buffer.position_after(1) == 3  # the comment after 1 is not replayed
+    assert buffer.position_after(2) == 4
+    assert buffer.position_after(99) == 4
+    assert [e["sequence_number"] for e in buffer.events()] == [0, 1, 2]
+
+
+async def test_primary_reader_that_falls_behind_overflows() -> None:
+    one = len(event_frame(0, size=50).data)
+    buffer = EventBuffer(max_unsent_bytes=3 * one, keep_log=False, primary=True)
+    for seq in range(3):
+        buffer.append(event_frame(seq, size=50))
+    assert buffer.statistics().unsent_bytes == 3 * one
+    with pytest.raises(BufferOverflow, match=f"limit {3 * one}"):
+        buffer.append(event_frame(3, size=50))
+    assert buffer.statistics().frames == 4  # the frame is kept: it is the reader's
+
+    frames, cursor = await buffer.read(0, primary=True)
+    assert seqs(frames) == [0, 1, 2, 3]
+    assert buffer.statistics().unsent_bytes == 0
+    for seq in range(4, 7):  # room again once the reader caught up
+        buffer.append(event_frame(seq, size=50))
+    frames, _ = await buffer.read(cursor, primary=True)
+    assert seqs(frames) == [4, 5, 6]
+
+
+async def test_only_the_primary_reader_counts() -> None:
+    one = len(event_frame(0, size=50).data)
+    buffer = EventBuffer(max_unsent_bytes=2 * one, keep_log=True, primary=True)
+    buffer.append(event_frame(0, size=50))
+    buffer.append(event_frame(1, size=50))
+    await buffer.read(0)  # another reader: does not release the primary's debt
+    with pytest.raises(BufferOverflow):
+        buffer.append(event_frame(2, size=50))
+    unbounded = EventBuffer(keep_log=True, primary=True)  # 0: no bound
+    for seq in range(100):
+        unbounded.append(event_frame(seq, size=1000))
+
+
+async def test_frames_are_released_when_not_keeping_the_log() -> None:
+    buffer = EventBuffer(keep_log=False, primary=True)
+    for seq in range(3):
+        buffer.append(event_frame(seq))
+    frames, cursor = await buffer.read(0, primary=True)
+    assert seqs(frames) == [0, 1, 2]
+    assert buffer.statistics().frames == 0
+    assert buffer.events() == []
+    buffer.append(event_frame(3))
+    assert buffer.statistics().frames == 1
+    frames, cursor = await buffer.read(cursor, primary=True)
+    assert (seqs(frames), cursor) == ([3], 4)  # cursors stay log positions
+    assert buffer.position_after(3) == 4
+    buffer.close()
+    assert await buffer.read(cursor, primary=True) == ([], 4)
+
+
+async def test_kept_log_survives_the_primary_reader() -> None:
+    buffer = EventBuffer(keep_log=True, primary=True)
+    for seq in range(3):
+        buffer.append(event_frame(seq))
+    await buffer.read(0, primary=True)
+    stats = buffer.statistics()
+    assert (stats.frames, stats.unsent_bytes, stats.closed) == (3, 0, False)
+    frames, _ = await buffer.read(0)
+    assert seqs(frames) == [0, 1, 2]
+
+
+async def test_nobody_reading_keeps_nothing() -> None:
+    buffer = EventBuffer(keep_log=False, primary=False)
+    for seq in range(3):
+        buffer.append(event_frame(seq))
+    assert buffer.statistics().frames == 0
+    buffer.close()
+    assert await buffer.read(0) == ([], 0)

@@ -1,0 +1,175 @@
+"""Heartbeats under MockClock (RELIABILITY row 9): a ping after every ``ping_interval`` of
+silence, exactly, in virtual time; none while tokens flow faster; SSE comments in
+compatibility mode; and a stream the SDK's decoder reads without error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import pytest
+import trio
+import trio.testing
+from openai._streaming import SSEDecoder
+from openai.types.responses import ResponseStreamEvent
+
+from tests.protocol.builders import new_builder
+from tests.runtime.fakes import RecordingStore, engine_request, make_run, read_all
+from tests.support.events import check_stream
+from trio_responses.engine.scripted import ScriptedEngine
+from trio_responses.protocol.events import Emitted, Event, ResponseEvents
+from trio_responses.protocol.ids import counting_ids
+from trio_responses.protocol.sse import COMMENT_PING, DONE
+
+ADAPTER: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
+
+
+async def scripted(reply: str, *, token_delay: float) -> ScriptedEngine:
+    engine = ScriptedEngine(reply=lambda _: reply, token_delay=token_delay)
+    await engine.start()
+    return engine
+
+
+async def test_stalled_engine_gets_a_ping_every_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = await scripted("first then [[stall]]", token_delay=0.25)
+    stream = await engine.submit(engine_request("[[stall]]"))
+    events: list[tuple[float, Event]] = []
+    run = make_run(stream, ping_interval=5.0, events=events)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.run)
+        await trio.sleep(31)
+        assert run.end("cancel")
+    await run.done.wait()
+
+    pings = [t - start for t, e in events if e["type"] == "response.ping"]
+    assert pings == [5.0, 10.0, 15.0, 20.0, 25.0, 30.0]
+    check_stream([e for _, e in events])
+    text_times = [t - start for t, e in events if e["type"] == "response.output_text.delta"]
+    assert text_times == [0.0]  # the one token before the stall
+    assert events[-1][1]["response"]["status"] == "cancelled"
+    assert engine.aborted == ["resp_test"]
+
+    # The (lenient) SDK decodes the whole stream, pings included, without error.
+    wire = b"".join(frame.data for frame in run.buffer._frames) + DONE
+    decoded = [sse for sse in SSEDecoder().iter_bytes(iter([wire])) if sse.data != "[DONE]"]
+    assert [sse.json() for sse in decoded] == [e for _, e in events]
+    for sse in decoded:
+        if sse.event != "response.ping":
+            ADAPTER.validate_python(sse.json())
+
+
+async def test_no_ping_while_tokens_flow_faster_than_the_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = await scripted(" ".join(f"w{i}" for i in range(40)), token_delay=0.75)
+    events: list[tuple[float, Event]] = []
+    run = make_run(await engine.submit(engine_request("go")), ping_interval=1.0, events=events)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.run)
+    assert trio.current_time() - start == 39 * 0.75
+    assert [e for _, e in events if e["type"] == "response.ping"] == []
+    assert events[-1][1]["type"] == "response.completed"
+
+
+async def test_pings_fill_every_silence_between_slow_tokens(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = await scripted("a b c d", token_delay=2.5)
+    events: list[tuple[float, Event]] = []
+    run = make_run(await engine.submit(engine_request("go")), ping_interval=1.0, events=events)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.run)
+    timeline = [(t - start, e["type"]) for t, e in events
+                if e["type"] in ("response.ping", "response.output_text.delta")]
+    expected: list[tuple[float, str]] = []
+    for token_at in (0.0, 2.5, 5.0, 7.5):
+        if token_at:
+            expected += [(token_at - 1.5, "response.ping"), (token_at - 0.5, "response.ping")]
+        expected.append((token_at, "response.output_text.delta"))
+    assert timeline == expected
+    check_stream([e for _, e in events])
+
+
+async def test_compatibility_mode_pings_are_comments(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = await scripted("first then [[stall]]", token_delay=0.25)
+    stream = await engine.submit(engine_request("[[stall]]"))
+    run = make_run(stream, ping_interval=4.0, compatibility_mode=True)
+    times: list[float] = []
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.run)
+
+        async def reader() -> None:
+            frames.extend(await read_all(run.buffer, times=times))
+
+        frames: list[Any] = []
+        nursery.start_soon(reader)
+        await trio.sleep(13)
+        run.end("cancel")
+
+    comments = [t - start for t, f in zip(times, frames, strict=True) if f.event is None]
+    assert comments == [4.0, 8.0, 12.0]
+    assert all(f.data == COMMENT_PING for f in frames if f.event is None)
+    events = [f.event for f in frames if f.event is not None]
+    assert not [e for e in events if e["type"] == "response.ping"]
+    check_stream(events)  # sequence numbers 0, 1, 2, ... with no gap for the comments
+    assert events[-1]["sequence_number"] == len(events) - 1
+
+
+async def test_interval_zero_disables_heartbeats(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = await scripted("first then [[stall]]", token_delay=0.25)
+    events: list[tuple[float, Event]] = []
+    run = make_run(await engine.submit(engine_request("[[stall]]")), ping_interval=0,
+                   events=events)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.run)
+        await trio.sleep(1000)
+        run.end("cancel")
+    assert [e for _, e in events if e["type"] == "response.ping"] == []
+    assert len(run.buffer.events()) == len(events)
+
+
+class CountingEvents(ResponseEvents):
+    """Counts ping() calls made after the terminal event was built."""
+
+    late_pings = 0
+
+    def ping(self) -> list[Emitted]:
+        if self.finished:
+            self.late_pings += 1
+        return super().ping()
+
+
+@pytest.fixture
+def fast_clock() -> trio.testing.MockClock:
+    """Virtual time at 100x real time, without autojump: a task that spins instead of
+    sleeping cannot stop this clock (it would stop an autojump clock, and hang the test)."""
+    return trio.testing.MockClock(rate=100)
+
+
+async def test_heartbeat_sleeps_while_the_final_object_is_saved(
+    fast_clock: trio.testing.MockClock,
+) -> None:
+    """The final events are built, then the store write takes 3 s, then they are sent.
+    Meanwhile the heartbeat must neither ping nor spin calling ping()."""
+    store = RecordingStore(finish_delay=3.0)
+    engine = await scripted("a b", token_delay=0.1)
+    builder = CountingEvents(new_builder().response, counting_ids())
+    events: list[tuple[float, Event]] = []
+    run = make_run(await engine.submit(engine_request("go")), builder=builder, store=store,
+                   ping_interval=1.0, events=events)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.run)
+    assert events[-1][1]["type"] == "response.completed"
+    assert store.finishes == [("resp_test", "completed", True)]
+    assert [e for _, e in events if e["type"] == "response.ping"] == []
+    assert builder.late_pings == 0
