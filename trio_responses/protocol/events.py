@@ -298,7 +298,7 @@ class ResponseEvents:
             self._part = None
         if item["type"] == "function_call":
             self._emit("response.function_call_arguments.done", **where_item,
-                       arguments=item["arguments"])
+                       name=item["name"], arguments=item["arguments"])
         item["status"] = status
         self._emit("response.output_item.done", output_index=where_item["output_index"],
                    item=copy.deepcopy(item))
