@@ -1,0 +1,497 @@
+"""Compliance suite for an OpenAI Responses API deployment.
+
+Run it against your own deployment::
+
+    RESPONSES_BASE_URL=http://localhost:8000/v1 RESPONSES_API_KEY=... \\
+    RESPONSES_MODEL=my-model pytest test_openai_responses_api.py
+
+``RESPONSES_BASE_URL`` is the API root including ``/v1``; ``RESPONSES_API_KEY`` may be
+left unset for an open server; without ``RESPONSES_MODEL`` the first model that
+``GET /models`` lists is used; ``RESPONSES_TIMEOUT`` (seconds, default 120) bounds each
+request and each wait. With ``RESPONSES_BASE_URL`` unset the suite asks pytest for a
+``local_responses_deployment`` fixture (this project's CI provides one) or skips.
+
+This file is self-contained: it needs pytest, the official ``openai`` SDK (used in
+strict mode, ``_strict_response_validation=True``, so every body and event must parse in
+the SDK's own models) and ``httpx-sse`` for the raw framing checks. The assertions do
+not depend on what the model writes, only on the protocol: event order, sequence
+numbers, deltas that join to the final text, stored objects, error shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from types import EllipsisType
+from typing import Any
+
+import httpx
+import openai
+import pydantic
+import pytest
+from httpx_sse import connect_sse
+from openai.types.responses import ResponseStreamEvent
+
+TERMINAL_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
+FINISHED = {"completed", "incomplete"}  # short max_output_tokens may end a reply early
+FINAL_STATUSES = {"completed", "incomplete", "failed", "cancelled"}
+SHORT = 32  # max_output_tokens for replies whose content does not matter
+
+
+@dataclass(frozen=True)
+class Deployment:
+    base_url: str  # with /v1
+    api_key: str
+    model: str
+    timeout: float
+
+
+# -- fixtures ------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    timeout = float(os.environ.get("RESPONSES_TIMEOUT", "120"))
+    base_url = os.environ.get("RESPONSES_BASE_URL", "").rstrip("/")
+    if base_url:
+        api_key = os.environ.get("RESPONSES_API_KEY", "")
+        model = os.environ.get("RESPONSES_MODEL", "")
+        if not model:
+            with openai.OpenAI(base_url=base_url, api_key=api_key or "unused") as sdk:
+                model = next(iter(sdk.models.list())).id
+        return Deployment(base_url, api_key, model, timeout)
+    try:
+        local = request.getfixturevalue("local_responses_deployment")
+    except pytest.FixtureLookupError:
+        pytest.skip("set RESPONSES_BASE_URL (and RESPONSES_API_KEY, RESPONSES_MODEL) to run "
+                    "the compliance suite")
+    url, key, model = local
+    return Deployment(url, key, model, timeout)
+
+
+@pytest.fixture(scope="session")
+def sdk(deployment: Deployment) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=deployment.base_url, api_key=deployment.api_key or "unused",
+                       timeout=deployment.timeout, max_retries=2,
+                       _strict_response_validation=True) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def http(deployment: Deployment) -> Iterator[httpx.Client]:
+    headers = {"authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
+    with httpx.Client(base_url=deployment.base_url + "/", headers=headers,
+                      timeout=deployment.timeout) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def model(deployment: Deployment) -> str:
+    return deployment.model
+
+
+# -- a stream checker (independent of any server's own) -------------------------------
+
+_event_adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
+
+
+def as_json(event: Any) -> dict[str, Any]:
+    """An SDK event object as wire JSON."""
+    value: dict[str, Any] = event.model_dump(mode="json", warnings=False, exclude_unset=True)
+    return value
+
+
+def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None = None
+                 ) -> dict[str, Any] | None:
+    """Assert the Responses event protocol; returns the final response (None when the
+    events are a resumed tail).
+
+    Every event parses in the SDK's strict models; sequence numbers count up by one
+    (from 0, or from ``resumed_after + 1``); ``response.created`` comes first, then
+    ``response.queued`` (background only) and ``response.in_progress``; output items are
+    added and done in pairs, one at a time, at increasing ``output_index``; content
+    parts nest in their item; text deltas join to the ``.done`` text and to the final
+    response's text; exactly one terminal event, last.
+    """
+    assert events, "no events"
+    for event in events:
+        _event_adapter.validate_python(event)
+    numbers = [event["sequence_number"] for event in events]
+    first = 0 if resumed_after is None else resumed_after + 1
+    assert numbers == list(range(first, first + len(events))), numbers
+    types = [event["type"] for event in events]
+    terminals = [t for t in types if t in TERMINAL_EVENTS]
+    if resumed_after is None or terminals:
+        assert len(terminals) == 1 and types[-1] == terminals[0], types[-4:]
+    if resumed_after is not None:
+        return None
+    assert types[0] == "response.created", types[:3]
+    start = types[1:3] if types[1] == "response.queued" else types[1:2]
+    assert start[-1] == "response.in_progress" or "error" in types[:4], types[:4]
+
+    open_item: dict[str, Any] | None = None
+    done_items: list[dict[str, Any]] = []
+    texts: dict[tuple[str, int], list[str]] = {}
+    for event in events:
+        kind = event["type"]
+        if kind == "response.output_item.added":
+            assert open_item is None, "two output items open at once"
+            assert event["output_index"] == len(done_items)
+            open_item = event["item"]
+        elif kind == "response.output_item.done":
+            assert open_item is not None and event["item"]["id"] == open_item["id"]
+            assert event["output_index"] == len(done_items)
+            done_items.append(event["item"])
+            open_item = None
+        elif kind.startswith("response.content_part.") or kind.startswith(
+                "response.output_text."):
+            assert open_item is not None and event["item_id"] == open_item["id"], kind
+            key = (event["item_id"], event["content_index"])
+            if kind == "response.content_part.added":
+                assert key not in texts, key
+                texts[key] = []
+            elif kind == "response.output_text.delta":
+                texts[key].append(event["delta"])
+            elif kind == "response.output_text.done":
+                assert "".join(texts[key]) == event["text"]
+            elif kind == "response.content_part.done" and event["part"]["type"] == "output_text":
+                assert "".join(texts[key]) == event["part"]["text"]
+    final: dict[str, Any] = events[-1]["response"]
+    status = {"response.completed": {"completed"},
+              "response.incomplete": {"incomplete", "cancelled"},
+              "response.failed": {"failed"}}[types[-1]]
+    assert final["status"] in status, (types[-1], final["status"])
+    if types[-1] != "response.failed":
+        assert open_item is None, "an output item was left open"
+        assert [item["id"] for item in final["output"]] == [i["id"] for i in done_items]
+        for item in [*done_items, *final["output"]]:
+            for index, part in enumerate(item.get("content") or ()):
+                if item["type"] == "message" and part["type"] == "output_text":
+                    assert "".join(texts[(item["id"], index)]) == part["text"]
+    return final
+
+
+def read_raw_stream(client: httpx.Client, method: str, path: str, **kwargs: Any
+                    ) -> list[dict[str, Any]]:
+    """Events of an SSE response with the framing checked: ``event:`` equals the
+    payload's ``type``, never an ``id:`` or ``retry:`` field (the openai SDK's decoder
+    breaks on them), nothing after ``data: [DONE]``."""
+    events: list[dict[str, Any]] = []
+    done = False
+    with connect_sse(client, method, path, **kwargs) as source:
+        assert source.response.status_code == 200, source.response.read()
+        for sse in source.iter_sse():
+            assert not done, f"an event after [DONE]: {sse}"
+            assert sse.id == "" and sse.retry is None, sse
+            if sse.data == "[DONE]":
+                done = True
+                continue
+            event = json.loads(sse.data)
+            assert sse.event == event["type"], (sse.event, event["type"])
+            events.append(event)
+    return events
+
+
+def joined_text(events: Iterable[dict[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+def message_text(response: dict[str, Any]) -> str:
+    return "".join(part.get("text", "") for item in response["output"]
+                   if item["type"] == "message" for part in item["content"])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def assert_error_shape(response: httpx.Response, statuses: Iterable[int],
+                       param: str | EllipsisType | None = ...) -> dict[str, Any]:
+    """An OpenAI error: ``{"error": {"message", "type", "param", "code"}}``."""
+    assert response.status_code in set(statuses), (response.status_code, response.text)
+    assert response.headers.get("content-type", "").startswith("application/json")
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), body
+    error: dict[str, Any] = body["error"]
+    assert {"message", "type", "param", "code"} <= set(error), error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert isinstance(error["type"], str) and error["type"], error
+    if param is not ...:
+        assert error["param"] == param, error
+    return error
+
+
+def create_background(sdk: openai.OpenAI, **params: Any) -> Any:
+    """A background response, or a clean skip where the deployment refuses background."""
+    try:
+        return sdk.responses.create(background=True, store=True, **params)
+    except openai.BadRequestError as exc:
+        pytest.skip(f"the deployment refuses background responses: {exc.message}")
+
+
+# -- create, stream, retrieve ----------------------------------------------------------
+
+def test_models_lists_the_model(sdk: openai.OpenAI, model: str) -> None:
+    assert model in [m.id for m in sdk.models.list()]
+
+
+def test_create(sdk: openai.OpenAI, model: str) -> None:
+    response = sdk.responses.create(model=model, input="Say hello.", max_output_tokens=SHORT)
+    assert response.object == "response" and response.id
+    assert response.status in FINISHED and response.error is None
+    assert response.output, "no output items"
+    assert any(item.type == "message" for item in response.output)
+    assert response.usage is not None
+    usage = response.usage
+    assert usage.input_tokens > 0 and usage.output_tokens > 0
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    if response.status == "incomplete":
+        assert response.incomplete_details is not None
+
+
+def test_create_echoes_parameters(sdk: openai.OpenAI, model: str) -> None:
+    response = sdk.responses.create(
+        model=model, input="Say hello.", instructions="Answer briefly.",
+        metadata={"suite": "compliance"}, temperature=0.5, top_p=0.9,
+        max_output_tokens=SHORT, store=True)
+    assert response.instructions == "Answer briefly."
+    assert response.metadata == {"suite": "compliance"}
+    assert response.temperature == 0.5 and response.top_p == 0.9
+    assert response.max_output_tokens == SHORT
+    assert response.store is True and response.background is False
+    assert response.previous_response_id is None
+
+
+def test_stream_with_the_sdk(sdk: openai.OpenAI, model: str) -> None:
+    with sdk.responses.stream(model=model, input="Say hello.",
+                              max_output_tokens=SHORT) as stream:
+        events = [as_json(event) for event in stream]
+    final = check_stream(events)
+    assert final is not None and final["status"] in FINISHED
+    assert joined_text(events) == message_text(final)
+    assert [e["type"] for e in events[:2]] == ["response.created", "response.in_progress"]
+    assert events[0]["response"]["status"] in ("queued", "in_progress")
+
+
+def test_stream_raw_framing(http: httpx.Client, model: str) -> None:
+    events = read_raw_stream(http, "POST", "responses", json={
+        "model": model, "input": "Say hello.", "stream": True, "max_output_tokens": SHORT})
+    final = check_stream(events)
+    assert final is not None and joined_text(events) == message_text(final)
+
+
+def test_retrieve(sdk: openai.OpenAI, model: str) -> None:
+    created = sdk.responses.create(model=model, input="Say hello.", max_output_tokens=SHORT)
+    retrieved = sdk.responses.retrieve(created.id)
+    assert retrieved.id == created.id and retrieved.status == created.status
+    assert retrieved.output_text == created.output_text
+    assert [item.id for item in retrieved.output] == [item.id for item in created.output]
+
+
+def test_retrieve_streamed_response(sdk: openai.OpenAI, model: str) -> None:
+    with sdk.responses.stream(model=model, input="Say hello.",
+                              max_output_tokens=SHORT) as stream:
+        events = [as_json(event) for event in stream]
+    final = check_stream(events)
+    assert final is not None
+    retrieved = sdk.responses.retrieve(final["id"])
+    assert retrieved.status == final["status"]
+    assert retrieved.output_text == message_text(final)
+
+
+def test_store_false_is_not_retrievable(sdk: openai.OpenAI, model: str) -> None:
+    created = sdk.responses.create(model=model, input="Say hello.", store=False,
+                                   max_output_tokens=SHORT)
+    assert created.store is False
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(created.id)
+
+
+# -- delete, input items ------------------------------------------------------------
+
+def test_delete(sdk: openai.OpenAI, http: httpx.Client, model: str) -> None:
+    created = sdk.responses.create(model=model, input="Say hello.", max_output_tokens=SHORT)
+    deleted = http.delete(f"responses/{created.id}")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"id": created.id, "object": "response", "deleted": True}
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(created.id)
+    assert_error_shape(http.delete(f"responses/{created.id}"), {404})
+    assert_error_shape(http.get(f"responses/{created.id}/input_items"), {404})
+
+
+def test_input_items_of_a_string_input(sdk: openai.OpenAI, model: str) -> None:
+    created = sdk.responses.create(model=model, input="Say hello.", max_output_tokens=SHORT)
+    page = sdk.responses.input_items.list(created.id)
+    assert len(page.data) == 1 and page.has_more is False
+    item = page.data[0]
+    assert item.type == "message" and item.role == "user"  # type: ignore[union-attr]
+    assert item.content[0].text == "Say hello."  # type: ignore[union-attr]
+
+
+def test_input_items_paging(sdk: openai.OpenAI, http: httpx.Client, model: str) -> None:
+    created = sdk.responses.create(model=model, max_output_tokens=SHORT, input=[
+        {"role": "user", "content": "First message."},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "Say hello."},
+    ])
+    url = f"responses/{created.id}/input_items"
+    asc = http.get(url, params={"order": "asc"}).json()
+    assert asc["object"] == "list" and asc["has_more"] is False
+    ids = [item["id"] for item in asc["data"]]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert [item["role"] for item in asc["data"]] == ["user", "assistant", "user"]
+    assert (asc["first_id"], asc["last_id"]) == (ids[0], ids[-1])
+    desc = http.get(url).json()  # the default order is desc
+    assert [item["id"] for item in desc["data"]] == ids[::-1]
+    first = http.get(url, params={"order": "asc", "limit": 1}).json()
+    assert [item["id"] for item in first["data"]] == ids[:1] and first["has_more"] is True
+    rest = http.get(url, params={"order": "asc", "limit": 2, "after": ids[0]}).json()
+    assert [item["id"] for item in rest["data"]] == ids[1:] and rest["has_more"] is False
+    walked = [item.id for item in sdk.responses.input_items.list(created.id, order="asc",
+                                                                  limit=1)]
+    assert walked == ids
+    for limit in (0, 101):
+        assert_error_shape(http.get(url, params={"limit": limit}), {400}, param="limit")
+
+
+# -- conversation state ----------------------------------------------------------------
+
+def test_previous_response_id(sdk: openai.OpenAI, model: str) -> None:
+    first = sdk.responses.create(model=model, input="My name is Ada. Say hello.",
+                                 max_output_tokens=SHORT)
+    second = sdk.responses.create(model=model, input="Say hello again.",
+                                  previous_response_id=first.id, max_output_tokens=SHORT)
+    assert second.previous_response_id == first.id
+    assert second.status in FINISHED and second.id != first.id
+    with sdk.responses.stream(model=model, input="Once more.", previous_response_id=second.id,
+                              max_output_tokens=SHORT) as stream:
+        events = [as_json(event) for event in stream]
+    final = check_stream(events)
+    assert final is not None and final["previous_response_id"] == second.id
+
+
+def test_unknown_previous_response(http: httpx.Client, model: str) -> None:
+    response = http.post("responses", json={"model": model, "input": "Say hello.",
+                                            "previous_response_id": "resp_does_not_exist"})
+    error = assert_error_shape(response, {400, 404}, param="previous_response_id")
+    assert error["code"] == "previous_response_not_found"
+
+
+# -- background ----------------------------------------------------------------------
+
+def test_background_completes(sdk: openai.OpenAI, deployment: Deployment, model: str) -> None:
+    created = create_background(sdk, model=model, input="Say hello.",
+                                max_output_tokens=SHORT)
+    assert created.background is True and created.status in ("queued", "in_progress")
+    wait_for(lambda: sdk.responses.retrieve(created.id).status in FINAL_STATUSES,
+             deployment.timeout, "the background response to finish")
+    final = sdk.responses.retrieve(created.id)
+    assert final.status in FINISHED
+    # Its events can be streamed again from the start, and from after any of them.
+    with sdk.responses.retrieve(created.id, stream=True) as stream:
+        events = [as_json(event) for event in stream]
+    replayed = check_stream(events)
+    assert replayed is not None and replayed["id"] == created.id
+    assert [e["type"] for e in events[:3]] == [
+        "response.created", "response.queued", "response.in_progress"]
+    with sdk.responses.stream(response_id=created.id, starting_after=2) as resumed:
+        tail = [as_json(event) for event in resumed]
+    check_stream(tail, resumed_after=2)
+    assert [e["sequence_number"] for e in tail] == [e["sequence_number"] for e in events[3:]]
+
+
+def test_background_cancel(sdk: openai.OpenAI, model: str) -> None:
+    created = create_background(
+        sdk, model=model, max_output_tokens=4000,
+        input="Write a long story about a lighthouse keeper, at least 2000 words.")
+    cancelled = sdk.responses.cancel(created.id)
+    assert cancelled.id == created.id
+    assert cancelled.status in FINAL_STATUSES
+    if cancelled.status != "cancelled":
+        pytest.skip(f"the response finished ({cancelled.status}) before it could be cancelled")
+    time.sleep(0.2)
+    assert sdk.responses.retrieve(created.id).status == "cancelled"
+    again = sdk.responses.cancel(created.id)
+    assert again.status == "cancelled"
+    assert [item.id for item in again.output] == [item.id for item in cancelled.output]
+
+
+def test_cancel_foreground_is_refused(sdk: openai.OpenAI, http: httpx.Client, model: str
+                                      ) -> None:
+    created = sdk.responses.create(model=model, input="Say hello.", max_output_tokens=SHORT)
+    assert_error_shape(http.post(f"responses/{created.id}/cancel"), {400})
+
+
+def test_background_without_store(http: httpx.Client, model: str) -> None:
+    response = http.post("responses", json={"model": model, "input": "Say hello.",
+                                            "background": True, "store": False})
+    assert_error_shape(response, {400}, param="background")
+
+
+# -- errors --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, param", [
+    ({"unknown_field": 1}, "unknown_field"),
+    ({"temperature": 3}, "temperature"),
+    ({"top_p": 2}, "top_p"),
+    ({"top_logprobs": 21}, "top_logprobs"),
+    ({"input": 5}, "input"),
+    ({"metadata": {f"key{n}": "v" for n in range(17)}}, "metadata"),
+    ({"metadata": {"k" * 65: "v"}}, "metadata"),
+    ({"metadata": {"k": "v" * 513}}, "metadata"),
+    ({"text": {"format": {"type": "text", "unknown_field": 1}}}, "text.format.unknown_field"),
+    ({"input": [{"role": "wizard", "content": "hello"}]}, "input[0].role"),
+])
+def test_bad_request_error_shape(http: httpx.Client, model: str, fields: dict[str, Any],
+                                 param: str) -> None:
+    body = {"model": model, "input": "Say hello.", **fields}
+    assert_error_shape(http.post("responses", json=body), {400}, param=param)
+
+
+def test_missing_model(http: httpx.Client) -> None:
+    assert_error_shape(http.post("responses", json={"input": "Say hello."}), {400},
+                       param="model")
+
+
+def test_unknown_model(http: httpx.Client) -> None:
+    response = http.post("responses", json={"model": "no-such-model-anywhere",
+                                            "input": "Say hello."})
+    error = assert_error_shape(response, {400, 404}, param="model")
+    assert error["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"model": "m", "input": "\xff"}', b""])
+def test_unparseable_body(http: httpx.Client, content: bytes) -> None:
+    response = http.post("responses", content=content,
+                         headers={"content-type": "application/json"})
+    assert_error_shape(response, {400})
+
+
+def test_unknown_response(http: httpx.Client) -> None:
+    assert_error_shape(http.get("responses/resp_does_not_exist"), {404})
+
+
+def test_unknown_route(http: httpx.Client) -> None:
+    assert_error_shape(http.get("no_such_endpoint"), {404})
+
+
+def test_wrong_api_key(deployment: Deployment, model: str) -> None:
+    if not deployment.api_key:
+        pytest.skip("the deployment is open (no RESPONSES_API_KEY)")
+    with httpx.Client(base_url=deployment.base_url + "/", timeout=deployment.timeout) as bad:
+        response = bad.post("responses", json={"model": model, "input": "Say hello."},
+                            headers={"authorization": "Bearer not-the-key"})
+    assert_error_shape(response, {401})
+    with openai.OpenAI(base_url=deployment.base_url, api_key="not-the-key", max_retries=0,
+                       _strict_response_validation=True) as client, \
+            pytest.raises(openai.AuthenticationError):
+        client.responses.create(model=model, input="Say hello.")
