@@ -1,0 +1,195 @@
+"""Rate limits per API key over real HTTP: x-ratelimit-* headers, 429 with Retry-After
+and retry-after-ms, x-should-retry: false where waiting cannot help, the stream event,
+another key unaffected, and the openai SDK's own retry."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+import httpx2
+import openai
+import pytest
+
+from tests.support.events import check_stream
+from tests.support.server import ServerThread
+
+from .helpers import MODEL, assert_openai_error, http, parse_sse, running_server, sdk
+
+RPM = 60  # one request a second after a burst of 60
+TPM = 1000
+KEYS = ("fresh", "burst", "bystander", "tokens", "tokens-bystander", "huge", "stream",
+        "retry")
+DURATION = re.compile(r"^(\d+ms|(\d+h)?(\d+m)?\d+s)$")
+HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+           "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+           "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    with running_server(tmp_path_factory, api_keys=KEYS, rate_limit_requests_per_minute=RPM,
+                        rate_limit_tokens_per_minute=TPM) as server:
+        yield server
+
+
+def seconds(duration: str) -> float:
+    """A reset header back in seconds (``1m0s`` → 60)."""
+    if duration.endswith("ms"):
+        return int(duration[:-2]) / 1000
+    total = 0
+    for value, unit in re.findall(r"(\d+)([hms])", duration):
+        total += int(value) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return total
+
+
+def create(client: httpx.Client, **fields: object) -> httpx.Response:
+    return client.post("/v1/responses", json={"model": MODEL, "input": "hi", **fields})
+
+
+def drain_requests(client: httpx.Client) -> httpx.Response:
+    """Spend the key's requests until the server says 429; that response."""
+    for _ in range(RPM + 10):
+        response = create(client)
+        if response.status_code == 429:
+            return response
+        assert response.status_code == 200, response.text
+    raise AssertionError("no 429 after the whole burst")
+
+
+def test_every_v1_response_carries_the_headers(server: ServerThread) -> None:
+    with http(server, "fresh") as client:
+        first = create(client)
+        assert first.status_code == 200
+        assert first.headers["x-ratelimit-limit-requests"] == str(RPM)
+        assert first.headers["x-ratelimit-remaining-requests"] == str(RPM - 1)
+        assert first.headers["x-ratelimit-limit-tokens"] == str(TPM)
+        # "hi" is estimated at one token (four characters a token, rounded up).
+        assert first.headers["x-ratelimit-remaining-tokens"] == str(TPM - 1)
+        # One request of 60 a minute is back in a second; one token of 1000 in 60 ms.
+        assert 0.9 < seconds(first.headers["x-ratelimit-reset-requests"]) <= 1
+        assert first.headers["x-ratelimit-reset-tokens"] == "60ms"
+        second = create(client)
+        # (One more if a second passed in between: the bucket refills continuously.)
+        assert int(second.headers["x-ratelimit-remaining-requests"]) in (RPM - 2, RPM - 1)
+        for response in (client.get("/v1/models"), client.get("/v1/responses/resp_nope"),
+                         create(client, input=None)):
+            for name in HEADERS:
+                assert name in response.headers, (response.request.url, name)
+            assert DURATION.match(response.headers["x-ratelimit-reset-requests"])
+            assert DURATION.match(response.headers["x-ratelimit-reset-tokens"])
+        assert "x-ratelimit-limit-requests" not in client.get("/health").headers
+
+
+def test_requests_per_minute_429_and_a_bystander(server: ServerThread) -> None:
+    with http(server, "burst") as client:
+        refused = drain_requests(client)
+    error = assert_openai_error(refused, 429, code="rate_limit_exceeded", type="requests")
+    assert "requests per minute" in error["message"]
+    assert refused.headers["retry-after"] == "1"
+    assert 0 < int(refused.headers["retry-after-ms"]) <= 1000
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert "x-should-retry" not in refused.headers
+    with http(server, "bystander") as other:
+        fine = create(other)
+    assert fine.status_code == 200
+    assert fine.headers["x-ratelimit-remaining-requests"] == str(RPM - 1)
+
+
+def test_tokens_per_minute_429_while_tokens_are_held(server: ServerThread) -> None:
+    with http(server, "tokens") as client:
+        # A running response holds its estimate (prompt + max_output_tokens) until it ends.
+        with client.stream("POST", "/v1/responses", json={
+                "model": MODEL, "input": "[[stall]]", "stream": True,
+                "max_output_tokens": 900}) as held:
+            assert held.status_code == 200
+            remaining = int(held.headers["x-ratelimit-remaining-tokens"])
+            assert 90 <= remaining < 100
+            refused = create(client, max_output_tokens=200)
+            error = assert_openai_error(refused, 429, code="rate_limit_exceeded",
+                                        type="tokens")
+            assert "tokens per minute" in error["message"]
+            wait_ms = int(refused.headers["retry-after-ms"])
+            # About 100 tokens missing at 1000 a minute: about 6 s (less the refill since).
+            assert 2000 < wait_ms < 8000
+            assert int(refused.headers["retry-after"]) == math.ceil(wait_ms / 1000)
+            with http(server, "tokens-bystander") as other:
+                assert create(other, max_output_tokens=900).status_code == 200
+        # The client left: the run ends and the unused estimate is given back.
+        deadline = time.monotonic() + 5
+        while create(client, max_output_tokens=200).status_code == 429:
+            assert time.monotonic() < deadline, "the held tokens never came back"
+            time.sleep(0.02)
+
+
+def test_more_than_the_limit_says_do_not_retry(server: ServerThread,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    with http(server, "huge") as client:
+        refused = create(client, max_output_tokens=TPM + 1)
+    error = assert_openai_error(refused, 429, code="rate_limit_exceeded", type="tokens")
+    assert str(TPM) in error["message"]
+    assert refused.headers["x-should-retry"] == "false"
+    assert "retry-after" not in refused.headers
+    # The SDK obeys: no retry even with retries allowed.
+    with caplog.at_level(logging.INFO, logger="openai"), \
+            sdk(server, api_key="huge", max_retries=2) as client, \
+            pytest.raises(openai.RateLimitError):
+        client.responses.create(model=MODEL, input="hi", max_output_tokens=TPM + 1)
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+
+
+def test_stream_carries_the_rate_limit_event(server: ServerThread) -> None:
+    with http(server, "stream") as client:
+        response = create(client, stream=True)
+    events, _ = parse_sse(response.content)
+    check_stream(events)
+    assert [e["type"] for e in events[:3]] == [
+        "response.created", "response.rate_limits.updated", "response.in_progress"]
+    assert events[1]["sequence_number"] == 1
+    limits = {item["name"]: item for item in events[1]["rate_limits"]}
+    assert set(limits) == {"requests", "tokens"}
+    for name in ("requests", "tokens"):
+        assert limits[name]["limit"] == int(response.headers[f"x-ratelimit-limit-{name}"])
+        assert limits[name]["remaining"] == int(
+            response.headers[f"x-ratelimit-remaining-{name}"])
+        assert limits[name]["reset_seconds"] == pytest.approx(
+            seconds(response.headers[f"x-ratelimit-reset-{name}"]), abs=0.002)
+
+
+def test_the_sdk_retry_waits_as_told_then_succeeds(server: ServerThread,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[int, str | None]] = []  # every attempt the SDK made: status, wait
+
+    def record(response: httpx2.Response) -> None:
+        seen.append((response.status_code, response.headers.get("retry-after-ms")))
+
+    with caplog.at_level(logging.INFO, logger="openai"), \
+            openai.DefaultHttpxClient(event_hooks={"response": [record]}) as transport, \
+            sdk(server, api_key="retry", max_retries=2, http_client=transport) as retrying, \
+            http(server, "retry") as client:
+        told = int(drain_requests(client).headers["retry-after-ms"]) / 1000
+        assert 0 < told <= 1
+        # Take the next request the moment it refills: the bucket is then empty for a
+        # whole second, and the SDK's first attempt surely meets a 429.
+        time.sleep(told)
+        while create(client).status_code == 429:
+            time.sleep(0.01)
+        started = time.monotonic()
+        raw = retrying.responses.with_raw_response.create(model=MODEL, input="again")
+        elapsed = time.monotonic() - started
+    assert raw.parse().output_text == "You said: again"
+    assert raw.retries_taken >= 1
+    assert [status for status, _ in seen] == [429] * raw.retries_taken + [200]
+    waits = [float(m.group(1)) for r in caplog.records
+             if (m := re.match(r"Retrying request in ([\d.]+) seconds", r.getMessage()))]
+    # Each wait is exactly the server's retry-after-ms (not the SDK's own backoff),
+    # at most a second here, and the SDK really waited it.
+    told_ms = [int(ms) / 1000 for status, ms in seen if status == 429 and ms is not None]
+    assert waits == pytest.approx(told_ms, abs=1e-6)
+    assert all(0 < wait <= 1 for wait in waits)
+    assert elapsed >= sum(waits)
+    assert raw.headers["x-ratelimit-limit-requests"] == str(RPM)
