@@ -114,9 +114,10 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
     async def _gateway() -> None:
         g.started = time.perf_counter()
         g.request_id = request_id(request.headers)
-        g.owner = ""
-        if request.path not in UNAUTHENTICATED_PATHS:
-            g.owner = state.keys.owner(request.headers.get("authorization"))
+        # Unset until the key checked out: a 401 shows no one's rate limits.
+        g.owner = None
+        g.owner = "" if request.path in UNAUTHENTICATED_PATHS \
+            else state.keys.owner(request.headers.get("authorization"))
 
     @app.after_request
     async def _headers(response: Response) -> Response:
