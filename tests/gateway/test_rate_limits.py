@@ -83,6 +83,11 @@ def test_every_v1_response_carries_the_headers(server: ServerThread) -> None:
             assert DURATION.match(response.headers["x-ratelimit-reset-requests"])
             assert DURATION.match(response.headers["x-ratelimit-reset-tokens"])
         assert "x-ratelimit-limit-requests" not in client.get("/health").headers
+    # A request whose key did not check out is nobody's: no one's limits are shown.
+    with http(server, "not-a-key") as stranger:
+        refused = create(stranger)
+    assert refused.status_code == 401
+    assert not [name for name in refused.headers if name.startswith("x-ratelimit")]
 
 
 def test_requests_per_minute_429_and_a_bystander(server: ServerThread) -> None:
