@@ -1,0 +1,220 @@
+"""The bridge's threading, aborts and failure paths, over a fake engine (no vLLM needed)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from tests.engine.fakes import FakeCore, fake_engine
+from trio_responses import errors
+from trio_responses.engine.base import Engine, EngineDelta, EngineRequest, SamplingOptions
+from trio_responses.engine.vllm_bridge import VLLMEngine
+
+
+def request(content: str = "hello there", max_tokens: int = 5, **kwargs: Any) -> EngineRequest:
+    return EngineRequest(
+        request_id="r",
+        messages=({"role": "user", "content": content},),
+        sampling=SamplingOptions(max_tokens=max_tokens),
+        **kwargs,
+    )
+
+
+@asynccontextmanager
+async def started(core: FakeCore, **kwargs: Any) -> AsyncIterator[VLLMEngine]:
+    engine = fake_engine(core, **kwargs)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        with trio.fail_after(5):
+            await engine.aclose()
+
+
+async def settle(engine: VLLMEngine, core: FakeCore, predicate: Any) -> None:
+    """Wait (at most 5 s) for engine-thread state that Trio cannot wait on directly."""
+    with trio.fail_after(5):
+        for _ in range(5000):
+            if predicate():
+                return
+            await trio.sleep(0.001)
+
+
+async def test_satisfies_the_engine_protocol() -> None:
+    assert isinstance(fake_engine(FakeCore()), Engine)
+
+
+async def test_stream_yields_deltas_then_finishes() -> None:
+    core = FakeCore()
+    async with started(core) as engine:
+        req = request(max_tokens=5)
+        stream = await engine.submit(req)
+        deltas = [delta async for delta in stream]
+        assert "".join(d.text for d in deltas) == "t0 t1 t2 t3 t4 "
+        assert deltas[-1].finish_reason == "length"
+        assert deltas[-1].output_tokens == 5
+        assert deltas[-1].prompt_tokens == await engine.count_tokens(req)
+        await stream.aclose()
+        assert core.aborted == []
+        stats = engine.statistics()
+        assert (stats.submitted_total, stats.aborted_total, stats.healthy) == (1, 0, True)
+    assert core.shutdowns == 1
+    assert not engine.statistics().healthy
+
+
+async def test_one_batch_per_step_for_all_requests() -> None:
+    core = FakeCore(step_delay=0.005)
+    async with started(core) as engine:
+        finals: list[EngineDelta] = []
+
+        async def one() -> None:
+            stream = await engine.submit(request(max_tokens=20))
+            finals.extend([delta async for delta in stream][-1:])
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(one)
+        assert [final.output_tokens for final in finals] == [20] * 8
+        # Batches cross the thread boundary once per step, not once per token.
+        assert engine.statistics().extra["steps"] <= core.steps + 2
+        assert core.steps < 8 * 20 / 2
+
+
+async def test_slow_reader_gets_merged_deltas() -> None:
+    core = FakeCore()
+    async with started(core) as engine:
+        stream = await engine.submit(request(max_tokens=10))
+        await settle(engine, core, lambda: core.steps >= 10 and not core.has_unfinished_requests())
+        await settle(engine, core, lambda: engine.statistics().running == 0)
+        deltas = [delta async for delta in stream]
+        assert len(deltas) == 1
+        assert deltas[0].text == "".join(f"t{i} " for i in range(10))
+        assert deltas[0].finish_reason == "length"
+
+
+async def test_abort_reaches_the_engine_and_ends_the_stream() -> None:
+    core = FakeCore()
+    async with started(core) as engine:
+        stream = await engine.submit(request(max_tokens=100_000))
+        seen = 0
+        async for _delta in stream:
+            seen += 1
+            if seen == 2:
+                break
+        await stream.aclose()
+        await stream.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await stream.__anext__()
+        await settle(engine, core, lambda: core.aborted and engine.statistics().running == 0)
+        assert core.aborted == core.added
+        assert engine.statistics().aborted_total == 1
+
+
+async def test_close_from_a_cancelled_scope_still_aborts() -> None:
+    core = FakeCore()
+    async with started(core) as engine:
+        stream = await engine.submit(request(max_tokens=100_000))
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await stream.aclose()
+        await settle(engine, core, lambda: core.aborted)
+        assert core.aborted == core.added
+
+
+async def test_engine_death_fails_every_stream() -> None:
+    core = FakeCore(fail_at_step=3)
+    async with started(core) as engine:
+        streams = [await engine.submit(request(max_tokens=100)) for _ in range(3)]
+        for stream in streams:
+            with pytest.raises(errors.EngineError, match="died"):
+                async for _delta in stream:
+                    pass
+        stats = engine.statistics()
+        assert not stats.healthy
+        assert stats.running == 0
+        with pytest.raises(errors.EngineUnavailable):
+            await engine.submit(request())
+        await settle(engine, core, lambda: core.shutdowns == 1)
+
+
+async def test_refused_request_fails_alone() -> None:
+    core = FakeCore(refuse_prompt_tokens=3)  # "<user> x <assistant>"
+    async with started(core) as engine:
+        refused = await engine.submit(request("x"))
+        fine = await engine.submit(request("two words", max_tokens=3))
+        with pytest.raises(errors.EngineError, match="refused"):
+            await refused.__anext__()
+        assert [d.finish_reason async for d in fine][-1] == "length"
+        assert engine.statistics().healthy
+
+
+async def test_aclose_fails_live_streams_and_is_idempotent() -> None:
+    core = FakeCore()
+    engine = fake_engine(core)
+    await engine.start()
+    stream = await engine.submit(request(max_tokens=100_000))
+    await stream.__anext__()
+    with trio.fail_after(5):
+        await engine.aclose()
+        await engine.aclose()
+    with pytest.raises(errors.EngineError, match="shutting down"):
+        await stream.__anext__()
+    assert core.shutdowns == 1
+    assert core.aborted == core.added
+    with pytest.raises(errors.EngineUnavailable):
+        await engine.submit(request())
+
+
+async def test_aclose_is_bounded_when_a_step_hangs() -> None:
+    core = FakeCore(hang=threading.Event())
+    engine = fake_engine(core, stop_timeout=0.2)
+    await engine.start()
+    await engine.submit(request(max_tokens=10))
+    await settle(engine, core, lambda: core.steps >= 1)
+    with trio.fail_after(5):
+        await engine.aclose()
+    # The stuck step was released by shutting the core down from outside.
+    assert core.shutdowns >= 1
+
+
+async def test_start_failure_is_raised() -> None:
+    def factory() -> Any:
+        raise OSError("no model here")
+
+    engine = VLLMEngine(factory, model_name="broken")
+    with pytest.raises(OSError, match="no model here"):
+        await engine.start()
+    assert not engine.statistics().healthy
+    with pytest.raises(errors.EngineUnavailable):
+        await engine.submit(request())
+    await engine.aclose()
+
+
+async def test_context_length_is_checked_at_submit() -> None:
+    core = FakeCore()
+    async with started(core, max_model_len=20) as engine:
+        with pytest.raises(errors.ContextLengthExceeded):
+            await engine.submit(request("word " * 30))
+        history = EngineRequest(
+            request_id="h",
+            messages=(
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "word " * 30},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "and now?"},
+            ),
+            sampling=SamplingOptions(max_tokens=100),
+            truncate=True,
+        )
+        stream = await engine.submit(history)
+        final = [d async for d in stream][-1]
+        # Only the long user message went: "<system> be brief <assistant> ok <user> and
+        # now? <assistant>" is 9 tokens, which leaves 11 for the output.
+        assert final.prompt_tokens == 9
+        assert final.output_tokens == 11
+        assert core.added and not core.aborted

@@ -1,0 +1,216 @@
+"""Building a :class:`VLLMEngine` from vLLM's own command-line flags.
+
+:func:`build_vllm_engine` parses engine flags with vLLM's own parser
+(``EngineArgs.add_cli_args(FlexibleArgumentParser())``), so every engine flag a vLLM
+user knows passes through unchanged (``--dtype --max-model-len --tensor-parallel-size
+--pipeline-parallel-size --data-parallel-size --distributed-executor-backend
+--gpu-memory-utilization --enforce-eager --served-model-name --reasoning-parser`` ...),
+plus three front-end flags of vLLM's server that concern prompts and parsing:
+``--chat-template``, ``--tool-call-parser`` and ``--enable-auto-tool-choice`` (kept in
+``VLLMEngine.options``).
+
+Defaults differ from vLLM's where this project needs them:
+
+- with no model, the embedded default model is prepared (``ensure_default_model``) and
+  served as ``SmolLM2-135M-Instruct``;
+- on a machine without a GPU: ``--dtype float32`` unless given (bfloat16 has no native
+  support on AVX2 CPUs and is ~3.8x slower), ``VLLM_CPU_KVCACHE_SPACE=2`` (GiB) and
+  ``OMP_NUM_THREADS`` = the number of cores unless set (without it vLLM runs torch on
+  one thread);
+- ``--scheduling-policy priority`` unless given, so a request's priority acts.
+
+Parsing is cheap but imports vLLM (seconds): call it before the Trio loop runs, or from
+``trio.to_thread.run_sync``. The engine itself is only built by ``VLLMEngine.start()``,
+on its own thread.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from trio_responses.engine import prompt as prompting
+from trio_responses.engine.base import SamplingOptions
+from trio_responses.engine.default_model import MODEL_NAME, ensure_default_model
+from trio_responses.engine.vllm_bridge import VLLMEngine
+from trio_responses.engine.vllm_worker import LoadedEngine
+
+# Seconds the engine core gets to shut down when the bridge stops.
+CORE_SHUTDOWN_TIMEOUT = 20.0
+_FRONTEND_OPTIONS = ("chat_template", "tool_call_parser", "enable_auto_tool_choice")
+
+
+class VLLMArgsError(ValueError):
+    """Bad engine flags; the message is meant for the command line."""
+
+
+def has_gpu() -> bool:
+    """Whether an NVIDIA GPU is visible, without importing torch or vLLM."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidiactl").exists()
+
+
+def apply_cpu_environment() -> None:
+    """CPU defaults that must be in the environment before vLLM (and torch) start."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+
+
+def make_parser() -> Any:
+    from vllm.engine import arg_utils
+    from vllm.utils import argparse_utils
+
+    # Any: vLLM's own annotations are partial, and mypy runs where vLLM is absent too.
+    parser_class: Any = argparse_utils.FlexibleArgumentParser
+    engine_args_class: Any = arg_utils.EngineArgs
+    parser: Any = parser_class(prog="trio-responses", add_help=False)
+    engine_args_class.add_cli_args(parser)
+    group = parser.add_argument_group("front end (as in vLLM's server)")
+    group.add_argument("--chat-template", default=None, help="a Jinja template or a file")
+    group.add_argument("--tool-call-parser", default=None)
+    group.add_argument("--enable-auto-tool-choice", action="store_true", default=False)
+    # None marks "not given", so our defaults apply only then.
+    parser.set_defaults(model=None, dtype=None, scheduling_policy=None)
+    return parser
+
+
+def parse_vllm_args(model: str | None, vllm_args: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+    """vLLM ``EngineArgs`` and our front-end options from a model and engine flags."""
+    cpu = not has_gpu()
+    if cpu:
+        apply_cpu_environment()
+    parser = make_parser()
+    argv = list(vllm_args)
+    if model is not None:
+        argv = ["--model", model, *argv]
+    try:
+        namespace = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on errors; the CLI reports them
+        raise VLLMArgsError(f"invalid engine flags: {' '.join(argv)}") from exc
+    if namespace.model is None:
+        namespace.model = str(ensure_default_model())
+        if not namespace.served_model_name:
+            namespace.served_model_name = [MODEL_NAME]
+    if namespace.dtype is None:
+        namespace.dtype = "float32" if cpu else "auto"
+    if namespace.scheduling_policy is None:
+        namespace.scheduling_policy = "priority"
+    options = {name: getattr(namespace, name) for name in _FRONTEND_OPTIONS}
+    if options["chat_template"] is not None:
+        options["chat_template"] = _load_template(options["chat_template"])
+    if options["enable_auto_tool_choice"] and not options["tool_call_parser"]:
+        raise VLLMArgsError("--enable-auto-tool-choice needs --tool-call-parser")
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    return EngineArgs.from_cli_args(namespace), options
+
+
+def served_name(engine_args: Any) -> str:
+    names = engine_args.served_model_name
+    if isinstance(names, str) and names:
+        return names
+    if names:
+        return str(names[0])
+    return str(engine_args.model)
+
+
+def build_vllm_engine(
+    model: str | None, vllm_args: Sequence[str], *, stop_timeout: float = 30.0
+) -> VLLMEngine:
+    """A :class:`VLLMEngine` (not started) for ``model`` with vLLM engine flags."""
+    engine_args, options = parse_vllm_args(model, vllm_args)
+    return VLLMEngine(
+        lambda: load_engine(engine_args, options),
+        model_name=served_name(engine_args),
+        stop_timeout=stop_timeout,
+        options=options,
+    )
+
+
+def load_engine(engine_args: Any, options: Mapping[str, Any]) -> LoadedEngine:
+    """Build vLLM's engine and our renderer; runs on the bridge's engine thread."""
+    from vllm.tokenizers.registry import get_tokenizer
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    from trio_responses.engine import vllm_plugin
+
+    # vLLM runs it from the entry point too; called here as well for an engine core in
+    # this process when the package's entry points are not installed (a source tree).
+    vllm_plugin.register()
+    engine = LLMEngine.from_engine_args(engine_args)
+    try:
+        config = engine.model_config
+        # A tokenizer of our own for the Trio side (not the engine's cached instance).
+        tokenizer: Any = get_tokenizer(
+            config.tokenizer,
+            runner_type=config.runner_type,
+            tokenizer_mode=config.tokenizer_mode,
+            revision=config.tokenizer_revision,
+            trust_remote_code=config.trust_remote_code,
+        )
+        renderer = prompting.PromptRenderer(
+            tokenizer,
+            max_model_len=config.max_model_len,
+            chat_template=options.get("chat_template"),
+        )
+        defaults = dict(config.get_diff_sampling_param())
+    except BaseException:
+        engine.engine_core.shutdown()
+        raise
+
+    def make_params(sampling: SamplingOptions, max_tokens: int) -> Any:
+        return prompting.sampling_params(sampling, max_tokens, defaults)
+
+    return LoadedEngine(_LLMEngineCore(engine), renderer, make_params)
+
+
+class _LLMEngineCore:
+    """``LLMEngine`` with the small surface the bridge uses (see ``CoreEngine``)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def add_request(self, request_id: str, prompt: Any, params: Any, priority: int) -> None:
+        # The renderer turns our token-id prompt into the engine's input: passing the raw
+        # prompt dict to add_request does the same but is deprecated in vLLM 0.32.
+        from vllm.exceptions import VLLMValidationError
+
+        try:
+            (engine_input,) = self._engine.renderer.render_cmpl([prompt])
+            self._engine.add_request(request_id, engine_input, params, priority=priority)
+        except VLLMValidationError as exc:
+            # The bridge treats ValueError as "this request is refused", anything else as
+            # "the engine is broken".
+            raise ValueError(str(exc)) from exc
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        self._engine.abort_request(request_ids)
+
+    def step(self) -> list[Any]:
+        return list(self._engine.step())
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._engine.has_unfinished_requests())
+
+    def get_num_unfinished_requests(self) -> int:
+        return int(self._engine.get_num_unfinished_requests())
+
+    def shutdown(self) -> None:
+        # LLMEngine has no shutdown of its own; its core client does (idempotent).
+        self._engine.engine_core.shutdown(timeout=CORE_SHUTDOWN_TIMEOUT)
+
+
+def _load_template(value: str) -> str:
+    """``--chat-template`` takes a file or the template itself, as in vLLM."""
+    path = Path(value).expanduser()
+    if path.suffix in {".jinja", ".j2", ".txt", ".jinja2"} or path.is_file():
+        try:
+            return path.read_text()
+        except OSError as exc:
+            raise VLLMArgsError(f"cannot read --chat-template {value}: {exc}") from exc
+    return value
