@@ -198,6 +198,11 @@ def test_resume_with_the_sdk(client: openai.OpenAI) -> None:
     assert [(e["sequence_number"], e["type"]) for e in replayed[5:]] == [
         (e["sequence_number"], e["type"]) for e in events]
     assert joined_text(replayed) == final.output_text
+    # retrieve(stream=True, starting_after=N): the server skips, not the client.
+    with client.responses.retrieve(created.id, stream=True, starting_after=4) as tail_stream:
+        tail = sdk_events(tail_stream)
+    check_stream(tail, resumed_after=4)
+    assert tail == replayed[5:]
 
 
 def test_resume_two_readers_at_once(http: httpx.Client) -> None:

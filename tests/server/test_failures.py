@@ -3,6 +3,8 @@ is aborted), and the engine failing a request (``error`` + ``response.failed``).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import openai
 import pytest
@@ -136,3 +138,36 @@ def test_engine_failure_background(client: openai.OpenAI, http: httpx.Client) ->
         events = read_sse(source)
     check_stream(events)
     assert types_of(events)[-2:] == ["error", "response.failed"]
+
+
+def test_concurrent_streams_with_disconnects(scripted_server: ServerThread,
+                                            http: httpx.Client) -> None:
+    """Six clients leave stalled streams while six others read theirs to the end: every
+    one that left is aborted once, none that finished is, and nothing keeps running."""
+    engine = engine_of(scripted_server)
+    aborted_before = on_server(scripted_server, lambda: len(engine.aborted))
+
+    def leave(n: int) -> str:
+        with connect_sse(http, "POST", "/v1/responses", json={
+                "model": MODEL, "input": f"[[stall]] {n}", "stream": True}) as source:
+            events = read_sse(source, count=len(BEFORE_STALL))
+        check_stream(events, resumed_after=-1)
+        return str(events[0]["response"]["id"])
+
+    def finish(n: int) -> str:
+        with connect_sse(http, "POST", "/v1/responses", json={
+                "model": MODEL, "input": f"reader {n} one two", "stream": True}) as source:
+            events = read_sse(source)
+        check_stream(events)
+        assert events[-1]["type"] == "response.completed"
+        return str(events[0]["response"]["id"])
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        left = [pool.submit(leave, n) for n in range(6)]
+        finished = [pool.submit(finish, n) for n in range(6)]
+        left_ids = {future.result() for future in left}
+        finished_ids = {future.result() for future in finished}
+    wait_until(lambda: running(scripted_server) == 0, what="no engine request running")
+    new_aborts = on_server(scripted_server, lambda: engine.aborted[aborted_before:])
+    assert sorted(new_aborts) == sorted(left_ids)
+    assert not finished_ids & set(new_aborts)
