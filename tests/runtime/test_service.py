@@ -18,7 +18,7 @@ from tests.runtime.fakes import RecordingStore, read_all
 from tests.support.events import check_stream, joined_text
 from trio_responses.config import Settings
 from trio_responses.engine.scripted import ScriptedEngine
-from trio_responses.errors import InvalidRequest, NotFound
+from trio_responses.errors import EngineUnavailable, InvalidRequest, NotFound
 from trio_responses.protocol.ids import counting_ids
 from trio_responses.protocol.request import decode_create_request
 from trio_responses.runtime.registry import Registry
@@ -254,3 +254,92 @@ async def test_follow_from_a_cursor_beyond_the_live_end(
         frames = await read_all(buffer, cursor)
         numbers = [f.event["sequence_number"] for f in frames if f.event is not None]
         assert numbers and numbers[0] == 6
+
+
+async def test_a_turn_cannot_follow_a_running_response(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_service(RecordingStore(), token_delay=1.0) as (service, engine):
+        run = await service.create(request(input="[[stall]]", background=True), owner=OWNER,
+                                   stream=False)
+        with pytest.raises(InvalidRequest) as caught:
+            await service.create(request(input="next", previous_response_id=run.id),
+                                 owner=OWNER, stream=False)
+        assert caught.value.param == "previous_response_id"
+        assert len(engine.requests) == 1
+        await service.cancel(run.id, OWNER)
+
+
+async def test_deleting_a_live_response_ends_it_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = RecordingStore()
+    async with open_service(store, token_delay=1.0) as (service, engine):
+        run = await service.create(request(input="[[stall]]", background=True), owner=OWNER,
+                                   stream=False)
+        await trio.sleep(5)
+        assert (await service.delete(run.id, OWNER))["deleted"] is True
+        assert run.done.is_set() and run.response["status"] == "cancelled"
+        assert engine.aborted == [run.id] and run.id not in store.rows
+        assert service.registry.get(run.id) is None
+
+
+async def test_a_failed_store_write_at_create_aborts_the_engine_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class FullDisk(RecordingStore):
+        async def create(self, record: Any) -> None:
+            raise OSError("disk full")
+
+    async with open_service(FullDisk()) as (service, engine):
+        with pytest.raises(OSError):
+            await service.create(request(input="hello"), owner=OWNER, stream=False)
+        assert engine.aborted == [engine.requests[0].request_id]
+        assert engine.statistics().running == 0 and service.registry.live() == []
+
+
+async def test_queue_bound_refuses_before_the_engine(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_service(RecordingStore(), token_delay=1.0, max_queued_requests=1) as (
+            service, engine):
+        first = await service.create(request(input="[[stall]]"), owner=OWNER, stream=False)
+        with pytest.raises(EngineUnavailable) as caught:
+            await service.create(request(input="second"), owner=OWNER, stream=False)
+        assert caught.value.status == 503 and caught.value.headers["retry-after"] == "1"
+        assert len(engine.requests) == 1
+        first.end("cancel")
+
+
+async def test_a_response_left_running_by_a_dead_process_replays_as_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RELIABILITY row 15, in process: a background row still in_progress (its process
+    died before the final write) is failed at start-up, and GET-stream gives the end."""
+    store = RecordingStore()
+    async with open_service(store, token_delay=1.0) as (service, _):
+        run = await service.create(request(input="[[stall]]", background=True), owner=OWNER,
+                                   stream=False)
+        await trio.sleep(1)
+        row = store.rows[run.id]
+        run.end("cancel")
+    # As if the process had died: the row as it was before the run's final write.
+    store.rows[run.id] = row
+    async with open_service(store) as (service, _):
+        retrieved = await service.retrieve(run.id, OWNER)
+        assert retrieved["status"] == "failed"
+        buffer, cursor = await service.follow(run.id, OWNER, None)
+        replay = [f.event for f in await read_all(buffer, cursor) if f.event is not None]
+        assert [e["type"] for e in replay] == ["response.created", "response.failed"]
+        assert [e["sequence_number"] for e in replay] == [0, 1]
+        assert replay[-1]["response"]["status"] == "failed"
+
+
+async def test_count_input_tokens_uses_the_whole_prompt(tmp_path: Path) -> None:
+    async with open_service(SQLiteStore(tmp_path / "s.sqlite3")) as (service, engine):
+        first = await finished(service, request(input="one two three"))
+        alone = await service.count_input_tokens(request(input="four"), OWNER)
+        chained = await service.count_input_tokens(
+            request(input="four", previous_response_id=first), OWNER)
+        assert chained > alone > 0
+        assert len(engine.requests) == 1  # counting generates nothing
