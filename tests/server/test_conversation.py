@@ -9,7 +9,14 @@ from typing import Any
 import openai
 import pytest
 
-from tests.server.helpers import MODEL, assert_sdk_error, engine_of, on_server, sdk_events
+from tests.server.helpers import (
+    MODEL,
+    assert_sdk_error,
+    engine_of,
+    on_server,
+    sdk_events,
+    wait_until,
+)
 from tests.support.events import check_stream
 from tests.support.server import ServerThread
 
@@ -97,3 +104,23 @@ def test_deleted_previous_response(client: openai.OpenAI) -> None:
     client.responses.delete(first.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model=MODEL, input="x", previous_response_id=first.id)
+
+
+def test_chain_waits_for_a_finished_turn(client: openai.OpenAI, scripted_server: ServerThread
+                                         ) -> None:
+    running = client.responses.create(model=MODEL, input="[[stall]] midway", background=True,
+                                      store=True)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="too early",
+                                previous_response_id=running.id)
+    assert_sdk_error(caught.value, 400, param="previous_response_id")
+    wait_until(lambda: bool(client.responses.retrieve(running.id).output),
+               what="the first token")
+    cancelled = client.responses.cancel(running.id)
+    assert cancelled.status == "cancelled" and cancelled.output_text == "You"
+    # A cancelled turn is final: the next turn builds on what it had written.
+    after = client.responses.create(model=MODEL, input="after", previous_response_id=running.id)
+    assert after.status == "completed"
+    assert prompt_of(scripted_server, after.id) == [
+        message("user", "[[stall]] midway"), message("assistant", "You"),
+        message("user", "after")]
