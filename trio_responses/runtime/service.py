@@ -28,7 +28,7 @@ from ..protocol.response import new_response
 from ..protocol.sse import frame
 from ..protocol.toolcalls import call_schema
 from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
-from .buffer import EventBuffer, Frame
+from .buffer import EventBuffer, EventReader, Frame
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .run import ResponseRun
@@ -240,7 +240,11 @@ class ResponseService:
         if limits and not self.settings.responses_compatibility_mode:
             created += builder.notice("response.rate_limits.updated",
                                       **RateLimiter.event_fields(limits))
-        engine_stream = await self.engine.submit(engine_request)
+        try:
+            engine_stream = await self.engine.submit(engine_request)
+        except BaseException:
+            self._refund(owner, estimate)
+            raise
         try:
             if stored:
                 await self.store.create(StoredResponse(
@@ -268,10 +272,18 @@ class ResponseService:
                 self._charges[run.id] = (owner, estimate)
             self.registry.start(run)
         except BaseException:
+            self._charges.pop(response["id"], None)
+            self._refund(owner, estimate)
             with trio.CancelScope(shield=True):
                 await engine_stream.aclose()
             raise
         return run
+
+    def _refund(self, owner: str, estimate: int) -> None:
+        """A request refused after it was admitted (the engine said the prompt is too
+        long, say) used no tokens: give its estimate back."""
+        if estimate and self.limiter is not None:
+            self.limiter.settle(owner, estimate, 0)
 
     # -- stored responses ------------------------------------------------------------
 
@@ -288,8 +300,8 @@ class ResponseService:
 
     async def follow(
         self, response_id: str, owner: str, starting_after: int | None
-    ) -> tuple[EventBuffer, int]:
-        """A buffer to read a background response's events from, and the cursor."""
+    ) -> tuple[EventReader, int]:
+        """Where to read a background response's events from, and the cursor."""
         record = await self._record(response_id, owner)
         if not record.background:
             raise InvalidRequest("Only background responses can be streamed by id.",
@@ -302,7 +314,8 @@ class ResponseService:
             for event in record.events or _ended_without_log(record):
                 buffer.append(Frame(dict(event), frame(event)))
             buffer.close()
-        return buffer, buffer.position_after(-1 if starting_after is None else starting_after)
+        after = -1 if starting_after is None else starting_after
+        return buffer.after(after), buffer.position_after(after)
 
     async def cancel(self, response_id: str, owner: str) -> Mapping[str, Any]:
         record = await self._record(response_id, owner)
