@@ -17,13 +17,15 @@ import pytest
 
 from tests.support.events import check_stream
 from tests.support.server import ServerThread
+from trio_responses.engine.scripted import ScriptedEngine
 
 from .helpers import MODEL, assert_openai_error, http, parse_sse, running_server, sdk
 
 RPM = 60  # one request a second after a burst of 60
 TPM = 1000
 KEYS = ("fresh", "burst", "bystander", "tokens", "tokens-bystander", "huge", "stream",
-        "retry")
+        "retry", "refund")
+CONTEXT = 200  # the scripted model's context, in words
 DURATION = re.compile(r"^(\d+ms|(\d+h)?(\d+m)?\d+s)$")
 HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
            "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
@@ -32,7 +34,9 @@ HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory, api_keys=KEYS, rate_limit_requests_per_minute=RPM,
+    engine = ScriptedEngine(model_name=MODEL, max_model_len=CONTEXT)
+    with running_server(tmp_path_factory, engine=engine, api_keys=KEYS,
+                        rate_limit_requests_per_minute=RPM,
                         rate_limit_tokens_per_minute=TPM) as server:
         yield server
 
@@ -145,6 +149,18 @@ def test_more_than_the_limit_says_do_not_retry(server: ServerThread,
             pytest.raises(openai.RateLimitError):
         client.responses.create(model=MODEL, input="hi", max_output_tokens=TPM + 1)
     assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+
+
+def test_a_request_the_engine_refuses_gives_its_tokens_back(server: ServerThread) -> None:
+    too_long = "a " * (CONTEXT + 50)  # within the token limit, beyond the model's context
+    with http(server, "refund") as client:
+        refused = create(client, input=too_long, max_output_tokens=500)
+        assert_openai_error(refused, 400, param="input", code="context_length_exceeded")
+        after = create(client)
+    assert after.status_code == 200
+    # Only this last request's own estimate (1 token) is missing from the bucket.
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(TPM - 1)
+    assert int(after.headers["x-ratelimit-remaining-requests"]) in (RPM - 2, RPM - 1)
 
 
 def test_stream_carries_the_rate_limit_event(server: ServerThread) -> None:
