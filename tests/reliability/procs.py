@@ -1,0 +1,146 @@
+"""Server processes for the reliability tests: start, wait, measure, kill.
+
+A test that measures memory, file descriptors or threads, sends signals or kills with
+``-9`` needs the server in its own process. ``ServerProcess`` runs either the real CLI
+(``python -m trio_responses --engine scripted``) or the probe (``python -m
+tests.reliability.probe``: the same server with a recording engine and ``GET /_probe``),
+on a fixed loopback port chosen once, so a restart comes back on the same port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The tests' own look-ups close their connection, so none lingers in the server (a closed
+# keep-alive connection stays until Hypercorn's keep-alive timeout) between measurements.
+CLOSE = {"connection": "close"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ServerProcess:
+    def __init__(self, tmp: Path, *, probe: bool = False, token_delay: float = 0.01,
+                 extra: Sequence[str] = (), store_path: Path | None = None) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.store_path = store_path or tmp / "responses.sqlite3"
+        self.module = "tests.reliability.probe" if probe else "trio_responses"
+        self.args = ["--engine", "scripted", "--model", "scripted", "--port", str(self.port),
+                     "--store-path", str(self.store_path),
+                     "--scripted-token-delay", str(token_delay), "--log-level", "warning",
+                     *extra]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def launch(self) -> None:
+        """Start the process; do not wait for the port."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        with open(self.tmp / f"server-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module, *self.args], cwd=REPO_ROOT,
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                health = httpx.get(self.base_url + "/health", timeout=1, headers=CLOSE)
+                if health.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return (self.tmp / f"server-{self.starts}.log").read_text(errors="replace")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float) -> tuple[int, float]:
+        """SIGTERM; returns the exit code and how long the process took to exit."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        return code, time.monotonic() - started
+
+    def stop(self) -> None:
+        """Best-effort end of the test's own process (SIGTERM, then SIGKILL)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    # -- measurements --------------------------------------------------------------------
+
+    def resources(self) -> dict[str, int]:
+        """RSS (bytes), open fds, OS threads and CPU time (ms) of the server process."""
+        proc = psutil.Process(self.pid)
+        cpu = proc.cpu_times()
+        return {"rss": proc.memory_info().rss, "fds": proc.num_fds(),
+                "threads": proc.num_threads(), "cpu_ms": int((cpu.user + cpu.system) * 1000)}
+
+    def probe(self, *, gc: bool = False) -> dict[str, Any]:
+        """The probe server's own view (see tests/reliability/probe.py)."""
+        url = self.base_url + "/_probe" + ("?gc=1" if gc else "")
+        value: dict[str, Any] = httpx.get(url, timeout=30, headers=CLOSE).json()
+        return value
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from ``/metrics`` (0 if absent)."""
+        text = httpx.get(self.base_url + "/metrics", timeout=10, headers=CLOSE).text
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        series = f"{name}{{{want}}}" if want else name
+        for line in text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
