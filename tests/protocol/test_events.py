@@ -331,9 +331,6 @@ def test_any_limit_any_stream_stays_well_formed(
         assert f"limit of {limit} bytes" in events[-2]["message"]
 
 
-@pytest.mark.xfail(strict=True, raises=ProtocolViolation,
-                   reason="bug: an oversized response.created (huge instructions) makes "
-                   "created() raise instead of ending the stream well formed")
 def test_oversized_created_event_does_not_escape() -> None:
     builder = new_builder(max_event_bytes=4000, instructions="i" * 5000)
     emitted = builder.created() + builder.in_progress()

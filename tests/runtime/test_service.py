@@ -241,8 +241,6 @@ async def test_pings_reach_followers_of_a_background_response(
         check_stream(run.buffer.events())
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a cursor past the live end replays events "
-                   "numbered <= starting_after (EventBuffer.position_after is a frame index)")
 async def test_follow_from_a_cursor_beyond_the_live_end(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -3,6 +3,7 @@ so MockClock's autojump stays safe)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,7 +26,8 @@ class MemoryStore:
 
     async def create(self, record: StoredResponse) -> None:
         await trio.lowlevel.checkpoint()
-        self.rows[record.id] = record
+        # A copy, as a real store's row is: the run keeps changing its response object.
+        self.rows[record.id] = copy.deepcopy(record)
 
     async def finish(self, response_id: str, response: Mapping[str, Any],
                      events: Sequence[Mapping[str, Any]] = ()) -> bool:
@@ -34,7 +36,8 @@ class MemoryStore:
         if row is None or row.status in TERMINAL_STATUSES:
             return False
         self.rows[response_id] = dataclasses.replace(
-            row, status=response["status"], response=dict(response), events=tuple(events))
+            row, status=response["status"], response=copy.deepcopy(dict(response)),
+            events=copy.deepcopy(tuple(events)))
         return True
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:

@@ -219,19 +219,27 @@ class ResponseEvents:
         event: Event = {"type": event_type, "sequence_number": self._validator.next_sequence}
         event.update(fields)
         data = frame(event)
-        if self._max_event_bytes and len(data) > self._max_event_bytes:
-            if event_type == "response.failed":
-                # The failure itself must get out: send it without the (large) output.
-                event["response"] = dict(event["response"], output=[])
-                data = frame(event)
-            else:
-                raise EventTooLarge(
-                    f"A {event_type} event of {len(data)} bytes exceeds the server's limit "
-                    f"of {self._max_event_bytes} bytes (--max-stream-event-bytes); the "
-                    "response was ended instead of sending it cut."
-                )
+        size = len(data)
+        too_large = bool(self._max_event_bytes) and size > self._max_event_bytes
+        if too_large and event_type in ("response.failed", "response.created"):
+            # These must get out (the stream has to start, and to say why it ended):
+            # send them without the large parts, the output and the request's echo.
+            event["response"] = dict(event["response"], output=[], instructions=None,
+                                     tools=[])
+            data = frame(event)
+        elif too_large:
+            raise self._too_large(event_type, size)
         self._validator.check(event)
         self._pending.append((event, data))
+        if too_large and event_type == "response.created":
+            raise self._too_large(event_type, size)
+
+    def _too_large(self, event_type: str, size: int) -> EventTooLarge:
+        return EventTooLarge(
+            f"A {event_type} event of {size} bytes exceeds the server's limit of "
+            f"{self._max_event_bytes} bytes (--max-stream-event-bytes); the response was "
+            "ended instead of sending it cut."
+        )
 
     def _fail(self, message: str, code: str, usage: Mapping[str, Any] | None) -> None:
         # Open items stay open in the stream; in the object they are marked incomplete.

@@ -132,7 +132,9 @@ def _message(item: Mapping[str, Any], param: str) -> dict[str, Any]:
 
 
 def _function_call(item: Mapping[str, Any], param: str) -> dict[str, Any]:
-    _check_keys(item, ("type", "id", "call_id", "name", "arguments", "status", "namespace"), param)
+    # caller/async: newer SDK fields on replayed calls, accepted and dropped.
+    _check_keys(item, ("type", "id", "call_id", "name", "arguments", "status", "namespace",
+                       "caller", "async"), param)
     normalized = {
         "type": "function_call",
         "call_id": _require_str(item, "call_id", param),
@@ -146,7 +148,8 @@ def _function_call(item: Mapping[str, Any], param: str) -> dict[str, Any]:
 
 
 def _function_call_output(item: Mapping[str, Any], param: str) -> dict[str, Any]:
-    _check_keys(item, ("type", "id", "call_id", "output", "status", "name", "namespace"), param)
+    _check_keys(item, ("type", "id", "call_id", "output", "status", "name", "namespace",
+                       "caller"), param)
     output = item.get("output")
     if isinstance(output, list):
         output = "".join(part["text"] for part in _content(output, "user", param) if "text" in part)

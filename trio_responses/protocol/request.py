@@ -111,20 +111,27 @@ class CreateResponseRequest(_Closed, kw_only=True):
     safety_identifier: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
     user: str | None = None
+    # Options that change nothing here (no explicit prompt cache, no background tiers):
+    # accepted and ignored.
+    prompt_cache_options: dict[str, Any] | None = None
+    background_options: dict[str, Any] | None = None
     # OpenAI fields for features this server does not have: accepted only when null.
     conversation: str | dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
     context_management: list[dict[str, Any]] | None = None
+    moderation: Any = None
+    image: Any = None
+    access_programs: Any = None
     # vLLM extensions (VLLM_EXTENSION_FIELDS).
     request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     cache_salt: str | None = None
-    priority: int | None = None
+    priority: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)] | None = None
     enable_response_messages: bool | None = None
     ignore_eos: bool | None = None
     top_k: Annotated[int, msgspec.Meta(ge=-1)] | None = None
     min_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     repetition_penalty: Annotated[float, msgspec.Meta(gt=0, le=2)] | None = None
-    seed: int | None = None
+    seed: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | None = None
     stop: str | Annotated[list[str], msgspec.Meta(max_length=16)] | None = None
 
 
@@ -226,7 +233,8 @@ def check_create_request(request: CreateResponseRequest) -> None:
                 param="text.format.schema",
                 code="missing_required_parameter",
             )
-    for name in ("conversation", "prompt", "context_management"):
+    for name in ("conversation", "prompt", "context_management", "moderation", "image",
+                 "access_programs"):
         if getattr(request, name) is not None:
             raise InvalidRequest(
                 f"'{name}' is not supported by this server.",

@@ -21,10 +21,21 @@ DONE = b"data: [DONE]\n\n"
 COMMENT_PING = b": ping\n\n"
 
 
+# Line separators JSON allows raw in strings but some line readers split on (httpx's
+# iter_lines, Python's str.splitlines): always escaped. In UTF-8 these byte sequences
+# can only be these characters, so replacing bytes is exact.
+_LINE_BREAKERS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"),
+                  (b"\xc2\x85", b"\\u0085"))
+
+
 def encode_json(value: Any) -> bytes:
-    return _encode(value)
+    data = _encode(value)
+    for raw, escaped in _LINE_BREAKERS:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
 
 
 def frame(event: Mapping[str, Any]) -> bytes:
     """One event as SSE bytes; ``event:`` always equals the payload's ``type``."""
-    return b"event: " + str(event["type"]).encode() + b"\ndata: " + _encode(event) + b"\n\n"
+    return b"event: " + str(event["type"]).encode() + b"\ndata: " + encode_json(event) + b"\n\n"

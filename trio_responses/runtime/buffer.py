@@ -16,9 +16,14 @@ responses, which later readers may replay).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
+
+
+class EventReader(Protocol):
+    async def read(self, cursor: int, *, primary: bool = False
+                   ) -> tuple[list[Frame], int]: ...
 
 
 class BufferOverflow(Exception):
@@ -113,6 +118,11 @@ class EventBuffer:
             del self._frames[:drop]
             self._offset = cursor
 
+    def after(self, sequence_number: int) -> BufferView:
+        """A view that never yields events numbered ``sequence_number`` or lower, even
+        ones not produced yet (a resume from past the live end)."""
+        return BufferView(self, sequence_number)
+
     def events(self) -> list[dict[str, Any]]:
         """Every event still held, in order (the whole log when ``keep_log``)."""
         return [frame.event for frame in self._frames if frame.event is not None]
@@ -123,3 +133,21 @@ class EventBuffer:
             unsent_bytes=self._appended_bytes - self._primary_bytes,
             closed=self.closed,
         )
+
+
+class BufferView:
+    """An EventBuffer read through a filter (see :meth:`EventBuffer.after`)."""
+
+    def __init__(self, buffer: EventBuffer, after_sequence: int) -> None:
+        self._buffer = buffer
+        self._after = after_sequence
+
+    async def read(self, cursor: int, *, primary: bool = False) -> tuple[list[Frame], int]:
+        while True:
+            frames, cursor = await self._buffer.read(cursor, primary=primary)
+            if not frames:
+                return frames, cursor
+            kept = [f for f in frames
+                    if f.event is None or f.event.get("sequence_number", 0) > self._after]
+            if kept:
+                return kept, cursor

@@ -235,6 +235,11 @@ class ResponseService:
         builder = ResponseEvents(response, self.ids, max_event_bytes=(
             self.settings.max_stream_event_bytes if sends_events else 0))
         created = builder.created()
+        if builder.finished:  # the request's own echo is over --max-stream-event-bytes
+            raise InvalidRequest(
+                "The request is too large to stream: its response.created event would "
+                f"exceed the server's limit of {self.settings.max_stream_event_bytes} bytes "
+                "(--max-stream-event-bytes).", param="instructions", code="request_too_large")
         stored = response["store"]
         limits, estimate = self._admit(request, engine_request, owner)
         if limits and not self.settings.responses_compatibility_mode:

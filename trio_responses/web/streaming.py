@@ -11,7 +11,7 @@ from __future__ import annotations
 from quart import Response
 
 from ..protocol.sse import DONE
-from ..runtime.buffer import EventBuffer
+from ..runtime.buffer import EventReader
 from ..runtime.run import ResponseRun
 
 SSE_HEADERS = {
@@ -22,7 +22,8 @@ SSE_HEADERS = {
 
 
 class SSEBody:
-    def __init__(self, buffer: EventBuffer, cursor: int, *, owner_run: ResponseRun | None) -> None:
+    def __init__(self, buffer: EventReader, cursor: int, *, owner_run: ResponseRun | None
+                 ) -> None:
         self._buffer = buffer
         self._cursor = cursor
         # The foreground run this client created: its lag is bounded and leaving ends it.
