@@ -233,10 +233,15 @@ async def test_pings_reach_followers_of_a_background_response(
         run = await service.create(request(input="[[stall]]", background=True), owner=OWNER,
                                    stream=False)
         await trio.sleep(35)
+        assert [e["type"] for e in run.buffer.events()].count("response.ping") == 3
         buffer, cursor = await service.follow(run.id, OWNER, None)
-        frames, _ = await buffer.read(cursor)
+        # The replay leaves out the heartbeats sent before the follower joined …
+        frames, cursor = await buffer.read(cursor)
         kinds = [f.event["type"] for f in frames if f.event is not None]
-        assert kinds.count("response.ping") == 3
+        assert "response.ping" not in kinds and kinds[0] == "response.created"
+        # … and the follower gets the heartbeats from then on.
+        frames, cursor = await buffer.read(cursor)
+        assert [f.event["type"] for f in frames if f.event is not None] == ["response.ping"]
         await service.cancel(run.id, OWNER)
         check_stream(run.buffer.events())
 

@@ -119,9 +119,10 @@ class EventBuffer:
             self._offset = cursor
 
     def after(self, sequence_number: int) -> BufferView:
-        """A view that never yields events numbered ``sequence_number`` or lower, even
-        ones not produced yet (a resume from past the live end)."""
-        return BufferView(self, sequence_number)
+        """A view for a reader joining now: it never yields events numbered
+        ``sequence_number`` or lower, even ones not produced yet (a resume from past the
+        live end), nor the heartbeats sent before it joined."""
+        return BufferView(self, sequence_number, self._offset + len(self._frames))
 
     def events(self) -> list[dict[str, Any]]:
         """Every event still held, in order (the whole log when ``keep_log``)."""
@@ -138,16 +139,24 @@ class EventBuffer:
 class BufferView:
     """An EventBuffer read through a filter (see :meth:`EventBuffer.after`)."""
 
-    def __init__(self, buffer: EventBuffer, after_sequence: int) -> None:
+    def __init__(self, buffer: EventBuffer, after_sequence: int, joined_at: int) -> None:
         self._buffer = buffer
         self._after = after_sequence
+        self._joined_at = joined_at
 
     async def read(self, cursor: int, *, primary: bool = False) -> tuple[list[Frame], int]:
         while True:
             frames, cursor = await self._buffer.read(cursor, primary=primary)
             if not frames:
                 return frames, cursor
-            kept = [f for f in frames
-                    if f.event is None or f.event.get("sequence_number", 0) > self._after]
+            first = cursor - len(frames)
+            kept = [f for index, f in enumerate(frames, first) if self._wanted(f, index)]
             if kept:
                 return kept, cursor
+
+    def _wanted(self, frame: Frame, position: int) -> bool:
+        if frame.event is None:
+            return position >= self._joined_at
+        if frame.event["type"] == "response.ping" and position < self._joined_at:
+            return False
+        return int(frame.event.get("sequence_number", 0)) > self._after

@@ -242,8 +242,12 @@ class ResponseRun:
         if self._store is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 try:
-                    log_events = self.buffer.events() + [e for e, _ in events] \
-                        if self.background else []
+                    # The replay log: heartbeats are for the live connection only
+                    # (a strict client could not parse them on a replay anyway).
+                    log_events = [
+                        event for event in (*self.buffer.events(), *(e for e, _ in events))
+                        if event["type"] != "response.ping"
+                    ] if self.background else []
                     await self._store.finish(self.id, self.builder.response, log_events)
                 except Exception:
                     log.exception("saving response %s failed", self.id)
