@@ -33,6 +33,11 @@ class Conflict(APIError):
     status = 409
     type = "invalid_request_error"
 
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        # The SDK retries 409s; waiting does not change this answer.
+        self.headers.setdefault("x-should-retry", "false")
+
 
 # The next model turn: given this turn's calls and their outputs, a new engine stream.
 NextTurn = Callable[[list[dict[str, Any]]], Awaitable[EngineStream]]

@@ -24,6 +24,16 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
+def _presented_digest(token: str) -> bytes:
+    # Header values arrive decoded as Latin-1: get the client's bytes back, so a key
+    # with non-ASCII characters (configured, and sent, as UTF-8) can match.
+    try:
+        raw = token.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = token.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(raw).digest()
+
+
 class KeyRing:
     def __init__(self, keys: Sequence[str]) -> None:
         self._digests = [_digest(key) for key in keys]
@@ -37,7 +47,7 @@ class KeyRing:
         if self.open:
             return ""
         scheme, _, token = (authorization or "").partition(" ")
-        presented = _digest(token.strip())
+        presented = _presented_digest(token.strip())
         matched: bytes | None = None
         for digest in self._digests:
             if hmac.compare_digest(presented, digest):
