@@ -81,6 +81,7 @@ class Wire:
         self.parser = SSEParser()
         self.body = bytearray()
         self.eof = False
+        self.complete = False  # the whole response body arrived (not cut by a close)
 
     @classmethod
     async def connect(cls, port: int, *, rcvbuf: int | None = None) -> Wire:
@@ -163,7 +164,10 @@ class Wire:
             if isinstance(event, h11.Data):
                 self.body += event.data
                 return bytes(event.data)
-            if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            if isinstance(event, h11.EndOfMessage):
+                self.complete = True
+                return None
+            if isinstance(event, h11.ConnectionClosed):
                 return None
 
     async def read_body(self) -> bytes:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from quart_trio import QuartTrio
 
 from ..config import Settings
@@ -115,6 +117,42 @@ class AppState:
         await self._stopped.wait()
 
 
+# Bounds the shielded last send below (it only writes a few bytes and resets state).
+LAST_SEND_TIMEOUT = 10.0
+
+
+ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Coroutine[Any, Any, None]]
+
+
+def shield_last_send(asgi_app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: send each HTTP response's last message in a shielded scope.
+
+    Hypercorn (trio worker) re-arms a keep-alive connection's idle timer from inside
+    the app's last ``send``, with ``nursery.start``; by then it has told the app the
+    request is over, and Quart-Trio answers that by cancelling the request's nursery,
+    so the new timer task starts in a cancelled scope and dies at once. The connection
+    then never times out while idle (a client can hold it forever) and is not closed
+    on shutdown (Hypercorn waits its whole graceful_timeout for it). Shielded, the
+    timer starts where it belongs.
+    """
+
+    async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await asgi_app(scope, receive, send)
+            return
+
+        async def guarded_send(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                with trio.move_on_after(LAST_SEND_TIMEOUT, shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await asgi_app(scope, receive, guarded_send)
+
+    return app
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -146,6 +184,7 @@ def create_app(
         await state.drain()
 
     register_routes(app, state)
+    app.asgi_app = shield_last_send(app.asgi_app)  # type: ignore[method-assign,assignment]
     return app
 
 
