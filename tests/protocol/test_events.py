@@ -21,7 +21,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from tests.protocol.builders import USAGE, deltas, logprob, new_builder
 from tests.support.events import check_stream, joined_text
 from trio_responses.protocol.events import Emitted, ResponseEvents
-from trio_responses.protocol.machine import TERMINAL_EVENTS, EventValidator, ProtocolViolation
+from trio_responses.protocol.machine import TERMINAL_EVENTS, EventValidator
 from trio_responses.protocol.sse import frame
 
 EVENT_ADAPTER: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
