@@ -12,8 +12,9 @@ there, and keeps that run alive until the session ends. Tests reach it with:
   Its ``start``/``aclose`` do not start or stop the shared engine.
 
 The ``real_engine`` fixture below is the session's :class:`EngineLoop` over the default
-model (eager, ``max_model_len`` 2048, engine core in-thread for a ~10 s start unless
-``VLLM_ENABLE_V1_MULTIPROCESSING`` is set). Import it into a conftest to use it.
+model (eager, ``max_model_len`` 2048, engine core in-thread for a ~10 s start and one
+OpenMP thread, unless ``VLLM_ENABLE_V1_MULTIPROCESSING`` / ``OMP_NUM_THREADS`` are set).
+Import it into a conftest to use it.
 """
 
 from __future__ import annotations
@@ -171,6 +172,10 @@ def real_engine() -> Iterator[EngineLoop]:
     pytest.importorskip("vllm")
     # In-thread engine core: ~10 s to start instead of ~40 s, same outputs.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # One OpenMP thread: in-thread, torch's spinning OpenMP workers share the 2 cores with
+    # this process's Trio threads (and anything else running); measured here under load,
+    # 64 tokens took 5-6 s with one thread and 17-53 s with two.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     loop = EngineLoop(_make_default_engine).start()
     try:
         yield loop

@@ -28,18 +28,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trio_responses.engine import prompt as prompting
-from trio_responses.engine.base import SamplingOptions
 from trio_responses.engine.default_model import MODEL_NAME, ensure_default_model
 from trio_responses.engine.vllm_bridge import VLLMEngine
-from trio_responses.engine.vllm_worker import LoadedEngine
+from trio_responses.engine.vllm_core import load_engine
 
-# Seconds the engine core gets to shut down when the bridge stops.
-CORE_SHUTDOWN_TIMEOUT = 20.0
 _FRONTEND_OPTIONS = ("chat_template", "tool_call_parser", "enable_auto_tool_choice")
 
 
@@ -130,79 +126,6 @@ def build_vllm_engine(
         stop_timeout=stop_timeout,
         options=options,
     )
-
-
-def load_engine(engine_args: Any, options: Mapping[str, Any]) -> LoadedEngine:
-    """Build vLLM's engine and our renderer; runs on the bridge's engine thread."""
-    from vllm.tokenizers.registry import get_tokenizer
-    from vllm.v1.engine.llm_engine import LLMEngine
-
-    from trio_responses.engine import vllm_plugin
-
-    # vLLM runs it from the entry point too; called here as well for an engine core in
-    # this process when the package's entry points are not installed (a source tree).
-    vllm_plugin.register()
-    engine = LLMEngine.from_engine_args(engine_args)
-    try:
-        config = engine.model_config
-        # A tokenizer of our own for the Trio side (not the engine's cached instance).
-        tokenizer: Any = get_tokenizer(
-            config.tokenizer,
-            runner_type=config.runner_type,
-            tokenizer_mode=config.tokenizer_mode,
-            revision=config.tokenizer_revision,
-            trust_remote_code=config.trust_remote_code,
-        )
-        renderer = prompting.PromptRenderer(
-            tokenizer,
-            max_model_len=config.max_model_len,
-            chat_template=options.get("chat_template"),
-        )
-        defaults = dict(config.get_diff_sampling_param())
-    except BaseException:
-        engine.engine_core.shutdown()
-        raise
-
-    def make_params(sampling: SamplingOptions, max_tokens: int) -> Any:
-        return prompting.sampling_params(sampling, max_tokens, defaults)
-
-    return LoadedEngine(_LLMEngineCore(engine), renderer, make_params)
-
-
-class _LLMEngineCore:
-    """``LLMEngine`` with the small surface the bridge uses (see ``CoreEngine``)."""
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-
-    def add_request(self, request_id: str, prompt: Any, params: Any, priority: int) -> None:
-        # The renderer turns our token-id prompt into the engine's input: passing the raw
-        # prompt dict to add_request does the same but is deprecated in vLLM 0.32.
-        from vllm.exceptions import VLLMValidationError
-
-        try:
-            (engine_input,) = self._engine.renderer.render_cmpl([prompt])
-            self._engine.add_request(request_id, engine_input, params, priority=priority)
-        except VLLMValidationError as exc:
-            # The bridge treats ValueError as "this request is refused", anything else as
-            # "the engine is broken".
-            raise ValueError(str(exc)) from exc
-
-    def abort_request(self, request_ids: list[str]) -> None:
-        self._engine.abort_request(request_ids)
-
-    def step(self) -> list[Any]:
-        return list(self._engine.step())
-
-    def has_unfinished_requests(self) -> bool:
-        return bool(self._engine.has_unfinished_requests())
-
-    def get_num_unfinished_requests(self) -> int:
-        return int(self._engine.get_num_unfinished_requests())
-
-    def shutdown(self) -> None:
-        # LLMEngine has no shutdown of its own; its core client does (idempotent).
-        self._engine.engine_core.shutdown(timeout=CORE_SHUTDOWN_TIMEOUT)
 
 
 def _load_template(value: str) -> str:
