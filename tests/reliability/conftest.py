@@ -31,7 +31,7 @@ class Scale:
     hostile_repeats: int
 
 
-SCALE = Scale(full=True, storm_streams=1000, storm_token_delay=0.5, storm_max_events=8,
+SCALE = Scale(full=True, storm_streams=1000, storm_token_delay=1.0, storm_max_events=5,
               crash_cycles=30, hostile_repeats=50) if FULL else \
     Scale(full=False, storm_streams=200, storm_token_delay=0.2, storm_max_events=8,
           crash_cycles=5, hostile_repeats=10)

@@ -30,7 +30,7 @@ import trio
 
 from tests.reliability.conftest import Figures, Scale
 from tests.reliability.procs import ServerProcess
-from tests.reliability.wire import TERMINAL, Wire
+from tests.reliability.wire import TERMINAL, Wire, request_json
 from tests.support.events import sdk_parse
 
 TERMINAL_STATUSES = {"completed", "failed", "incomplete", "cancelled"}
@@ -192,53 +192,71 @@ class Ledger:
             self.finished[response["id"]] = response
 
 
-async def one_operation(client: httpx.AsyncClient, port: int, ledger: Ledger,
-                        rng: random.Random) -> None:
+async def call(port: int, method: str, path: str, payload: Any = None) -> Any:
+    status, value = await request_json(port, method, path, payload)
+    assert status == 200, (status, value)
+    return value
+
+
+async def settle(port: int, response_id: str) -> dict[str, Any]:
+    with trio.fail_after(10):
+        while True:
+            value: dict[str, Any] = await call(port, "GET", f"/v1/responses/{response_id}")
+            if value["status"] in TERMINAL_STATUSES:
+                return value
+            await trio.sleep(0.02)
+
+
+async def one_operation(port: int, ledger: Ledger, rng: random.Random) -> None:
     roll = rng.random()
     words = " ".join(f"w{rng.randrange(1000)}" for _ in range(rng.randint(1, 30)))
     if roll < 0.3:
-        ledger.saw(await create(client, input=words))
+        ledger.saw(await call(port, "POST", "/v1/responses",
+                              {"model": "scripted", "input": words}))
     elif roll < 0.55:
         events = await read_stream(port, {"input": words})
         for event in events:
             if event["type"] in TERMINAL:
                 ledger.saw(event["response"])
     elif roll < 0.75:
-        queued = await create(client, input=words, background=True)
+        queued = await call(port, "POST", "/v1/responses",
+                            {"model": "scripted", "input": words, "background": True})
         ledger.saw(queued)
-        ledger.saw(await wait_status(client, queued["id"], TERMINAL_STATUSES))
+        ledger.saw(await settle(port, queued["id"]))
     elif roll < 0.85:
-        ledger.saw(await create(client, input=f"[[stall]] {words}", background=True))
+        ledger.saw(await call(port, "POST", "/v1/responses", {
+            "model": "scripted", "input": f"[[stall]] {words}", "background": True}))
     elif roll < 0.93 and ledger.finished:
         victim = rng.choice(sorted(ledger.finished))
         ledger.maybe_deleted.add(victim)
-        response = await client.delete(f"/v1/responses/{victim}")
-        assert response.status_code in (200, 404), response.text
+        status, value = await request_json(port, "DELETE", f"/v1/responses/{victim}")
+        assert status in (200, 404), value
         ledger.deleted.add(victim)
         ledger.finished.pop(victim, None)
     else:
         running = sorted(ledger.started - set(ledger.finished) - ledger.deleted)
         if running:
-            response = await client.post(f"/v1/responses/{rng.choice(running)}/cancel")
-            if response.status_code == 200:
-                ledger.saw(response.json())
+            status, value = await request_json(
+                port, "POST", f"/v1/responses/{rng.choice(running)}/cancel")
+            if status == 200:
+                ledger.saw(value)
     ledger.operations += 1
 
 
 async def load(server: ServerProcess, ledger: Ledger, rng: random.Random) -> None:
-    """Mixed operations from a few clients, until the process is killed."""
+    """Mixed operations from a few clients (raw sockets: a request cut by the kill
+    leaves nothing half-closed in the client), until the process is killed."""
     killed = False
 
     async def worker(seed: int) -> None:
         worker_rng = random.Random(seed)
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
-            try:
-                while True:
-                    await one_operation(client, server.port, ledger, worker_rng)
-            except (httpx.TransportError, h11.RemoteProtocolError, trio.BrokenResourceError,
-                    OSError, EOFError, AssertionError) as exc:
-                if not killed:
-                    raise AssertionError(f"failed while the server ran: {exc!r}") from exc
+        try:
+            while True:
+                await one_operation(server.port, ledger, worker_rng)
+        except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError, EOFError,
+                AssertionError, ValueError) as exc:
+            if not killed:
+                raise AssertionError(f"failed while the server ran: {exc!r}") from exc
 
     async with trio.open_nursery() as nursery:
         for _ in range(8):
@@ -251,17 +269,16 @@ async def load(server: ServerProcess, ledger: Ledger, rng: random.Random) -> Non
 async def check_after_restart(server: ServerProcess, ledger: Ledger) -> int:
     """Every finished response identical; nothing left running. Returns losses."""
     lost = 0
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
-        for response_id, shown in ledger.finished.items():
-            response = await client.get(f"/v1/responses/{response_id}")
-            if response.status_code == 404 and response_id in ledger.maybe_deleted:
-                continue
-            if response.status_code != 200 or response.json() != shown:
-                lost += 1
-        for response_id in sorted(ledger.started - set(ledger.finished) - ledger.deleted):
-            response = await client.get(f"/v1/responses/{response_id}")
-            if response.status_code == 200:
-                assert response.json()["status"] in TERMINAL_STATUSES, response.text
+    for response_id, shown in ledger.finished.items():
+        status, value = await request_json(server.port, "GET", f"/v1/responses/{response_id}")
+        if status == 404 and response_id in ledger.maybe_deleted:
+            continue
+        if status != 200 or value != shown:
+            lost += 1
+    for response_id in sorted(ledger.started - set(ledger.finished) - ledger.deleted):
+        status, value = await request_json(server.port, "GET", f"/v1/responses/{response_id}")
+        if status == 200:
+            assert value["status"] in TERMINAL_STATUSES, value
     return lost
 
 

@@ -227,7 +227,10 @@ async def test_disconnect_storm(server_factory: Callable[..., ServerProcess], sc
         figures.add(f"disconnect->abort p{round(q * 100)} ms",
                     round(percentile(latencies, q) * 1000, 2))
     figures.add("disconnect->abort max ms", round(max(latencies) * 1000, 2))
-    assert percentile(latencies, 0.99) < 2.0, sorted(latencies)[-5:]
+    # Under a storm the abort waits its turn behind every other stream's work (see the
+    # one-at-a-time test for the figure without queueing); a run left to its own end
+    # would take minutes (1,000 tokens), so this bound still tells the two apart.
+    assert percentile(latencies, 0.99) < 20.0, sorted(latencies)[-5:]
 
     # Back to the baseline: tasks, threads (idle Trio workers aside: a cache that empties
     # itself after 10 s), file descriptors.
@@ -277,4 +280,4 @@ async def test_disconnect_to_abort_latency_one_at_a_time(
     for q in (0.5, 0.99):
         figures.add(f"disconnect->abort p{round(q * 100)} ms",
                     round(percentile(latencies, q) * 1000, 2))
-    assert percentile(latencies, 0.99) < 2.0, sorted(latencies)[-5:]
+    assert percentile(latencies, 0.99) < 1.0, sorted(latencies)[-5:]

@@ -101,11 +101,13 @@ async def test_sigterm_drains_every_stream_and_exits_zero(
                 refused = await client.post("/v1/responses", json={
                     "model": "scripted", "input": "too late"})
                 health = await client.get("/health")
+                stored = await client.get(f"/v1/responses/{background[0]}")
                 code = await trio.to_thread.run_sync(server.proc.wait, GRACE + 20)
                 exited = time.monotonic() - signalled
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["type"]
     assert health.status_code == 503
+    assert stored.status_code == 200, stored.text  # stored responses stay readable
     assert code == 0, server.log()
     assert exited < GRACE + 3, exited
     assert not [c for c in children if c.is_running()], "orphan processes"

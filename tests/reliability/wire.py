@@ -206,6 +206,18 @@ class Wire:
         return at
 
 
+async def request_json(port: int, method: str, path: str, payload: Any = None
+                       ) -> tuple[int, Any]:
+    """One request on a fresh connection; the status and the JSON answer."""
+    async with await Wire.connect(port) as wire:
+        if payload is None:
+            await wire.send_request(method, path)
+        else:
+            body = json.dumps(payload).encode()
+            await wire.send_request(method, path, body, {"content-type": "application/json"})
+        return await wire.read_json()
+
+
 async def wait_closed(wire: Wire, seconds: float) -> bool:
     """Read and discard until the server closes the connection; False on timeout."""
     with trio.move_on_after(seconds):
