@@ -1,10 +1,12 @@
 """``python -m tests.reliability.probe [flags]``: the server, instrumented for measuring.
 
-It is ``python -m trio_responses --engine scripted`` (same flags, same app, same
-``serve_app`` with its SIGTERM drain) with two additions a test in another process needs:
+It is ``python -m trio_responses`` (same flags, same app, same ``serve_app`` with its
+SIGTERM drain; ``--engine scripted`` or the real vLLM engine) with two additions a test
+in another process needs:
 
-- the scripted engine records, with ``time.time()``, when each request was submitted and
-  when it was aborted (so disconnect → engine-abort latency is measured end to end);
+- the engine is wrapped to record, with ``time.time()``, when each request was submitted
+  and when it was aborted (an ``aclose`` that raised the engine's abort count), so
+  disconnect → engine-abort latency is measured end to end;
 - ``GET /_probe`` returns the engine's and the registry's figures, the abort times, the
   number of Trio tasks and the threads (idle Trio worker threads counted apart: they are
   a cache that empties itself after 10 s). ``?gc=1`` runs the garbage collector first;
@@ -17,41 +19,72 @@ import gc
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 from quart import Response, request
 
 from trio_responses.config import Settings
-from trio_responses.engine.base import EngineRequest
-from trio_responses.engine.scripted import ScriptedEngine, ScriptedStream
+from trio_responses.engine.base import (
+    Engine,
+    EngineDelta,
+    EngineRequest,
+    EngineStatistics,
+    EngineStream,
+)
 from trio_responses.server import serve_app
-from trio_responses.web.app import app_state, create_app
+from trio_responses.web.app import app_state, build_engine, create_app
 from trio_responses.web.routes import json_response
 
 
-class _TimedList(list[str]):
-    """``ScriptedEngine.aborted`` that also remembers when each id was added."""
+class TimedStream:
+    def __init__(self, engine: TimedEngine, request_id: str, inner: EngineStream) -> None:
+        self._engine = engine
+        self._request_id = request_id
+        self._inner = inner
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.times: dict[str, float] = {}
+    def __aiter__(self) -> AsyncIterator[EngineDelta]:
+        return self._inner.__aiter__()
 
-    def append(self, item: str) -> None:
-        self.times.setdefault(item, time.time())
-        super().append(item)
+    async def aclose(self) -> None:
+        before = self._engine.statistics().aborted_total
+        await self._inner.aclose()
+        if self._engine.statistics().aborted_total > before:
+            self._engine.aborted_at.setdefault(self._request_id, time.time())
 
 
-class ProbeEngine(ScriptedEngine):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.aborted = _TimedList()
+class TimedEngine:
+    """Any engine, with the submit and abort times of each request."""
+
+    def __init__(self, inner: Engine) -> None:
+        self._inner = inner
         self.submitted_at: dict[str, float] = {}
+        self.aborted_at: dict[str, float] = {}
 
-    async def submit(self, request: EngineRequest) -> ScriptedStream:
-        stream = await super().submit(request)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)  # e.g. renders_tools
+
+    @property
+    def model_name(self) -> str:
+        return self._inner.model_name
+
+    async def start(self) -> None:
+        await self._inner.start()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def submit(self, request: EngineRequest) -> EngineStream:
+        stream = await self._inner.submit(request)
         self.submitted_at[request.request_id] = time.time()
-        return stream
+        return TimedStream(self, request.request_id, stream)
+
+    async def count_tokens(self, request: EngineRequest) -> int:
+        return await self._inner.count_tokens(request)
+
+    def statistics(self) -> EngineStatistics:
+        return self._inner.statistics()
 
 
 def task_names() -> list[str]:
@@ -67,8 +100,7 @@ def task_names() -> list[str]:
 
 def main(argv: list[str]) -> None:
     settings = Settings.from_args(argv)
-    engine = ProbeEngine(token_delay=settings.scripted_token_delay,
-                         model_name=settings.model or "scripted")
+    engine = TimedEngine(build_engine(settings))
     app = create_app(settings, engine=engine)
     state = app_state(app)
 
@@ -80,11 +112,13 @@ def main(argv: list[str]) -> None:
         names = task_names()
         threads = [t.name for t in threading.enumerate()]
         idle_workers = sum(1 for name in threads if name.startswith("Trio thread"))
+        stats = engine.statistics()
         return json_response({
             "live": registry.statistics().live,
-            "running": engine.statistics().running,
+            "running": stats.running,
+            "aborted_total": stats.aborted_total,
             "submitted": engine.submitted_at,
-            "aborted": engine.aborted.times,
+            "aborted": engine.aborted_at,
             "tasks": len(names),
             "task_names": sorted(set(names)) if request.args.get("names") else [],
             "threads": len(threads) - idle_workers,

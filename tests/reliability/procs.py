@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,21 @@ def port_open(port: int) -> bool:
 
 class ServerProcess:
     def __init__(self, tmp: Path, *, probe: bool = False, token_delay: float = 0.01,
-                 extra: Sequence[str] = (), store_path: Path | None = None) -> None:
+                 extra: Sequence[str] = (), store_path: Path | None = None,
+                 engine: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+                 ) -> None:
+        """``engine``: the engine flags (default: the scripted engine, ``token_delay``
+        seconds per token); ``env``: extra environment variables."""
         self.tmp = tmp
         self.port = free_port()
         self.store_path = store_path or tmp / "responses.sqlite3"
         self.module = "tests.reliability.probe" if probe else "trio_responses"
-        self.args = ["--engine", "scripted", "--model", "scripted", "--port", str(self.port),
-                     "--store-path", str(self.store_path),
-                     "--scripted-token-delay", str(token_delay), "--log-level", "warning",
-                     *extra]
+        if engine is None:
+            engine = ["--engine", "scripted", "--model", "scripted",
+                      "--scripted-token-delay", str(token_delay)]
+        self.args = [*engine, "--port", str(self.port), "--store-path", str(self.store_path),
+                     "--log-level", "warning", *extra]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -71,7 +77,7 @@ class ServerProcess:
         with open(self.tmp / f"server-{self.starts}.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", self.module, *self.args], cwd=REPO_ROOT,
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
     def start(self, timeout: float = 30) -> ServerProcess:
         self.launch()

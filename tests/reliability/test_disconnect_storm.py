@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import trio
 
 from tests.reliability.conftest import Figures, Scale
@@ -86,11 +87,11 @@ def record(outcome: Outcome, storm: Storm, batch: list[SSEEvent]) -> bool:
 
 
 async def one_stream(port: int, plan: Plan, storm: Storm, connect: trio.CapacityLimiter,
-                     outcome: Outcome) -> None:
+                     outcome: Outcome, body: dict[str, Any]) -> None:
     async with connect:
         wire = await Wire.connect(port)
     async with wire:
-        await wire.post_json("/v1/responses", STORM_REQUEST)
+        await wire.post_json("/v1/responses", body)
         if plan.events < 0:
             outcome.dropped_at = await wire.close(plan.style)
             return
@@ -115,17 +116,19 @@ async def one_stream(port: int, plan: Plan, storm: Storm, connect: trio.Capacity
 
 
 async def run_storm(server: ServerProcess, count: int, scale: Scale, seed: int,
-                    on_held: Callable[[], None] | None = None) -> list[Outcome]:
+                    on_held: Callable[[], None] | None = None,
+                    body: dict[str, Any] = STORM_REQUEST, token_delay: float | None = None
+                    ) -> list[Outcome]:
     rng = random.Random(seed)
-    outcomes = [Outcome(plan) for plan in plans(count, scale.storm_max_events,
-                                                scale.storm_token_delay, rng)]
+    delay = scale.storm_token_delay if token_delay is None else token_delay
+    outcomes = [Outcome(plan) for plan in plans(count, scale.storm_max_events, delay, rng)]
     storm = Storm(target=sum(1 for o in outcomes if o.plan.events >= 0))
     connect = trio.CapacityLimiter(64)
     with trio.fail_after(300 if scale.full else 60):
         async with trio.open_nursery() as nursery:
             for outcome in outcomes:
                 nursery.start_soon(one_stream, server.port, outcome.plan, storm, connect,
-                                   outcome)
+                                   outcome, body)
             await storm.all_held.wait()
             if on_held is not None:
                 await trio.to_thread.run_sync(on_held)
@@ -178,7 +181,7 @@ def check_storm(outcomes: list[Outcome], before: dict[str, Any], after: dict[str
     storm_ids = set(after["submitted"]) - set(before["submitted"])
     aborted = after["aborted"]
     assert storm_ids <= set(aborted), storm_ids - set(aborted)
-    assert len(set(aborted) - set(before["aborted"])) == len(storm_ids)
+    assert after["aborted_total"] - before["aborted_total"] == len(storm_ids)
     dropped = [o.response_id for o in outcomes if o.response_id is not None]
     assert len(dropped) == sum(1 for o in outcomes if o.plan.events >= 0)
     assert set(dropped) <= storm_ids and len(storm_ids) <= len(outcomes)
@@ -281,3 +284,35 @@ async def test_disconnect_to_abort_latency_one_at_a_time(
         figures.add(f"disconnect->abort p{round(q * 100)} ms",
                     round(percentile(latencies, q) * 1000, 2))
     assert percentile(latencies, 0.99) < 1.0, sorted(latencies)[-5:]
+
+
+# The real engine (vLLM on the CPU, the default model) in a probe process: a minute or
+# more to start, so only in the full-size run.
+REAL_ENGINE = ["--engine", "vllm", "--enforce-eager", "--max-model-len", "2048",
+               "--seed", "0"]
+REAL_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.engine
+async def test_disconnect_storm_on_the_real_engine(
+    server_factory: Callable[..., ServerProcess], scale: Scale, figures: Figures
+) -> None:
+    if not scale.full:
+        pytest.skip("full size only (scripts/reliability): starts the real engine")
+    pytest.importorskip("vllm")
+    server = server_factory(probe=True, engine=REAL_ENGINE, env=REAL_ENGINE_ENV)
+    server.launch()
+    await trio.to_thread.run_sync(server.wait_ready, 600)
+    before = await trio.to_thread.run_sync(server.probe)
+    body = {"model": "SmolLM2-135M-Instruct", "stream": True, "temperature": 0,
+            "input": "Count from one to one thousand in words.",
+            "max_output_tokens": 1000, "ignore_eos": True}
+    outcomes = await run_storm(server, 50, scale, seed=5, body=body, token_delay=0.5)
+    probe, _ = await settled(server, seconds=30)
+    latencies = check_storm(outcomes, before, probe)
+    figures.add("real engine: streams / engine requests aborted",
+                f"{len(outcomes)} / {probe['aborted_total'] - before['aborted_total']}")
+    for q in (0.5, 0.99):
+        figures.add(f"real engine: disconnect->abort p{round(q * 100)} ms",
+                    round(percentile(latencies, q) * 1000, 2))
+    assert probe["running"] == 0 and probe["live"] == 0

@@ -276,6 +276,13 @@ async def test_malformed_bodies_get_400(server: ServerProcess, name: str, body: 
     assert time.monotonic() - started < 5
 
 
+async def test_wrong_content_type_gets_400(server: ServerProcess) -> None:
+    body = json.dumps({"model": "scripted", "input": "x"}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        status, value, _ = await post_raw(server.port, body, {"content-type": content_type})
+        assert status == 400 and error_of(value)["code"] == "invalid_content_type", value
+
+
 async def test_request_id_clash_and_thousands_of_tools(server: ServerProcess,
                                                        figures: Figures) -> None:
     body = json.dumps({"model": "scripted", "input": "x", "request_id": "abc"}).encode()
