@@ -1,0 +1,571 @@
+"""What the server itself costs, with the engine out of the way (scripted, zero delay).
+
+    python benchmarks/server_overhead.py [--quick] [--baselines] [--parts ...] [flags]
+
+Each part starts a fresh ``python -m trio_responses --engine scripted`` in a subprocess on
+127.0.0.1 and drives it from this process with a raw-socket HTTP/1.1 client on Trio that
+only counts bytes and markers (it costs the client less than half of what it costs the
+server; both are printed). Server CPU and RSS come from psutil on the server's process.
+
+* **throughput**: ``--streams`` concurrent clients, each streaming replies of
+  ``--words`` + 2 tokens (the scripted engine echoes "You said: <input>", one token per
+  word; at most ~4000, its context is 8192 tokens) back to back for ``--seconds``: SSE
+  events/s and tokens/s on the wall clock, SSE events per server CPU-second ("per core":
+  the server is one Trio thread), server CPU per streamed token. With ``--baselines`` the
+  same client also measures two floors: a raw Trio socket server writing the same frames
+  (one chunk per token), and a bare Quart-Trio app on Hypercorn streaming pre-built
+  frames — what Trio, and Trio + the web framework, cost per chunk on this machine.
+* **idle streams**: ``--idle`` streams held open and stalled (``[[stall]]``: the engine
+  sends one token, then waits forever), a ping each per second: RSS growth per stream,
+  and the server CPU the pings cost.
+* **disconnect → engine abort**: ``--disconnects`` times, one stalled stream is opened
+  and read to its first delta; the client sends its FIN (what a close sends) and reads
+  on, so it sees exactly when the server has closed the connection, which is when the
+  run is told to end. Then ``/metrics`` is polled back to back on a keep-alive
+  connection until ``trio_responses_engine_aborts_total{cause="disconnect"}`` counts the
+  abort: it happened after the last poll that missed it was sent and before the first
+  that saw it was answered, and both bounds are printed (polling is coarse: a /metrics
+  round trip is a few ms).
+* **ping jitter**: ``--jitter-streams`` stalled streams for ``--jitter-seconds`` at
+  ``--responses-ping-interval-seconds 0.2``: gaps between consecutive pings of a stream
+  as the client sees them.
+
+Not a test: nothing asserts. The default run takes about 2 minutes, ``--quick`` about
+40 s; ``--baselines`` adds twice ``--seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import psutil
+import trio
+import trio.lowlevel
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+MODEL = "scripted"
+STALL = "[[stall]]"
+EVENT = b"event: "
+DELTA = b"event: response.output_text.delta"
+PING = b"event: response.ping"
+DONE = b"data: [DONE]"
+PARTS = ("throughput", "idle", "disconnect", "jitter")
+ABORTS = re.compile(rb'^trio_responses_engine_aborts_total\{cause="disconnect"\} (\S+)$', re.M)
+LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+
+
+# -- servers -------------------------------------------------------------------------------
+
+@dataclass
+class Server:
+    port: int
+    ps: psutil.Process
+
+    def cpu_seconds(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+@contextmanager
+def started(argv: list[str], port: int) -> Iterator[Server]:
+    """Run ``argv`` (a server on ``port``) until the block ends; its output goes to a
+    temporary file, shown if it dies before answering /health."""
+    with tempfile.TemporaryDirectory(prefix="trio-responses-bench-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen([a.replace("{tmp}", tmp) for a in argv], cwd=ROOT,
+                                       stdout=log, stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + 60
+                while not _healthy(port):
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("the server did not start:\n"
+                                           + log_path.read_text(errors="replace")[-2000:])
+                    time.sleep(0.05)
+                yield Server(port, psutil.Process(process.pid))
+            finally:
+                process.terminate()
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def trio_responses(python: str, ping_interval: float) -> AbstractContextManager[Server]:
+    port = free_port()
+    return started([python, "-m", "trio_responses", "--engine", "scripted", "--host", HOST,
+                    "--port", str(port), "--store-path", "{tmp}/store.sqlite3",
+                    "--log-level", "warning",
+                    "--responses-ping-interval-seconds", str(ping_interval)], port)
+
+
+def baseline(python: str, kind: str) -> AbstractContextManager[Server]:
+    port = free_port()
+    return started([python, str(Path(__file__).resolve()), "--serve-baseline", kind,
+                    "--port", str(port)], port)
+
+
+# The floors' one frame: a typical delta event of this server, byte for byte in size.
+FLOOR_FRAME = (
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+    b'"sequence_number":12,"item_id":"msg_0123456789abcdef0123456789abcdef0123456789abcdef",'
+    b'"output_index":0,"content_index":0,"delta":" w123","logprobs":[]}\n\n')
+
+
+def _reply_tokens(body: str | bytes) -> int:
+    return len(json.loads(body)["input"].split()) + 2
+
+
+def serve_raw(port: int) -> None:
+    """Floor 1: Trio sockets and hand-written HTTP/1.1, one chunk per frame."""
+    chunk = b"%x\r\n%s\r\n" % (len(FLOOR_FRAME), FLOOR_FRAME)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            received = await stream.receive_some(1 << 16)
+            if not received:
+                return
+            data += received
+        head, _, body = data.partition(b"\r\n\r\n")
+        match = LENGTH.search(head)
+        length = int(match.group(1)) if match else 0
+        while len(body) < length:
+            body += await stream.receive_some(1 << 16)
+        if head.startswith(b"GET /health"):
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            return
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                              b"transfer-encoding: chunked\r\n\r\n")
+        for _ in range(_reply_tokens(body)):
+            await stream.send_all(chunk)
+            await trio.lowlevel.checkpoint()  # as the scripted engine yields per token
+        await stream.send_all(b"%x\r\n%s\r\n0\r\n\r\n" % (len(DONE) + 2, DONE + b"\n\n"))
+
+    trio.run(partial(trio.serve_tcp, handle, port, host=HOST))
+
+
+def serve_quart(port: int) -> None:
+    """Floor 2: Quart-Trio on Hypercorn (as trio_responses runs), pre-built frames."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+    from quart import Response, request
+    from quart_trio import QuartTrio
+
+    app = QuartTrio("floor")
+
+    @app.post("/v1/responses")
+    async def create() -> Response:
+        tokens = _reply_tokens(await request.get_data())
+
+        async def frames() -> AsyncIterator[bytes]:
+            for _ in range(tokens):
+                yield FLOOR_FRAME
+                await trio.lowlevel.checkpoint()
+            yield DONE + b"\n\n"
+
+        response = Response(frames(), content_type="text/event-stream")
+        response.timeout = None
+        return response
+
+    @app.get("/health")
+    async def health() -> str:
+        return "ok"
+
+    config = Config()
+    config.bind = [f"{HOST}:{port}"]
+    trio.run(serve, app, config)
+
+
+# -- a raw client: one request per connection, markers counted, nothing parsed ---------
+
+class Markers:
+    """Counts of byte markers across reads (a marker may straddle two reads)."""
+
+    def __init__(self, *markers: bytes) -> None:
+        self.counts = dict.fromkeys(markers, 0)
+        self._tails = dict.fromkeys(markers, b"")
+
+    def feed(self, data: bytes) -> dict[bytes, int]:
+        found: dict[bytes, int] = {}
+        for marker, tail in self._tails.items():
+            joined = tail + data
+            found[marker] = joined.count(marker)
+            self.counts[marker] += found[marker]
+            self._tails[marker] = joined[-(len(marker) - 1):]
+        return found
+
+
+class SSEClient:
+    """One streamed create on its own connection."""
+
+    def __init__(self, stream: trio.SocketStream, *markers: bytes) -> None:
+        self.stream = stream
+        self.markers = Markers(*markers)
+        self._status_checked = False
+
+    @classmethod
+    async def open(cls, port: int, text: str, *markers: bytes) -> SSEClient:
+        body = json.dumps({"model": MODEL, "input": text, "stream": True, "store": False}
+                          ).encode()
+        stream = await trio.open_tcp_stream(HOST, port)
+        await stream.send_all(
+            b"POST /v1/responses HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        return cls(stream, *markers)
+
+    async def receive(self) -> tuple[bytes, dict[bytes, int]]:
+        """The next bytes (empty at the end) and the markers in them."""
+        data = await self.stream.receive_some(1 << 16)
+        if not self._status_checked and data:
+            self._status_checked = True
+            if not data.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"the server refused the stream: {data[:300]!r}")
+        return data, self.markers.feed(data)
+
+    async def read_until(self, marker: bytes) -> None:
+        while not self.markers.counts[marker]:
+            data, _ = await self.receive()
+            if not data:
+                raise ConnectionError("the server closed the stream early")
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+# -- the parts -----------------------------------------------------------------------------
+
+@dataclass
+class Throughput:
+    wall: float
+    server_cpu: float
+    client_cpu: float
+    events: int
+    tokens: int
+    responses: int
+
+
+async def throughput(server: Server, streams: int, words: int, seconds: float) -> Throughput:
+    text = " ".join(f"w{i}" for i in range(words))
+    totals = dict.fromkeys((EVENT, DELTA, DONE), 0)
+
+    async def one(count: bool) -> None:
+        client = await SSEClient.open(server.port, text, *totals)
+        try:
+            await client.read_until(DONE)
+        finally:
+            await client.aclose()
+        if count:
+            for marker, found in client.markers.counts.items():
+                totals[marker] += found
+
+    async def loop(stop: float) -> None:
+        while trio.current_time() < stop:
+            await one(count=True)
+
+    async with trio.open_nursery() as nursery:  # one unmeasured response per client first
+        for _ in range(streams):
+            nursery.start_soon(one, False)
+    cpu, client_cpu, wall = server.cpu_seconds(), time.process_time(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(streams):
+            nursery.start_soon(loop, trio.current_time() + seconds)
+    wall = time.perf_counter() - wall
+    return Throughput(wall=wall, server_cpu=server.cpu_seconds() - cpu,
+                      client_cpu=time.process_time() - client_cpu, events=totals[EVENT],
+                      tokens=totals[DELTA], responses=totals[DONE])
+
+
+@dataclass
+class Idle:
+    count: int
+    rss_before: int
+    rss_after: int
+    cpu_per_second: float  # server CPU-seconds per second while the streams only ping
+    pings_per_second: float
+
+
+async def idle_streams(server: Server, count: int, hold: float) -> Idle:
+    warm = await SSEClient.open(server.port, "warm up", DONE)
+    await warm.read_until(DONE)
+    await warm.aclose()
+    await trio.sleep(0.5)
+    rss_before = server.rss()
+    pings = [0]
+    clients: list[SSEClient] = []
+    # Connections set up at once: Hypercorn's listen backlog is 100.
+    setting_up = trio.CapacityLimiter(50)
+
+    async def hold_one(task_status: trio.TaskStatus[None]) -> None:
+        async with setting_up:
+            client = await SSEClient.open(server.port, f"idle {STALL}", DELTA, PING)
+            clients.append(client)
+            await client.read_until(DELTA)
+        task_status.started()
+        while True:
+            data, found = await client.receive()
+            if not data:
+                raise ConnectionError("the server closed an idle stream")
+            pings[0] += found[PING]
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            await nursery.start(hold_one)
+        await trio.sleep(1.5)
+        rss_after = server.rss()
+        before = pings[0], server.cpu_seconds(), time.perf_counter()
+        await trio.sleep(hold)
+        held = time.perf_counter() - before[2]
+        idle = Idle(count, rss_before, rss_after, (server.cpu_seconds() - before[1]) / held,
+                    (pings[0] - before[0]) / held)
+        nursery.cancel_scope.cancel()
+    for client in clients:
+        await client.aclose()
+    return idle
+
+
+class MetricsPoller:
+    """``GET /metrics`` on one keep-alive connection."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._buffer = b""
+
+    async def aborts(self) -> float:
+        await self._stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+        while b"\r\n\r\n" not in self._buffer:
+            self._buffer += await self._stream.receive_some(1 << 16)
+        head, _, rest = self._buffer.partition(b"\r\n\r\n")
+        match = LENGTH.search(head)
+        if match is None:
+            raise RuntimeError(f"/metrics without a content-length: {head[:300]!r}")
+        length = int(match.group(1))
+        while len(rest) < length:
+            rest += await self._stream.receive_some(1 << 16)
+        body, self._buffer = rest[:length], rest[length:]
+        counted = ABORTS.search(body)
+        return float(counted.group(1)) if counted else 0.0
+
+
+@dataclass
+class Disconnects:
+    # Seconds after each disconnect: the server closed its side of the connection; the
+    # abort was counted after `lower` and before `upper`.
+    closed: list[float] = field(default_factory=list)
+    lower: list[float] = field(default_factory=list)
+    upper: list[float] = field(default_factory=list)
+    poll_round_trips: list[float] = field(default_factory=list)
+
+
+async def disconnects(server: Server, count: int) -> Disconnects:
+    """The client sends its FIN (as a close would) but keeps reading, so the moment the
+    server closes the connection is seen exactly; /metrics then confirms the abort."""
+    result = Disconnects()
+    async with await trio.open_tcp_stream(HOST, server.port) as connection:
+        poller = MetricsPoller(connection)
+        seen = await poller.aborts()
+        for _ in range(count):
+            client = await SSEClient.open(server.port, f"disconnect {STALL}", DELTA)
+            await client.read_until(DELTA)
+            disconnected = time.perf_counter()
+            await client.stream.send_eof()
+            while (await client.receive())[0]:
+                pass
+            result.closed.append(time.perf_counter() - disconnected)
+            await client.aclose()
+            last_miss = disconnected  # the last poll sent that did not count it (none yet)
+            while True:
+                sent = time.perf_counter()
+                value = await poller.aborts()
+                answered = time.perf_counter()
+                result.poll_round_trips.append(answered - sent)
+                if value > seen:
+                    seen = value
+                    result.lower.append(last_miss - disconnected)
+                    result.upper.append(answered - disconnected)
+                    break
+                last_miss = sent
+                if answered - disconnected > 10:
+                    raise RuntimeError("no engine abort within 10 s of a disconnect")
+    return result
+
+
+async def ping_gaps(server: Server, streams: int, seconds: float) -> list[float]:
+    gaps: list[float] = []
+
+    async def watch() -> None:
+        client = await SSEClient.open(server.port, f"jitter {STALL}", DELTA, PING)
+        try:
+            await client.read_until(DELTA)
+            last: float | None = None
+            while True:
+                data, found = await client.receive()
+                now = time.perf_counter()
+                if not data:
+                    raise ConnectionError("the server closed a stalled stream")
+                if found[PING]:
+                    if last is not None:
+                        gaps.append(now - last)
+                    last = now
+        finally:
+            await client.aclose()
+
+    with trio.move_on_after(seconds):
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                nursery.start_soon(watch)
+    return gaps
+
+
+# -- the report ----------------------------------------------------------------------------
+
+def quantile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def row(name: str, value: str, note: str = "") -> None:
+    print(f"  {name:<42} {value:>16}  {note}".rstrip())
+
+
+def report_throughput(args: argparse.Namespace) -> None:
+    servers: list[tuple[str, Callable[[], AbstractContextManager[Server]]]] = [
+        ("trio_responses", partial(trio_responses, args.python, 0))]
+    if args.baselines:
+        servers += [("floor: bare Quart-Trio + Hypercorn", partial(baseline, args.python, "quart")),
+                    ("floor: raw Trio sockets", partial(baseline, args.python, "raw"))]
+    print(f"\nthroughput: {args.streams} streams, {args.words + 2}-token replies, "
+          f"{args.seconds:g} s each")
+    for name, start in servers:
+        with start() as server:
+            tp = trio.run(throughput, server, args.streams, args.words, args.seconds)
+        print(f" {name}: {tp.responses} responses in {tp.wall:.1f} s")
+        row("SSE events/s (wall)", f"{tp.events / tp.wall:,.0f}")
+        row("tokens/s (wall)", f"{tp.tokens / tp.wall:,.0f}")
+        row("server CPU busy", f"{tp.server_cpu / tp.wall:.2f}", "cores")
+        row("SSE events per server CPU-second", f"{tp.events / tp.server_cpu:,.0f}",
+            "per core")
+        row("server CPU per streamed token", f"{tp.server_cpu / tp.tokens * 1e6:.1f}", "µs")
+        row("client CPU per streamed token", f"{tp.client_cpu / tp.tokens * 1e6:.1f}",
+            "µs (the load generator)")
+
+
+def report_idle(args: argparse.Namespace) -> None:
+    with trio_responses(args.python, 1) as server:
+        idle = trio.run(idle_streams, server, args.idle, args.idle_seconds)
+    per_ping = idle.cpu_per_second / max(idle.pings_per_second, 1)
+    print(f"\nidle streams: {idle.count} stalled streams, a ping each per second")
+    row("server RSS before / with the streams",
+        f"{idle.rss_before / 2**20:.1f} / {idle.rss_after / 2**20:.1f}", "MiB")
+    row("RSS per idle stream",
+        f"{(idle.rss_after - idle.rss_before) / idle.count / 1024:.1f}", "KiB")
+    row("pings received per second", f"{idle.pings_per_second:,.0f}")
+    row("server CPU for them", f"{idle.cpu_per_second * 100:.1f}",
+        f"% of a core, {per_ping * 1e6:.0f} µs a ping")
+
+
+def report_disconnects(args: argparse.Namespace) -> None:
+    with trio_responses(args.python, 0) as server:
+        result = trio.run(disconnects, server, args.disconnects)
+    print(f"\ndisconnect → engine abort: {len(result.upper)} disconnects, one at a time")
+    row("server closed the connection p50 / p99",
+        f"{quantile(result.closed, 0.5) * 1e3:.2f} / {quantile(result.closed, 0.99) * 1e3:.2f}",
+        "ms (the run is ended at that point)")
+    for name, q in (("p50", 0.5), ("p99", 0.99)):
+        row(f"abort counted in /metrics, {name}",
+            f"{quantile(result.lower, q) * 1e3:.1f} - {quantile(result.upper, q) * 1e3:.1f}",
+            "ms (between)")
+    row("/metrics round trip p50 (its resolution)",
+        f"{quantile(result.poll_round_trips, 0.5) * 1e3:.1f}", "ms")
+
+
+def report_jitter(args: argparse.Namespace) -> None:
+    with trio_responses(args.python, 0.2) as server:
+        gaps = trio.run(ping_gaps, server, args.jitter_streams, args.jitter_seconds)
+    deviations = [abs(gap - 0.2) for gap in gaps]
+    print(f"\nping jitter: {args.jitter_streams} stalled streams, 0.2 s interval, "
+          f"{len(gaps)} gaps")
+    row("gap p1 / p50 / p99", " / ".join(f"{quantile(gaps, q) * 1e3:.1f}"
+                                        for q in (0.01, 0.5, 0.99)), "ms")
+    row("|gap - 200 ms| p50 / p99 / max",
+        f"{quantile(deviations, 0.5) * 1e3:.1f} / {quantile(deviations, 0.99) * 1e3:.1f} / "
+        f"{max(deviations, default=float('nan')) * 1e3:.1f}", "ms")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Server overhead of trio_responses with the scripted engine.")
+    parser.add_argument("--python", default=sys.executable, help="the servers' interpreter")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument("--streams", type=int, default=8, help="throughput: concurrent streams")
+    parser.add_argument("--words", type=int, default=2000,
+                        help="throughput: input words (reply tokens = words + 2, <= ~4000)")
+    parser.add_argument("--seconds", type=float, default=15, help="throughput: duration")
+    parser.add_argument("--baselines", action="store_true",
+                        help="throughput: also measure the raw Trio and bare Quart floors")
+    parser.add_argument("--idle", type=int, default=1000, help="idle: streams held open")
+    parser.add_argument("--idle-seconds", type=float, default=5,
+                        help="idle: how long the held streams ping")
+    parser.add_argument("--disconnects", type=int, default=300, help="disconnects measured")
+    parser.add_argument("--jitter-streams", type=int, default=50)
+    parser.add_argument("--jitter-seconds", type=float, default=10)
+    parser.add_argument("--quick", action="store_true", help="every part small")
+    parser.add_argument("--serve-baseline", choices=("raw", "quart"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_baseline:
+        (serve_raw if args.serve_baseline == "raw" else serve_quart)(args.port)
+        return 0
+    if args.quick:
+        args.seconds, args.idle, args.idle_seconds = 5, 200, 3
+        args.disconnects, args.jitter_streams, args.jitter_seconds = 60, 20, 4
+
+    print(f"trio_responses server overhead, scripted engine at zero delay; "
+          f"{psutil.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"load average {psutil.getloadavg()[0]:.1f} at start")
+    print("  " + " ".join(["python", "benchmarks/server_overhead.py",
+                           *(sys.argv[1:] if argv is None else argv)]))
+    reports = {"throughput": report_throughput, "idle": report_idle,
+               "disconnect": report_disconnects, "jitter": report_jitter}
+    for part in args.parts:
+        reports[part](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
