@@ -50,6 +50,10 @@ class Settings:
     max_queued_requests: int = 0
     # Seconds SIGTERM/SIGINT waits for live responses to end before cancelling them.
     shutdown_grace_seconds: float = 10.0
+    # TCP_USER_TIMEOUT of every connection (Linux): a peer that acknowledges nothing for
+    # this long (a dead network, or a client that stopped reading) is disconnected, so a
+    # blocked write cannot hold a connection, or shutdown, forever. 0: the OS default.
+    tcp_user_timeout_seconds: float = 60.0
     log_level: str = "info"
     # vLLM engine flags, passed through as given.
     vllm_args: tuple[str, ...] = field(default=())
@@ -62,7 +66,7 @@ class Settings:
                 known = ", ".join(SERVICE_TIERS)
                 raise ValueError(f"unknown service tier {tier!r}; known: {known}")
         for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
-                     "responses_stream_buffer_max_bytes"):
+                     "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 

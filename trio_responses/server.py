@@ -4,16 +4,18 @@ On SIGINT/SIGTERM (or the caller's ``shutdown_trigger``) the app is drained *bef
 Hypercorn's own graceful shutdown starts closing connections, so every open stream
 gets its terminal event; Hypercorn's timeouts are set so a long stream is never cut
 (no read timeout, a grace period that covers the drain, a start-up timeout that covers
-a slow engine start).
+a slow engine start), and TCP_USER_TIMEOUT bounds a write to a peer that stopped
+acknowledging (``--tcp-user-timeout-seconds``).
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from quart_trio import QuartTrio
 
 from .config import Settings
@@ -22,8 +24,29 @@ from .store.base import ResponseStore
 from .web.app import app_state, create_app
 
 
+class ServerConfig(Config):
+    """Hypercorn's config, plus TCP_USER_TIMEOUT on the listening sockets, which every
+    accepted connection inherits (Linux). Hypercorn has no write timeout and shields its
+    writes from cancellation: without this, a client that stops reading (a zero receive
+    window) holds its connection as long as it likes, and a SIGTERM'd server waits for it
+    past any grace period."""
+
+    tcp_user_timeout = 0.0
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if self.tcp_user_timeout > 0 and option is not None:
+            for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, option,
+                                    max(1, round(self.tcp_user_timeout * 1000)))
+        return sockets
+
+
 def hypercorn_config(settings: Settings) -> Config:
-    config = Config()
+    config = ServerConfig()
+    config.tcp_user_timeout = settings.tcp_user_timeout_seconds
     config.bind = [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = settings.shutdown_grace_seconds + 5
     config.startup_timeout = 3600

@@ -135,3 +135,32 @@ async def test_sigterm_drains_every_stream_and_exits_zero(
             assert stored == response, name
     figures.add("streams open at SIGTERM", len(readers))
     figures.add("SIGTERM -> exit s (grace)", f"{exited:.2f} ({GRACE})")
+
+
+async def test_sigterm_is_not_held_up_by_a_client_that_stopped_reading(
+    server_factory: Callable[..., ServerProcess], figures: Figures
+) -> None:
+    """Hypercorn's writes are shielded and have no timeout: a client that stops reading
+    (zero receive window) would hold a SIGTERM'd server forever. TCP_USER_TIMEOUT
+    (--tcp-user-timeout-seconds) disconnects it, so the exit stays bounded."""
+    server = server_factory(token_delay=0.0005, extra=[
+        "--shutdown-grace-seconds", "1", "--tcp-user-timeout-seconds", "2",
+        "--responses-stream-buffer-max-bytes", "65536"]).start()
+    async with await Wire.connect(server.port, rcvbuf=4096) as wire:
+        await wire.post_json("/v1/responses", {
+            "model": "scripted", "input": "go", "stream": True,
+            "max_output_tokens": 20_000, "ignore_eos": True})
+        while not await wire.next_events():
+            pass
+        await trio.sleep(0.5)  # the server is now blocked writing to this client
+        signalled = time.monotonic()
+        assert server.proc is not None
+        server.proc.terminate()
+        try:
+            code = await trio.to_thread.run_sync(server.proc.wait, 15)
+        finally:
+            exited = time.monotonic() - signalled
+    assert code == 0
+    assert exited < 1 + 2 + 3, exited
+    figures.add("SIGTERM -> exit with a non-reading client s (grace 1, tcp timeout 2)",
+                round(exited, 2))

@@ -10,9 +10,10 @@ What bounds a slow client here (Hypercorn 0.18 with this app's settings):
 - idle keep-alive connection: closed after the same 5 s;
 - request body: Quart's BODY_TIMEOUT (60 s in this app) bounds the whole body, then 408;
   a trickle does not extend it (checked in process with a 1 s timeout);
-- a response nobody reads: no write timeout exists (Hypercorn's send is shielded), so the
-  connection is held as long as the peer's TCP stays up; the run itself ends when the
-  unread bytes pass --responses-stream-buffer-max-bytes, and memory stays bounded.
+- a response nobody reads: the run ends when the unread bytes pass
+  --responses-stream-buffer-max-bytes (memory stays bounded); Hypercorn has no write
+  timeout and shields its writes, so the connection itself is released only by
+  TCP_USER_TIMEOUT (--tcp-user-timeout-seconds, 2 s here, 60 s by default).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from trio_responses.engine.scripted import ScriptedEngine
 
 BUFFER = 64 * 1024
 BODY_LIMIT = 1024 * 1024
+TCP_USER_TIMEOUT = 2
 MiB = 1024 * 1024
 
 
@@ -43,7 +45,8 @@ MiB = 1024 * 1024
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("hostile"), token_delay=0.0005, extra=[
         "--responses-stream-buffer-max-bytes", str(BUFFER),
-        "--max-request-body-bytes", str(BODY_LIMIT)]).start()
+        "--max-request-body-bytes", str(BODY_LIMIT),
+        "--tcp-user-timeout-seconds", str(TCP_USER_TIMEOUT)]).start()
     try:
         yield proc
     finally:
@@ -120,6 +123,14 @@ async def test_a_client_that_stops_reading_ends_its_response(
             held = server.resources()
             await trio.sleep(1)
             later = server.resources()
+            # TCP_USER_TIMEOUT then drops the connections the clients still hold.
+            while True:
+                fds = server.resources()["fds"]
+                if fds <= before["fds"]:
+                    break
+                await trio.sleep(0.1)
+            released = time.monotonic() - started
+            assert fds == before["fds"]
     finally:
         for wire in wires:
             await wire.close("rst")
@@ -130,6 +141,8 @@ async def test_a_client_that_stops_reading_ends_its_response(
     assert held["rss"] - before["rss"] < count * (BUFFER + MiB) + 8 * MiB, (before, held)
     assert later["rss"] - held["rss"] < MiB, (held, later)
     figures.add("non-reading clients / all ended within s", f"{count} / {ended:.2f}")
+    figures.add(f"their connections released by the server after s (tcp timeout "
+                f"{TCP_USER_TIMEOUT})", round(released, 2))
     figures.add("tokens generated before the buffer bound hit (min-max)",
                 f"{min(tokens)}-{max(tokens)}")
     figures.add("RSS before / with them held / 1 s later MiB",
