@@ -254,3 +254,20 @@ def test_statistics_when_idle(real_engine: EngineLoop) -> None:
     assert stats.healthy
     assert stats.running == 0
     assert stats.submitted_total >= stats.aborted_total
+
+
+async def test_proxy_serves_another_trio_run(real_engine: EngineLoop) -> None:
+    # What a server test in its own Trio run sees: the shared engine through the proxy.
+    proxy = real_engine.proxy()
+    await proxy.start()
+    req = request(max_tokens=20)
+    stream = await proxy.submit(req)
+    try:
+        deltas = [delta async for delta in stream]
+    finally:
+        await stream.aclose()
+    assert "Paris" in text_of(deltas)
+    assert deltas[-1].prompt_tokens == await proxy.count_tokens(req)
+    await proxy.aclose()
+    assert proxy.statistics().healthy  # the shared engine stays up
+    assert proxy.model_name == "SmolLM2-135M-Instruct"
