@@ -1,0 +1,201 @@
+"""The Responses API over the real engine (vLLM on the CPU, the default model), through
+the official SDK in strict mode, against the app served by Hypercorn on loopback.
+
+The server runs in its own Trio run and reaches the session's one engine through
+``real_engine.proxy()``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pydantic
+import pytest
+
+from tests.engine.harness import EngineLoop
+from tests.support.events import as_dict, check_stream, joined_text
+from tests.support.server import ServerThread
+from trio_responses import Settings
+from trio_responses.store import SQLiteStore
+
+pytestmark = pytest.mark.engine
+MODEL = "SmolLM2-135M-Instruct"
+# Several hundred tokens: the CPU's KV blocks hold 128 tokens, and only full blocks are
+# cached.
+LONG_PROMPT = " ".join(f"Fact {i}: the lighthouse keeper counted {i} gulls." for i in range(60))
+
+
+@pytest.fixture(scope="module")
+def server(
+    real_engine: EngineLoop, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    path: Path = tmp_path_factory.mktemp("store") / "responses.sqlite3"
+    settings = Settings(port=0, responses_ping_interval_seconds=0, shutdown_grace_seconds=5)
+    with ServerThread(settings, engine=real_engine.proxy(), store=SQLiteStore(path)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerThread) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=server.base_url + "/v1",
+        api_key="unused",
+        max_retries=0,
+        _strict_response_validation=True,
+        timeout=300,
+    ) as sdk:
+        yield sdk
+
+
+def unfinished(real_engine: EngineLoop) -> int:
+    return real_engine.engine.statistics().running
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_capital_of_france(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model=MODEL, input="What is the capital of France?", temperature=0, max_output_tokens=30
+    )
+    assert response.status == "completed"
+    assert "Paris" in response.output_text
+    usage = response.usage
+    assert usage is not None and usage.input_tokens > 5 and 0 < usage.output_tokens <= 30
+
+
+def test_streamed_deltas_join_to_the_final_text(client: openai.OpenAI) -> None:
+    with client.responses.stream(
+        model=MODEL, input="Name three colours.", temperature=0, max_output_tokens=40
+    ) as stream:
+        events = [as_dict(event) for event in stream]
+    check_stream(events)
+    final = events[-1]["response"]
+    assert events[-1]["type"] in ("response.completed", "response.incomplete")
+    assert joined_text(events) == final["output"][0]["content"][0]["text"] != ""
+
+
+class City(pydantic.BaseModel):
+    name: str
+    country: str
+
+
+def test_json_schema_output_parses_and_validates(client: openai.OpenAI) -> None:
+    parsed = client.responses.parse(
+        model=MODEL,
+        input="Give a city and its country as JSON.",
+        text_format=City,
+        temperature=0,
+        max_output_tokens=60,
+    )
+    assert parsed.status == "completed"
+    city = parsed.output_parsed
+    assert isinstance(city, City) and city.name and city.country
+    assert City.model_validate(json.loads(parsed.output_text)) == city
+
+
+def test_max_output_tokens_gives_incomplete(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model=MODEL, input="Tell me a long story.", max_output_tokens=5, temperature=0
+    )
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.usage is not None and response.usage.output_tokens == 5
+
+
+def test_logprobs(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model=MODEL,
+        input="Say hello.",
+        temperature=0,
+        max_output_tokens=8,
+        top_logprobs=2,
+        include=["message.output_text.logprobs"],
+    )
+    part = response.output[0].content[0]  # type: ignore[union-attr]
+    assert part.type == "output_text" and part.logprobs
+    assert all(len(lp.top_logprobs) == 2 for lp in part.logprobs)
+    assert "".join(lp.token for lp in part.logprobs) == part.text
+
+
+def test_disconnect_leaves_no_unfinished_request(
+    server: ServerThread, real_engine: EngineLoop
+) -> None:
+    body = {
+        "model": MODEL,
+        "input": "Write a very long story.",
+        "stream": True,
+        "max_output_tokens": 1000,
+        "ignore_eos": True,
+    }
+    with httpx.Client(base_url=server.base_url, timeout=120) as http:
+        with http.stream("POST", "/v1/responses", json=body) as stream:
+            deltas = 0
+            for line in stream.iter_lines():
+                deltas += '"response.output_text.delta"' in line
+                if deltas >= 3:
+                    break
+    wait_until(lambda: unfinished(real_engine) == 0)
+
+
+def test_cancel_leaves_no_unfinished_request(
+    client: openai.OpenAI, real_engine: EngineLoop
+) -> None:
+    response = client.responses.create(
+        model=MODEL,
+        input="Write a very long story.",
+        background=True,
+        store=True,
+        max_output_tokens=1000,
+        extra_body={"ignore_eos": True},
+    )
+    wait_until(lambda: client.responses.retrieve(response.id).output != [])
+    cancelled = client.responses.cancel(response.id)
+    assert cancelled.status == "cancelled"
+    wait_until(lambda: unfinished(real_engine) == 0)
+    time.sleep(0.5)  # a late engine result must not overwrite the cancel
+    assert client.responses.retrieve(response.id).status == "cancelled"
+
+
+def test_prompt_cache_key_reuses_the_prefix(client: openai.OpenAI) -> None:
+    def cached(key: str) -> int:
+        response = client.responses.create(
+            model=MODEL, input=LONG_PROMPT, prompt_cache_key=key, max_output_tokens=2, temperature=0
+        )
+        assert response.usage is not None and response.usage.input_tokens > 300
+        return response.usage.input_tokens_details.cached_tokens
+
+    assert cached("alpha-key") == 0
+    assert cached("alpha-key") > 0
+    assert cached("beta-key") == 0
+
+
+def test_input_tokens_counts_the_prompt(client: openai.OpenAI, server: ServerThread) -> None:
+    counted = httpx.post(
+        server.base_url + "/v1/responses/input_tokens",
+        json={"model": MODEL, "input": "What is the capital of France?"},
+    )
+    assert counted.status_code == 200
+    body = counted.json()
+    assert body["object"] == "response.input_tokens"
+    response = client.responses.create(
+        model=MODEL, input="What is the capital of France?", max_output_tokens=2
+    )
+    assert response.usage is not None and body["input_tokens"] == response.usage.input_tokens
+
+
+def test_context_length_exceeded_is_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="word " * 5000, max_output_tokens=5)
+    error = caught.value.body
+    assert isinstance(error, dict) and error["code"] == "context_length_exceeded"
