@@ -301,7 +301,13 @@ class ResponseService:
     async def retrieve(self, response_id: str, owner: str) -> Mapping[str, Any]:
         record = await self._record(response_id, owner)
         run = self.registry.get(response_id)
-        return run.response if run is not None else record.response
+        if run is None:
+            return record.response
+        if run.response["status"] in TERMINAL_STATUSES:
+            # Final but maybe not saved yet (the run saves it, then is done): show it
+            # once saved, so no client sees a status that a crash could take back.
+            await run.done.wait()
+        return run.response
 
     async def follow(
         self, response_id: str, owner: str, starting_after: int | None
