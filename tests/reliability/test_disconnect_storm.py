@@ -45,6 +45,7 @@ class Outcome:
     plan: Plan
     response_id: str | None = None
     dropped_at: float = 0.0
+    created_after: float = 0.0  # from sending the request to reading response.created
     sequence: list[int] = field(default_factory=list)
     framing_errors: list[str] = field(default_factory=list)
     ended_early: str | None = None  # a terminal event seen before the drop (a failure)
@@ -91,6 +92,7 @@ async def one_stream(port: int, plan: Plan, storm: Storm, connect: trio.Capacity
     async with connect:
         wire = await Wire.connect(port)
     async with wire:
+        sent = time.monotonic()
         await wire.post_json("/v1/responses", body)
         if plan.events < 0:
             outcome.dropped_at = await wire.close(plan.style)
@@ -101,6 +103,7 @@ async def one_stream(port: int, plan: Plan, storm: Storm, connect: trio.Capacity
             batch = await wire.next_events()
             assert batch is not None, "the stream ended before response.created"
             if record(outcome, storm, batch):
+                outcome.created_after = time.monotonic() - sent
                 storm.hold()
                 await storm.go.wait()
         # Read to the k-th event, then on for a fraction of a token, then drop.
@@ -218,6 +221,9 @@ async def test_disconnect_storm(server_factory: Callable[..., ServerProcess], sc
     figures.add("RSS baseline / all held / after storm 1 / after storm 2 MiB",
                 " / ".join(f"{r['rss'] / MiB:.1f}" for r in (base, peak, after, after2)))
     figures.add("memory per held stream KiB", round(growth / held / 1024, 1))
+    created = [o.created_after for o in outcomes if o.response_id is not None]
+    figures.add("time to response.created p50 / p99 ms (64 connecting at a time)",
+                f"{percentile(created, 0.5) * 1000:.1f} / {percentile(created, 0.99) * 1000:.1f}")
     figures.add("fds baseline / held / after", f"{base['fds']} / {peak['fds']} / "
                 f"{after2['fds']}")
     figures.add("OS threads baseline / after", f"{base['threads']} / {after2['threads']}")
@@ -248,7 +254,7 @@ async def test_disconnect_storm(server_factory: Callable[..., ServerProcess], sc
     figures.add("RSS kept after storm 1 / added by storm 2 KiB",
                 f"{(after['rss'] - base['rss']) // 1024} / "
                 f"{(after2['rss'] - after['rss']) // 1024}")
-    assert after["rss"] - base["rss"] < growth + 8 * MiB, (base, peak, after)
+    assert after["rss"] - base["rss"] < 2 * growth + 8 * MiB, (base, peak, after)
     assert after2["rss"] - after["rss"] < max(0.25 * growth, 4 * MiB), (after, after2)
 
 

@@ -13,7 +13,7 @@ What bounds a slow client here (Hypercorn 0.18 with this app's settings):
 - a response nobody reads: the run ends when the unread bytes pass
   --responses-stream-buffer-max-bytes (memory stays bounded); Hypercorn has no write
   timeout and shields its writes, so the connection itself is released only by
-  TCP_USER_TIMEOUT (--tcp-user-timeout-seconds, 2 s here, 60 s by default).
+  TCP_USER_TIMEOUT (--tcp-user-timeout-seconds, 4 s here, 60 s by default).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from trio_responses.engine.scripted import ScriptedEngine
 
 BUFFER = 64 * 1024
 BODY_LIMIT = 1024 * 1024
-TCP_USER_TIMEOUT = 2
+TCP_USER_TIMEOUT = 4
 MiB = 1024 * 1024
 
 
@@ -90,9 +90,17 @@ async def test_a_client_that_stops_reading_ends_its_response(
 ) -> None:
     """Each client reads response.created, then nothing, with a small receive window:
     the run ends (failed, buffer limit), its engine request is aborted, memory is flat
-    while the clients still hold their connections."""
+    while the clients still hold their connections, and TCP_USER_TIMEOUT then releases
+    them. (On a loaded machine the timeout can cut a connection before its buffer fills:
+    that run ends cancelled, cause disconnect, its engine request aborted all the same.)"""
     count = scale.hostile_repeats
-    aborts = server.metric("trio_responses_engine_aborts_total", cause="overflow")
+
+    def aborts() -> float:
+        return sum(server.metric("trio_responses_engine_aborts_total", cause=cause)
+                   for cause in ("overflow", "disconnect"))
+
+    aborts_before = aborts()
+    causes: dict[str, int] = {}
     before = server.resources()
     wires: list[Wire] = []
     ids: list[str] = []
@@ -116,9 +124,13 @@ async def test_a_client_that_stops_reading_ends_its_response(
                         if value["status"] != "in_progress":
                             break
                         await trio.sleep(0.05)
-                    assert value["status"] == "failed", value
-                    tokens.append(value["usage"]["output_tokens"])
-                    assert "--responses-stream-buffer-max-bytes" in value["error"]["message"]
+                    if value["status"] == "failed":
+                        assert "--responses-stream-buffer-max-bytes" in \
+                            value["error"]["message"], value
+                        tokens.append(value["usage"]["output_tokens"])
+                    else:
+                        assert value["status"] == "cancelled", value
+                    causes[value["status"]] = causes.get(value["status"], 0) + 1
             ended = time.monotonic() - started
             held = server.resources()
             await trio.sleep(1)
@@ -134,8 +146,8 @@ async def test_a_client_that_stops_reading_ends_its_response(
     finally:
         for wire in wires:
             await wire.close("rst")
-    assert server.metric("trio_responses_engine_aborts_total", cause="overflow") \
-        == aborts + count
+    assert aborts() == aborts_before + count
+    assert causes.get("failed", 0) >= count // 2, causes
     assert server.metric("trio_responses_engine_running_requests") == 0
     # Bounded: the buffer limit and the socket buffers, per client; flat while held.
     assert held["rss"] - before["rss"] < count * (BUFFER + MiB) + 8 * MiB, (before, held)
@@ -143,6 +155,8 @@ async def test_a_client_that_stops_reading_ends_its_response(
     figures.add("non-reading clients / all ended within s", f"{count} / {ended:.2f}")
     figures.add(f"their connections released by the server after s (tcp timeout "
                 f"{TCP_USER_TIMEOUT})", round(released, 2))
+    figures.add("ended by the buffer bound / by TCP_USER_TIMEOUT first",
+                f"{causes.get('failed', 0)} / {causes.get('cancelled', 0)}")
     figures.add("tokens generated before the buffer bound hit (min-max)",
                 f"{min(tokens)}-{max(tokens)}")
     figures.add("RSS before / with them held / 1 s later MiB",
