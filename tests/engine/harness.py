@@ -140,7 +140,9 @@ class ProxyEngine:
         return await self._loop.arun(self._loop.engine.count_tokens, request)
 
     def statistics(self) -> EngineStatistics:
-        return self._loop.run_sync(self._loop.engine.statistics)
+        # Called on the caller's Trio thread, which must not block on another run: read
+        # the engine's counters directly (plain attribute reads, whole under the GIL).
+        return self._loop.engine.statistics()
 
 
 class ProxyStream:
