@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
 from .config import Settings, build_parser
 from .server import serve
+from .web.app import build_engine
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,14 +28,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    async def run() -> None:
+    # Build the engine before the event loop runs: importing vLLM and preparing the
+    # default model block for tens of seconds.
+    try:
+        engine = build_engine(settings)
+    except ValueError as exc:  # bad vLLM engine flags
+        print(f"trio_responses: {exc}", file=sys.stderr)
+        return 2
 
+    async def run() -> None:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, settings)
+            binds = await nursery.start(partial(serve, settings, engine=engine))
             logging.getLogger("trio_responses").info(
                 "serving %s on %s", settings.model or "the default model", ", ".join(binds))
 
     trio.run(run)
+    # Skip the final collection of the engine's (large) object graph at exit.
+    gc.freeze()
     return 0
 
 
