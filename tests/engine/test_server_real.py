@@ -199,3 +199,60 @@ def test_context_length_exceeded_is_a_400(client: openai.OpenAI) -> None:
         client.responses.create(model=MODEL, input="word " * 5000, max_output_tokens=5)
     error = caught.value.body
     assert isinstance(error, dict) and error["code"] == "context_length_exceeded"
+
+
+WEATHER = {
+    "type": "function", "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"], "additionalProperties": False},
+    "strict": True,
+}
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "name": "get_weather"}])
+def test_forced_tool_calls_match_the_schema(client: openai.OpenAI, choice: object) -> None:
+    response = client.responses.create(model=MODEL, input="What is the weather in Paris?",
+                                       tools=[WEATHER], tool_choice=choice,  # type: ignore[arg-type]
+                                       temperature=0, max_output_tokens=60)
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    arguments = json.loads(calls[0].arguments)
+    assert set(arguments) == {"city"} and isinstance(arguments["city"], str)
+
+
+def test_openai_agents_round_trip(server: ServerThread) -> None:
+    import asyncio
+
+    from agents import (
+        Agent,
+        ModelSettings,
+        OpenAIResponsesModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
+
+    set_tracing_disabled(True)
+    seen: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        seen.append(city)
+        return f"It is sunny in {city}."
+
+    async def main() -> str:
+        async with openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="unused",
+                                      timeout=300) as sdk:
+            agent = Agent(
+                name="weather", instructions="Answer briefly.", tools=[get_weather],
+                model=OpenAIResponsesModel(model=MODEL, openai_client=sdk),
+                # A call is forced on the first turn; the agent resets the choice after it.
+                model_settings=ModelSettings(tool_choice="required", temperature=0,
+                                             max_tokens=60))
+            result = await Runner.run(agent, "What is the weather in Paris?", max_turns=4)
+            return str(result.final_output)
+
+    final = asyncio.run(main())
+    assert len(seen) == 1 and seen[0]
+    assert final.strip()
