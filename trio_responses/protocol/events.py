@@ -323,3 +323,17 @@ def _delta_logprob(logprob: Mapping[str, Any]) -> dict[str, Any]:
             for top in logprob.get("top_logprobs", ())
         ],
     }
+
+
+def replay_without_log(response: Mapping[str, Any]) -> list[Event]:
+    """Events for a finished response that has no event log (its process died before it
+    wrote one, and the start-up sweep marked it failed): created, then its terminal event
+    with the stored object."""
+    final = dict(response)
+    terminal = {"completed": "response.completed", "incomplete": "response.incomplete",
+                "cancelled": "response.incomplete"}.get(final["status"], "response.failed")
+    return [
+        {"type": "response.created", "sequence_number": 0,
+         "response": dict(final, status="queued", error=None, output=[], usage=None)},
+        {"type": terminal, "sequence_number": 1, "response": final},
+    ]

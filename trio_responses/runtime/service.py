@@ -19,7 +19,7 @@ from ..config import Settings
 from ..engine.base import Engine, EngineRequest, EngineStream, SamplingOptions
 from ..errors import EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
-from ..protocol.events import Event, ResponseEvents
+from ..protocol.events import Event, ResponseEvents, replay_without_log
 from ..protocol.ids import IdFactory, random_id
 from ..protocol.items import normalize_input
 from ..protocol.machine import TERMINAL_EVENTS
@@ -322,7 +322,7 @@ class ResponseService:
             buffer = run.buffer
         else:
             buffer = EventBuffer(keep_log=True)
-            for event in record.events or _ended_without_log(record):
+            for event in record.events or replay_without_log(record.response):
                 buffer.append(Frame(dict(event), frame(event)))
             buffer.close()
         after = -1 if starting_after is None else starting_after
@@ -376,20 +376,6 @@ class ResponseService:
     async def count_input_tokens(self, request: CreateResponseRequest, owner: str) -> int:
         engine_request, _, _ = await self.prepare(request, owner)
         return await self.engine.count_tokens(engine_request)
-
-
-def _ended_without_log(record: StoredResponse) -> list[dict[str, Any]]:
-    """Events for a response whose process died before it wrote its event log (marked
-    failed at start-up): created, then the terminal event with the stored object."""
-    final = dict(record.response)
-    terminal = {"completed": "response.completed", "incomplete": "response.incomplete",
-                "cancelled": "response.incomplete"}.get(
-        record.status, "response.failed")
-    return [
-        {"type": "response.created", "sequence_number": 0,
-         "response": dict(final, status="queued", error=None, output=[], usage=None)},
-        {"type": terminal, "sequence_number": 1, "response": final},
-    ]
 
 
 def _named_tool(choice: str | dict[str, Any] | None) -> str | None:
