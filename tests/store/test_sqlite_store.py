@@ -319,23 +319,24 @@ async def test_migrations_apply_only_missing_scripts_atomically(
     s, _ = await reopen(db_path)
     await s.create(record("resp_1", status="completed"))
     await s.aclose()
-    v1_row = raw(db_path, "SELECT * FROM responses")
+    current = len(sqlite_module.MIGRATIONS)
+    rows = raw(db_path, "SELECT * FROM responses")
 
-    # A broken v2 (its second statement fails) leaves the file exactly at v1.
+    # A broken next script (its second statement fails) leaves the file as it was.
     broken = "CREATE TABLE extra (a TEXT); SELECT nope FROM nowhere;"
     monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, broken))
-    await assert_open_refused(db_path, "schema version 2")
-    assert raw(db_path, "PRAGMA user_version") == [(1,)]
+    await assert_open_refused(db_path, f"schema version {current + 1}")
+    assert raw(db_path, "PRAGMA user_version") == [(current,)]
     assert raw(db_path, "SELECT name FROM sqlite_master WHERE name = 'extra'") == []
 
-    # A good v2 runs once, on top of v1 (re-running v1's CREATE TABLE would fail).
+    # A good next script runs once, on top of the others (re-running them would fail).
     good = "ALTER TABLE responses ADD COLUMN note TEXT; CREATE TABLE extra (a TEXT);"
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (sqlite_module.MIGRATIONS[0], good))
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS[:current], good))
     s, _ = await reopen(db_path)
     assert await s.get("resp_1", "owner-a") == record("resp_1", status="completed")
     await s.aclose()
-    assert raw(db_path, "PRAGMA user_version") == [(2,)]
-    assert raw(db_path, "SELECT * FROM responses") == [(*v1_row[0], None)]
+    assert raw(db_path, "PRAGMA user_version") == [(current + 1,)]
+    assert raw(db_path, "SELECT * FROM responses") == [(*rows[0], None)]
     s, _ = await reopen(db_path)
     await s.aclose()
 

@@ -21,7 +21,8 @@ automatic checkpoint (every 1000 pages) keeps the WAL bounded while running, and
 Schema: ``PRAGMA user_version`` is the number of scripts of :data:`MIGRATIONS` applied to
 the file; ``open()`` applies ``MIGRATIONS[version:]`` in one transaction, and refuses a file
 written by a newer version. In the same transaction it marks the rows a dead process left
-``queued``/``in_progress`` as ``failed``, so no response stays running forever.
+``queued``/``in_progress`` as ``failed``, so no response stays running forever; rows of a
+process still running on the same file (a rollout) are left alone (``instances.py``).
 
 Rows hold JSON text (compact, UTF-8, no NaN/Infinity, so SQLite's JSON functions can read
 it): the response object exactly as a client is shown it, the turn's input items, and the
@@ -40,6 +41,7 @@ from typing import Any, TypeVar
 import trio
 
 from .base import TERMINAL_STATUSES, StoredResponse
+from .instances import InstanceLock
 
 __all__ = ["MAX_CHAIN_DEPTH", "MIGRATIONS", "SQLiteStore"]
 
@@ -65,6 +67,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX responses_unfinished ON responses (id)
         WHERE status IN ('queued', 'in_progress');
+    """,
+    # v2. The process that created a row (see instances.py), so the start-up sweep fails
+    # only the running rows of processes that are gone.
+    """
+    ALTER TABLE responses ADD COLUMN instance TEXT;
     """,
 )
 
@@ -138,6 +145,7 @@ class SQLiteStore:
         self._lock = trio.Lock()
         self._opened = False
         self._closed = False
+        self._instance = InstanceLock(self.path)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -154,6 +162,7 @@ class SQLiteStore:
 
     def _open_sync(self) -> tuple[sqlite3.Connection, int]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._instance.acquire()
         # isolation_level=None: no implicit transactions; single statements commit on their
         # own and multi-statement work says BEGIN/COMMIT explicitly.
         conn = sqlite3.connect(
@@ -171,6 +180,7 @@ class SQLiteStore:
             marked = self._migrate_and_sweep(conn)
         except BaseException:
             conn.close()
+            self._instance.release()
             raise
         return conn, marked
 
@@ -200,14 +210,20 @@ class SQLiteStore:
                     ) from exc
             if version != len(self._migrations):
                 conn.execute(f"PRAGMA user_version = {len(self._migrations)}")
-            # One conditional UPDATE: the status column and the JSON a client is shown
-            # change together, and terminal rows are not touched (not even rewritten).
-            marked = conn.execute(
-                f"UPDATE responses SET status = 'failed', "
-                f"response = json_set(response, '$.status', 'failed', '$.error', json(?)) "
-                f"WHERE status IN ({_UNFINISHED_SQL})",
-                (_dumps(_INTERRUPTED_ERROR),),
-            ).rowcount
+            # Running rows of processes still alive on this store (a rollout) are theirs.
+            owners = [row[0] for row in conn.execute(
+                f"SELECT DISTINCT instance FROM responses WHERE status IN ({_UNFINISHED_SQL})")]
+            dead = [owner for owner in owners if not self._instance.is_alive(owner)]
+            marked = 0
+            for owner in dead:
+                # One conditional UPDATE per dead process: the status column and the JSON
+                # a client is shown change together; terminal rows are not touched.
+                marked += conn.execute(
+                    f"UPDATE responses SET status = 'failed', "
+                    f"response = json_set(response, '$.status', 'failed', '$.error', json(?)) "
+                    f"WHERE status IN ({_UNFINISHED_SQL}) AND instance IS ?",
+                    (_dumps(_INTERRUPTED_ERROR), owner),
+                ).rowcount
             conn.execute("COMMIT")
         except BaseException:
             conn.rollback()
@@ -225,6 +241,7 @@ class SQLiteStore:
                 conn, self._conn = self._conn, None
                 if conn is not None:
                     await trio.to_thread.run_sync(_close_sync, conn)
+                    self._instance.release()
 
     # -- the protocol --------------------------------------------------------------------
 
@@ -256,7 +273,8 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> None:
             # A duplicate id raises sqlite3.IntegrityError: ids are generated, so it is a bug.
-            conn.execute(f"INSERT INTO responses ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", params)
+            conn.execute(f"INSERT INTO responses ({_COLUMNS}, instance) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?)", (*params, self._instance.instance))
 
         await self._call(work)
 
