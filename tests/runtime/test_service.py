@@ -5,8 +5,6 @@ MockClock for the timing-sensitive background cases."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +14,10 @@ import trio.testing
 
 from tests.runtime.fakes import RecordingStore, read_all
 from tests.support.events import check_stream, joined_text
-from trio_responses.config import Settings
-from trio_responses.engine.scripted import ScriptedEngine
+from tests.support.service import open_service
 from trio_responses.errors import EngineUnavailable, InvalidRequest, NotFound
-from trio_responses.protocol.ids import counting_ids
 from trio_responses.protocol.request import decode_create_request
-from trio_responses.runtime.registry import Registry
 from trio_responses.runtime.service import ResponseService
-from trio_responses.store.base import ResponseStore
 from trio_responses.store.sqlite import SQLiteStore
 
 OWNER = "owner-a"
@@ -31,25 +25,6 @@ OWNER = "owner-a"
 
 def request(**fields: Any) -> Any:
     return decode_create_request(json.dumps({"model": "scripted", **fields}).encode())
-
-
-@asynccontextmanager
-async def open_service(
-    store: ResponseStore, *, token_delay: float = 0.0, **settings: Any
-) -> AsyncIterator[tuple[ResponseService, ScriptedEngine]]:
-    engine = ScriptedEngine(token_delay=token_delay)
-    await engine.start()
-    await store.open()
-    try:
-        async with Registry.open() as registry:
-            service = ResponseService(
-                settings=Settings(**{"engine": "scripted",
-                                     "responses_ping_interval_seconds": 0, **settings}),
-                engine=engine, store=store, registry=registry, ids=counting_ids(),
-                clock=lambda: 1700000000.0)
-            yield service, engine
-    finally:
-        await store.aclose()
 
 
 async def finished(service: ResponseService, body: Any, *, stream: bool = False) -> str:

@@ -6,12 +6,8 @@ import trio
 import trio.testing
 
 from tests.support.memory_store import MemoryStore
-from trio_responses.config import Settings
-from trio_responses.engine.scripted import ScriptedEngine
-from trio_responses.protocol.ids import counting_ids
+from tests.support.service import open_service
 from trio_responses.protocol.request import decode_create_request
-from trio_responses.runtime.registry import Registry
-from trio_responses.runtime.service import ResponseService
 
 BODY = (b'{"model": "scripted", "input": "[[call:get_time]]", "stream": true, "tools": '
         b'[{"type": "function", "name": "get_time", "parameters": {"type": "object"}}]}')
@@ -19,13 +15,8 @@ BODY = (b'{"model": "scripted", "input": "[[call:get_time]]", "stream": true, "t
 
 async def test_wait_times_out_incomplete_with_pings(autojump_clock: trio.testing.MockClock
                                                     ) -> None:
-    engine = ScriptedEngine(model_name="scripted")
-    await engine.start()
-    settings = Settings(engine="scripted", responses_tool_timeout=300,
-                        responses_ping_interval_seconds=15)
-    async with Registry.open() as registry:
-        service = ResponseService(settings=settings, engine=engine, store=MemoryStore(),
-                                  registry=registry, ids=counting_ids())
+    async with open_service(MemoryStore(), responses_tool_timeout=300,
+                            responses_ping_interval_seconds=15) as (service, engine):
         start = trio.current_time()
         run = await service.create(decode_create_request(BODY), owner="", stream=True,
                                    tool_wait=True)
@@ -46,13 +37,9 @@ async def test_wait_times_out_incomplete_with_pings(autojump_clock: trio.testing
 
 async def test_compat_mode_timeout_keeps_reason_null(autojump_clock: trio.testing.MockClock
                                                      ) -> None:
-    engine = ScriptedEngine(model_name="scripted")
-    await engine.start()
-    settings = Settings(engine="scripted", responses_tool_timeout=5,
-                        responses_compatibility_mode=True)
-    async with Registry.open() as registry:
-        service = ResponseService(settings=settings, engine=engine, store=MemoryStore(),
-                                  registry=registry, ids=counting_ids())
+    async with open_service(MemoryStore(), responses_tool_timeout=5,
+                            responses_compatibility_mode=True,
+                            responses_ping_interval_seconds=15) as (service, _):
         run = await service.create(decode_create_request(BODY), owner="", stream=True,
                                    tool_wait=True)
         await run.done.wait()
