@@ -14,20 +14,31 @@ from trio_responses.engine.scripted import ScriptedEngine
 from trio_responses.store import SQLiteStore
 
 
+def serve_scripted(engine: ScriptedEngine,
+                   tmp_path_factory: pytest.TempPathFactory) -> ServerThread:
+    """A server (not started) for ``engine``, with its own store and no heartbeats."""
+    path: Path = tmp_path_factory.mktemp("store") / "responses.sqlite3"
+    settings = Settings(engine="scripted", port=0, responses_ping_interval_seconds=0,
+                        shutdown_grace_seconds=2)
+    return ServerThread(settings, engine=engine, store=SQLiteStore(path))
+
+
 @pytest.fixture(scope="module")
 def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A server with a scripted engine (5 ms per token) and its own store."""
-    path: Path = tmp_path_factory.mktemp("store") / "responses.sqlite3"
     engine = ScriptedEngine(token_delay=0.005, model_name="scripted")
-    settings = Settings(engine="scripted", port=0, responses_ping_interval_seconds=0,
-                        shutdown_grace_seconds=2)
-    with ServerThread(settings, engine=engine, store=SQLiteStore(path)) as server:
+    with serve_scripted(engine, tmp_path_factory) as server:
         yield server
+
+
+def strict_sdk(server: ServerThread) -> openai.OpenAI:
+    """The official SDK in strict mode, against ``server``, with no retries."""
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="test",
+                         _strict_response_validation=True, max_retries=0)
 
 
 @pytest.fixture
 def client(scripted_server: ServerThread) -> Iterator[openai.OpenAI]:
     """The official SDK in strict mode, against the scripted server."""
-    with openai.OpenAI(base_url=scripted_server.base_url + "/v1", api_key="test",
-                       _strict_response_validation=True, max_retries=0) as sdk:
+    with strict_sdk(scripted_server) as sdk:
         yield sdk

@@ -1,8 +1,9 @@
 """A fake of vLLM's engine for testing the bridge's threading without vLLM.
 
 :class:`FakeCore` behaves like ``LLMEngine`` as the bridge uses it: requests produce one
-token (``"t<i> "``) per ``step()``, end with ``length`` at their ``max_tokens`` (the
-"params" the fake ``make_params`` builds), and an aborted request produces nothing more.
+token (``"t<i> "``, or the next of ``script``) per ``step()``, end with ``length`` at
+their ``max_tokens`` (the "params" the fake ``make_params`` builds) or ``stop`` at the
+end of the script, and an aborted request produces nothing more.
 It can fail a step, refuse a request, or block a step, to test the failure paths.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from trio_responses.engine.base import SamplingOptions
 from trio_responses.engine.prompt import PromptRenderer
+from trio_responses.engine.reasoning import ReasoningParsers
 from trio_responses.engine.vllm_bridge import VLLMEngine
 from trio_responses.engine.vllm_worker import LoadedEngine
 
@@ -62,6 +64,8 @@ class FakeCore:
     aborted: list[str] = field(default_factory=list)
     shutdowns: int = 0
     hang: threading.Event | None = None
+    # Output as (text, token ids) per step instead of "t<i> ", ending with "stop".
+    script: list[tuple[str, list[int]]] | None = None
     _live: dict[str, _Request] = field(default_factory=dict)
 
     def add_request(self, request_id: str, prompt: Any, params: Any, priority: int) -> None:
@@ -84,14 +88,17 @@ class FakeCore:
         time.sleep(self.step_delay)
         outputs = []
         for request_id, request in list(self._live.items()):
-            token = f"t{request.produced} "
+            token, ids = f"t{request.produced} ", [request.produced + 1]
+            if self.script is not None:
+                token, ids = self.script[request.produced]
             request.produced += 1
             finished = request.produced >= request.max_tokens
+            reason = "length"
+            if self.script is not None and request.produced == len(self.script):
+                finished, reason = True, "stop"
             if finished:
                 del self._live[request_id]
-            completion = FakeCompletion(
-                token, [request.produced], finish_reason="length" if finished else None
-            )
+            completion = FakeCompletion(token, ids, finish_reason=reason if finished else None)
             outputs.append(FakeOutput(request_id, [completion], finished))
         return outputs
 
@@ -107,13 +114,14 @@ class FakeCore:
             self.hang.set()
 
 
-def fake_engine(core: FakeCore, *, max_model_len: int = 1000, **kwargs: Any) -> VLLMEngine:
+def fake_engine(core: FakeCore, *, max_model_len: int = 1000,
+                reasoning: ReasoningParsers | None = None, **kwargs: Any) -> VLLMEngine:
     def factory() -> LoadedEngine:
         renderer = PromptRenderer(FakeTokenizer(), max_model_len=max_model_len)
 
         def make_params(sampling: SamplingOptions, max_tokens: int) -> int:
             return max_tokens
 
-        return LoadedEngine(core, renderer, make_params)
+        return LoadedEngine(core, renderer, make_params, reasoning)
 
     return VLLMEngine(factory, model_name="fake", **kwargs)

@@ -29,6 +29,14 @@ def sdk_parse(event: dict[str, Any]) -> Any:
     return _adapter.validate_python(event)
 
 
+TEXT_EVENTS = frozenset({
+    "response.content_part.added", "response.content_part.done",
+    "response.output_text.delta", "response.output_text.done",
+    "response.reasoning_text.delta", "response.reasoning_text.done",
+})
+TEXT_EVENT_PREFIX = {"message": "response.output_text.", "reasoning": "response.reasoning_text."}
+
+
 def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None = None,
                  replay: bool = False) -> None:
     """``replay``: read back from a log, which omits the heartbeats the live stream had,
@@ -70,17 +78,19 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
             added = open_items.pop(event["output_index"])
             assert added["id"] == event["item"]["id"]
             done_items.append(event["item"])
-        elif kind in ("response.content_part.added", "response.output_text.delta",
-                      "response.output_text.done", "response.content_part.done"):
+        elif kind in TEXT_EVENTS:
             item = open_items.get(event["output_index"])
             assert item is not None and item["id"] == event["item_id"], kind
+            # Answer text in message items, reasoning text in reasoning items.
+            assert kind.startswith(("response.content_part.",
+                                    TEXT_EVENT_PREFIX[item["type"]])), (kind, item["type"])
             key = (event["item_id"], event["content_index"])
             if kind == "response.content_part.added":
                 assert key not in texts
                 texts[key] = []
-            elif kind == "response.output_text.delta":
+            elif kind.endswith(".delta"):
                 texts[key].append(event["delta"])
-            elif kind == "response.output_text.done":
+            elif kind.endswith("_text.done"):
                 assert "".join(texts[key]) == event["text"]
             else:
                 assert "".join(texts[key]) == event["part"]["text"]
@@ -88,8 +98,8 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
         assert not open_items, "an item was left open"
         assert [item["id"] for item in final["output"]] == [i["id"] for i in done_items]
         for item in done_items:
-            if item["type"] == "message":
-                for index, part in enumerate(item["content"]):
+            if item["type"] in TEXT_EVENT_PREFIX:
+                for index, part in enumerate(item.get("content") or ()):
                     assert "".join(texts[(item["id"], index)]) == part["text"]
 
 

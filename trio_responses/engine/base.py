@@ -52,6 +52,9 @@ class EngineRequest:
     # When the prompt is too long: drop the oldest non-system messages until it fits
     # (truncation="auto"), instead of raising ContextLengthExceeded.
     truncate: bool = False
+    # The request's reasoning effort ("none" ... "xhigh"), or None when it did not ask.
+    # Chat templates get it (and enable_thinking), as vLLM's own server passes them.
+    reasoning_effort: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

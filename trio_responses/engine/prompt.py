@@ -127,9 +127,11 @@ class PromptRenderer:
         self,
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] = (),
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[int]:
         """The prompt token ids of ``messages``, ending with the assistant's turn."""
-        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
+        kwargs: dict[str, Any] = {**(template_kwargs or {}), "add_generation_prompt": True,
+                                  "tokenize": False}
         if tools:
             kwargs["tools"] = [dict(tool) for tool in tools]
         if self._chat_template is not None:
@@ -154,14 +156,14 @@ class PromptRenderer:
                 return len(self.prepare(request).token_ids)
             except errors.ContextLengthExceeded:
                 pass
-        return len(self.render(request.messages, request.tools))
+        return len(self.render(request.messages, request.tools, _template_kwargs(request)))
 
     def prepare(self, request: EngineRequest) -> PreparedPrompt:
         messages = list(request.messages)
-        ids = self.render(messages, request.tools)
+        ids = self.render(messages, request.tools, _template_kwargs(request))
         dropped = 0
         if not self._fits(ids) and request.truncate:
-            ids, dropped = self._truncate(messages, request.tools, len(ids))
+            ids, dropped = self._truncate(messages, request, len(ids))
         if not self._fits(ids):
             raise errors.ContextLengthExceeded(
                 f"the input is {len(ids)} tokens; this model's context is "
@@ -177,7 +179,7 @@ class PromptRenderer:
     def _truncate(
         self,
         messages: list[Mapping[str, Any]],
-        tools: Sequence[Mapping[str, Any]],
+        request: EngineRequest,
         full_length: int,
     ) -> tuple[list[int], int]:
         droppable = _droppable_indices(messages)
@@ -195,7 +197,8 @@ class PromptRenderer:
         best_dropped = 0
         while low <= high:
             middle = (low + high) // 2
-            ids = self.render(_without(messages, droppable[:middle]), tools)
+            ids = self.render(_without(messages, droppable[:middle]), request.tools,
+                              _template_kwargs(request))
             if self._fits(ids):
                 best, best_dropped, high = ids, middle, middle - 1
             else:
@@ -207,6 +210,12 @@ class PromptRenderer:
                 param="input",
             )
         return best, best_dropped
+
+
+def _template_kwargs(request: EngineRequest) -> Mapping[str, Any]:
+    from trio_responses.engine.reasoning import template_kwargs
+
+    return template_kwargs(request.reasoning_effort)
 
 
 def _droppable_indices(messages: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -230,8 +239,10 @@ def _without(messages: Sequence[Mapping[str, Any]], drop: Sequence[int]) -> list
     return kept
 
 
-def sampling_params(options: SamplingOptions, max_tokens: int, defaults: Mapping[str, Any]) -> Any:
-    """vLLM ``SamplingParams`` for one request; raises InvalidRequest on bad values."""
+def sampling_params(options: SamplingOptions, max_tokens: int, defaults: Mapping[str, Any],
+                    *, keep_special_tokens: bool = False) -> Any:
+    """vLLM ``SamplingParams`` for one request; raises InvalidRequest on bad values.
+    ``keep_special_tokens``: a reasoning parser needs its markers in the text."""
     from vllm.exceptions import VLLMValidationError
     from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
@@ -263,6 +274,7 @@ def sampling_params(options: SamplingOptions, max_tokens: int, defaults: Mapping
             logprobs=options.top_logprobs,
             structured_outputs=structured,
             output_kind=RequestOutputKind.DELTA,
+            skip_special_tokens=not keep_special_tokens,
             **fields,
         )
     except (ValueError, VLLMValidationError) as exc:

@@ -11,6 +11,12 @@ Failure injection, by the last user message or by constructor: ``[[fail]]`` make
 request fail after its first token (EngineError), ``[[stall]]`` makes it wait forever
 after its first token. Every submitted request is recorded (``requests``), and every
 abort (``aborted``), so tests can assert what reached the engine.
+
+Reasoning: ``[[think]]`` in the last user message makes the reply start with a
+``<think>...</think>`` block, as a thinking model writes (not when the request asked for
+reasoning effort ``none``). Given ``reasoning`` (vLLM's reasoning parsers, see
+:mod:`trio_responses.engine.reasoning`) the engine splits its output with them, as the vLLM
+bridge does; it then counts and sends tokens as the parsers' tokenizer splits the text.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .base import (
     TokenLogprob,
     TopLogprob,
 )
+from .reasoning import ReasoningParsers, ReasoningSplitter, thinking_flag
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
@@ -48,11 +55,20 @@ _CALL = re.compile(r"\[\[call:([A-Za-z0-9_-]+)\]\]")
 
 def echo_reply(request: EngineRequest) -> str:
     """Echo the last user message. ``[[call:NAME]]`` in it (with tools given) makes a
-    call of tool NAME in the built-in format; after a tool output, report the output."""
+    call of tool NAME in the built-in format; after a tool output, report the output.
+    ``[[think]]`` puts a ``<think>`` block first."""
+    reply = _answer(request)
+    if "[[think]]" in last_user_text(request) and request.reasoning_effort != "none":
+        words = len(last_user_text(request).replace("[[think]]", " ").split())
+        return f"<think>The user wrote {words} words. I will answer.</think>{reply}"
+    return reply
+
+
+def _answer(request: EngineRequest) -> str:
     last = request.messages[-1] if request.messages else {}
     if last.get("role") == "tool":
         return f"The tool returned: {last.get('content')}"
-    text = last_user_text(request).strip()
+    text = last_user_text(request).replace("[[think]]", "").strip()
     for name in _CALL.findall(text):
         for tool in request.tools:
             function = tool.get("function", {})
@@ -94,6 +110,9 @@ class _Script:
     finish: FinishReason
     fail_after: int | None
     stall_after: int | None
+    # With a reasoning parser: each token's ids, and the request's splitter.
+    token_ids: list[tuple[int, ...]] | None = None
+    reasoning: ReasoningSplitter | None = None
 
 
 class ScriptedStream:
@@ -136,13 +155,22 @@ class ScriptedStream:
         token = script.tokens[self._sent] if self._sent < len(script.tokens) else ""
         self._sent += 1
         finish = script.finish if self._sent >= len(script.tokens) else None
+        text, reasoning, reasoning_tokens = token, "", 0
+        if script.reasoning is not None and script.token_ids is not None:
+            reasoning, text = script.reasoning.feed(token, script.token_ids[self._sent - 1])
+            if finish is not None:
+                more_reasoning, more_text = script.reasoning.finish()
+                reasoning, text = reasoning + more_reasoning, text + more_text
+            reasoning_tokens = script.reasoning.reasoning_tokens
         delta = EngineDelta(
-            text=token,
-            logprobs=self._logprobs(token),
+            text=text,
+            logprobs=self._logprobs(text) if text == token else (),
             finish_reason=finish,
             prompt_tokens=self._prompt_tokens,
             cached_tokens=self._cached_tokens,
             output_tokens=self._sent,
+            reasoning=reasoning,
+            reasoning_tokens=reasoning_tokens,
         )
         if finish is not None:
             self._end()
@@ -181,8 +209,10 @@ class ScriptedEngine:
         first_token_delay: float = 0.0,
         model_name: str = "scripted",
         max_model_len: int = 8192,
+        reasoning: ReasoningParsers | None = None,
     ) -> None:
         self.reply = reply
+        self.reasoning = reasoning
         self.token_delay = token_delay
         self.first_token_delay = first_token_delay
         self._model_name = model_name
@@ -230,19 +260,30 @@ class ScriptedEngine:
         key = (request.cache_salt, repr(request.messages))
         cached = prompt_tokens if key in self._seen_prompts else 0
         self._seen_prompts.add(key)
-        full = _TOKEN.findall(self._text(request)) or [""]
+        text = self._text(request)
+        full = _TOKEN.findall(text) or [""]
+        ids: list[tuple[int, ...]] | None = None
+        if self.reasoning is not None:
+            full, ids = self.reasoning.tokens(text)
+            if not full:
+                full, ids = [""], [()]
         limit = request.sampling.max_tokens
         finish: FinishReason = "stop"
         if request.sampling.ignore_eos:
             full = (full * limit)[:limit]
+            ids = None if ids is None else (ids * limit)[:limit]
         if len(full) >= limit and (request.sampling.ignore_eos or len(full) > limit):
             full, finish = full[:limit], "length"
+            ids = None if ids is None else ids[:limit]
         marker = last_user_text(request)
         script = _Script(
             tokens=full,
             finish=finish,
             fail_after=1 if "[[fail]]" in marker else None,
             stall_after=1 if "[[stall]]" in marker else None,
+            token_ids=ids,
+            reasoning=None if self.reasoning is None else self.reasoning.splitter(
+                thinking=thinking_flag(request.reasoning_effort)),
         )
         self._running.add(request.request_id)
         return ScriptedStream(self, request, script, prompt_tokens, cached)

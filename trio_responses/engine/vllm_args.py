@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from trio_responses.engine.default_model import MODEL_NAME, ensure_default_model
+from trio_responses.engine.reasoning import ReasoningParserError, parser_class
 from trio_responses.engine.vllm_bridge import VLLMEngine
 from trio_responses.engine.vllm_core import load_engine
 
@@ -87,6 +88,12 @@ def parse_vllm_args(model: str | None, vllm_args: Sequence[str]) -> tuple[Any, d
         namespace = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on errors; the CLI reports them
         raise VLLMArgsError(f"invalid engine flags: {' '.join(argv)}") from exc
+    if namespace.reasoning_parser:
+        # Before the model loads: a wrong name should not cost a minute of start-up.
+        try:
+            parser_class(namespace.reasoning_parser, namespace.reasoning_parser_plugin)
+        except ReasoningParserError as exc:
+            raise VLLMArgsError(str(exc)) from None
     if namespace.model is None:
         namespace.model = str(ensure_default_model())
         if not namespace.served_model_name:

@@ -40,6 +40,7 @@ import trio
 
 from trio_responses import errors
 from trio_responses.engine.base import EngineDelta, EngineRequest, EngineStatistics
+from trio_responses.engine.reasoning import thinking_flag
 from trio_responses.engine.vllm_worker import (
     Abort,
     Add,
@@ -229,6 +230,7 @@ class VLLMEngine:
                 request.priority,
                 len(prepared.token_ids),
                 request.sampling.top_logprobs,
+                thinking_flag(request.reasoning_effort),
             )
         )
         return stream

@@ -3,7 +3,9 @@
 :func:`load_engine` is the bridge's factory body: it runs on the engine thread, builds
 ``LLMEngine`` from ``EngineArgs``, loads a separate tokenizer for the Trio side (never the
 engine's cached instance: a Hugging Face tokenizer used from two threads at once can
-raise "Already borrowed"), and reads the model's default sampling parameters.
+raise "Already borrowed"), reads the model's default sampling parameters, and with
+``--reasoning-parser`` builds vLLM's reasoning parser for the worker (with a tokenizer of
+its own, used only on the engine thread).
 
 :class:`LLMEngineCore` gives the engine the small surface the worker uses
 (:class:`~trio_responses.engine.vllm_worker.CoreEngine`), and closes one gap of
@@ -24,6 +26,7 @@ from typing import Any
 
 from trio_responses.engine import prompt as prompting
 from trio_responses.engine.base import SamplingOptions
+from trio_responses.engine.reasoning import ReasoningParsers
 from trio_responses.engine.vllm_worker import LoadedEngine
 
 # Seconds the engine core gets to shut down when the bridge stops.
@@ -45,27 +48,37 @@ def load_engine(engine_args: Any, options: Mapping[str, Any]) -> LoadedEngine:
     engine = LLMEngine.from_engine_args(engine_args)
     try:
         config = engine.model_config
-        tokenizer: Any = get_tokenizer(
-            config.tokenizer,
-            runner_type=config.runner_type,
-            tokenizer_mode=config.tokenizer_mode,
-            revision=config.tokenizer_revision,
-            trust_remote_code=config.trust_remote_code,
-        )
+
+        def load_tokenizer() -> Any:
+            return get_tokenizer(
+                config.tokenizer,
+                runner_type=config.runner_type,
+                tokenizer_mode=config.tokenizer_mode,
+                revision=config.tokenizer_revision,
+                trust_remote_code=config.trust_remote_code,
+            )
+
         renderer = prompting.PromptRenderer(
-            tokenizer,
+            load_tokenizer(),
             max_model_len=config.max_model_len,
             chat_template=options.get("chat_template"),
         )
         defaults = dict(config.get_diff_sampling_param())
+        reasoning = None
+        if engine_args.reasoning_parser:
+            # A third tokenizer, used only on this (the engine) thread.
+            reasoning = ReasoningParsers(engine_args.reasoning_parser, load_tokenizer(),
+                                         plugin=engine_args.reasoning_parser_plugin)
     except BaseException:
         engine.engine_core.shutdown()
         raise
+    keep_special = reasoning is not None and reasoning.keep_special_tokens
 
     def make_params(sampling: SamplingOptions, max_tokens: int) -> Any:
-        return prompting.sampling_params(sampling, max_tokens, defaults)
+        return prompting.sampling_params(sampling, max_tokens, defaults,
+                                         keep_special_tokens=keep_special)
 
-    return LoadedEngine(LLMEngineCore(engine), renderer, make_params)
+    return LoadedEngine(LLMEngineCore(engine), renderer, make_params, reasoning)
 
 
 class LLMEngineCore:

@@ -18,8 +18,9 @@ it aborts what it still tracks and shuts the engine core down before the thread 
 the bridge is told through ``on_dead`` / ``on_stopped``.
 
 Converting vLLM's ``RequestOutput`` into :class:`EngineDelta` happens here, with
-per-request bookkeeping (prompt length, output tokens so far, logprobs wanted) that
-only this thread reads or writes.
+per-request bookkeeping (prompt length, output tokens so far, logprobs wanted, and with
+``--reasoning-parser`` the request's :class:`ReasoningSplitter`, fed each step's new
+text and token ids) that only this thread reads or writes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import trio
 
 from trio_responses.engine import prompt as prompting
 from trio_responses.engine.base import EngineDelta, SamplingOptions, TokenLogprob
+from trio_responses.engine.reasoning import ReasoningParsers, ReasoningSplitter
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class LoadedEngine:
     # Builds the engine's sampling parameters (vLLM's SamplingParams) for one request;
     # called on the Trio thread.
     make_params: Callable[[SamplingOptions, int], Any]
+    # --reasoning-parser: splits each request's output on this thread.
+    reasoning: ReasoningParsers | None = None
 
 
 @dataclass(slots=True)
@@ -73,6 +77,8 @@ class Add:
     priority: int
     prompt_tokens: int
     top_logprobs: int | None
+    # The request's enable_thinking for the reasoning parser (None: not given).
+    thinking: bool | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +107,7 @@ class _Tracked:
     prompt_tokens: int
     top_logprobs: int | None
     output_tokens: int = 0
+    reasoning: ReasoningSplitter | None = None
 
 
 @dataclass(slots=True)
@@ -126,6 +133,7 @@ class EngineWorker:
         self._token = token
         self._callbacks = callbacks
         self._tracked: dict[str, _Tracked] = {}
+        self._reasoning: ReasoningParsers | None = None
 
     def run(self) -> None:
         """The thread's body."""
@@ -136,6 +144,7 @@ class EngineWorker:
             self._post(self._callbacks.on_stopped)
             return
         core = loaded.core
+        self._reasoning = loaded.reasoning
         try:
             if self._post(self._callbacks.on_started, loaded, None):
                 self._serve(core)
@@ -206,7 +215,13 @@ class EngineWorker:
             # vLLM's validation of one request; anything else means the engine is broken.
             batch.failures.append((command.request_id, f"the engine refused the request: {exc}"))
             return True
-        self._tracked[command.request_id] = _Tracked(command.prompt_tokens, command.top_logprobs)
+        splitter = None
+        if self._reasoning is not None:
+            splitter = self._reasoning.splitter(
+                thinking=command.thinking,
+                prompt_token_ids=command.prompt.get("prompt_token_ids", ()))
+        self._tracked[command.request_id] = _Tracked(
+            command.prompt_tokens, command.top_logprobs, reasoning=splitter)
         return True
 
     def _convert(self, output: Any, batch: Batch) -> None:
@@ -233,12 +248,24 @@ class EngineWorker:
             if finish == "stop" and not isinstance(completion.stop_reason, str):
                 # The last token is the EOS (or a stop token id): not part of the text.
                 logprobs = logprobs[:-1]
+        text, reasoning = completion.text, ""
+        if state.reasoning is not None:
+            reasoning, text = state.reasoning.feed(text, completion.token_ids)
+            if finish is not None:
+                more_reasoning, more_text = state.reasoning.finish()
+                reasoning, text = reasoning + more_reasoning, text + more_text
+            if reasoning or text != completion.text:
+                # Logprobs are per token of the whole output: they match the answer's
+                # text only where none of it was reasoning or markup.
+                logprobs = ()
         delta = EngineDelta(
-            text=completion.text,
+            text=text,
             logprobs=logprobs,
             finish_reason=finish,
             prompt_tokens=state.prompt_tokens,
             cached_tokens=output.num_cached_tokens or 0,
             output_tokens=state.output_tokens,
+            reasoning=reasoning,
+            reasoning_tokens=state.reasoning.reasoning_tokens if state.reasoning else 0,
         )
         batch.deltas.append((request_id, delta))

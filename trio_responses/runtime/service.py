@@ -164,6 +164,7 @@ class ResponseService:
             cache_salt=request.cache_salt or request.prompt_cache_key,
             priority=request.priority if request.priority is not None else TIER_PRIORITY[tier],
             truncate=request.truncation == "auto",
+            reasoning_effort=request.reasoning.effort if request.reasoning else None,
         )
 
     async def prepare(

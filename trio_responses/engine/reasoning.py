@@ -1,0 +1,181 @@
+"""Reasoning split from the answer by vLLM's reasoning parsers (``--reasoning-parser``).
+
+:class:`ReasoningParsers` is built once per engine from a parser name (vLLM's names:
+``qwen3``, ``deepseek_r1``, ...) and a tokenizer; :meth:`ReasoningParsers.splitter`
+makes one :class:`ReasoningSplitter` per model turn, because vLLM's parsers keep
+streaming state. An engine feeds each step's new text and token ids to the splitter and
+puts what comes back in :class:`~trio_responses.engine.base.EngineDelta`'s ``reasoning``
+and ``text``, with the count in ``reasoning_tokens``.
+
+A splitter is used by one thread only (the vLLM bridge's engine thread, or the Trio
+thread for the scripted engine); the tokenizer given must not be used elsewhere at the
+same time (Hugging Face tokenizers are not safe across threads).
+
+Reasoning tokens: while a turn runs, the tokens of every fed chunk that gave reasoning
+and no answer text are counted (a chunk is one engine step, usually one token); at the
+end of the turn the parser's own count replaces that estimate when the parser keeps one
+(vLLM's grammar-based parsers do, and exclude the ``<think>`` markup).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class ReasoningParserError(ValueError):
+    """An unknown parser name (the message lists vLLM's), or a parser that cannot work
+    with this model's tokenizer."""
+
+
+def parser_class(name: str, plugin: str | None = None) -> Any:
+    """vLLM's reasoning parser class for ``name`` (importing a ``plugin`` file first)."""
+    from vllm.reasoning import ReasoningParserManager
+
+    if plugin:
+        ReasoningParserManager.import_reasoning_parser(plugin)
+    try:
+        return ReasoningParserManager.get_reasoning_parser(name)
+    except KeyError:
+        names = ", ".join(ReasoningParserManager.list_registered())
+        raise ReasoningParserError(
+            f"unknown --reasoning-parser {name!r}; vLLM's parsers are: {names}") from None
+
+
+class ReasoningParsers:
+    """Makes a :class:`ReasoningSplitter` per model turn; see the module docstring."""
+
+    def __init__(self, name: str, tokenizer: Any, *, plugin: str | None = None) -> None:
+        self.name = name
+        self._class = parser_class(name, plugin)
+        self._tokenizer = tokenizer
+        # Built once so a parser that cannot work with this tokenizer (deepseek_r1 with a
+        # vocabulary that lacks its think tokens) fails at start-up, not per request.
+        try:
+            self._probe = self._class(tokenizer)
+        except Exception as exc:
+            raise ReasoningParserError(
+                f"--reasoning-parser {name} cannot be used with this model's tokenizer: "
+                f"{exc}") from exc
+
+    @property
+    def keep_special_tokens(self) -> bool:
+        """Whether detokenization must keep special tokens (the parser's markers may be
+        special tokens; vLLM's parsers say so by clearing ``skip_special_tokens``)."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        request = ChatCompletionRequest.model_validate({"model": "-", "messages": []})
+        try:
+            adjusted = self._probe.adjust_request(request)
+        except Exception:  # a parser whose adjust_request wants more of the request
+            log.debug("adjust_request of %s failed", self.name, exc_info=True)
+            return False
+        return not getattr(adjusted, "skip_special_tokens", True)
+
+    def splitter(self, *, thinking: bool | None = None,
+                 prompt_token_ids: Sequence[int] = ()) -> ReasoningSplitter:
+        """A splitter for one turn. ``thinking``: the request's ``enable_thinking``
+        (False when it asked for reasoning effort ``none``), None when it did not say."""
+        kwargs: dict[str, Any] = {}
+        if thinking is not None:
+            kwargs["chat_template_kwargs"] = {"enable_thinking": thinking}
+        parser = self._class(self._tokenizer, **kwargs)
+        if prompt_token_ids:
+            parser.adjust_initial_state_from_prompt(list(prompt_token_ids))
+        return ReasoningSplitter(parser)
+
+    def tokens(self, text: str) -> tuple[list[str], list[tuple[int, ...]]]:
+        """``text`` as the tokenizer splits it: each token's text and id (for an engine
+        with no model that streams text the way a model would)."""
+        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+        pieces: list[str] = []
+        sent = ""
+        for end in range(1, len(ids) + 1):
+            # Decoding the prefix keeps characters split across tokens whole: a token
+            # that ends mid-character sends nothing until the character is complete.
+            decoded = self._tokenizer.decode(ids[:end])
+            if decoded.endswith("\ufffd") and end < len(ids):
+                pieces.append("")
+                continue
+            pieces.append(decoded[len(sent):])
+            sent = decoded
+        return pieces, [(token,) for token in ids]
+
+
+class ReasoningSplitter:
+    """One turn's output through one vLLM reasoning parser, chunk by chunk."""
+
+    def __init__(self, parser: Any) -> None:
+        self._parser = parser
+        self._text = ""
+        self._ids: list[int] = []
+        self._estimate = 0
+        self.reasoning_tokens = 0
+
+    def feed(self, text: str, token_ids: Sequence[int]) -> tuple[str, str]:
+        """New output (text and its token ids) → (reasoning, answer text) to send."""
+        if not text and not token_ids:
+            return "", ""
+        previous_text, previous_ids = self._text, list(self._ids)
+        self._text += text
+        self._ids.extend(token_ids)
+        message = self._parser.extract_reasoning_streaming(
+            previous_text, self._text, text, previous_ids, list(self._ids), list(token_ids))
+        reasoning, content = _parts(message)
+        if reasoning and not content:
+            self._estimate += len(token_ids)
+        self.reasoning_tokens = self._estimate
+        return reasoning, content
+
+    def finish(self) -> tuple[str, str]:
+        """The end of the turn: whatever the parser still held back, and the final count."""
+        reasoning, content = _parts(self._parser.finish_streaming())
+        counted = self._parser.count_reasoning_tokens(self._ids)
+        if counted > 0:
+            self.reasoning_tokens = min(counted, len(self._ids))
+        return reasoning, content
+
+
+def scripted_reasoning(engine_flags: Sequence[str]) -> ReasoningParsers | None:
+    """The scripted engine's reasoning parsers from vLLM's flags: ``--reasoning-parser``
+    (with ``--reasoning-parser-plugin``) and ``--tokenizer`` (default: the default
+    model's tokenizer, prepared if need be). None without ``--reasoning-parser``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--reasoning-parser", default=None)
+    parser.add_argument("--reasoning-parser-plugin", default=None)
+    parser.add_argument("--tokenizer", default=None)
+    flags, _ = parser.parse_known_args(list(engine_flags))
+    if not flags.reasoning_parser:
+        return None
+    from vllm.tokenizers.registry import get_tokenizer
+
+    from .default_model import ensure_default_model
+
+    path = flags.tokenizer or str(ensure_default_model())
+    return ReasoningParsers(flags.reasoning_parser, get_tokenizer(path),
+                            plugin=flags.reasoning_parser_plugin)
+
+
+def _parts(message: Any) -> tuple[str, str]:
+    if message is None:
+        return "", ""
+    return message.reasoning or "", message.content or ""
+
+
+def thinking_flag(reasoning_effort: str | None) -> bool | None:
+    """``enable_thinking`` for a request's reasoning effort, as vLLM derives it."""
+    return None if reasoning_effort is None else reasoning_effort != "none"
+
+
+def template_kwargs(reasoning_effort: str | None) -> Mapping[str, Any]:
+    """Extra chat-template variables for a request's reasoning effort (templates that
+    do not use them ignore them), as vLLM's Responses server passes them."""
+    if reasoning_effort is None:
+        return {}
+    return {"reasoning_effort": reasoning_effort,
+            "enable_thinking": reasoning_effort != "none"}
