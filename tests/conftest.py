@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -12,6 +13,17 @@ from tests.support.server import ServerThread
 from trio_responses import Settings
 from trio_responses.engine.scripted import ScriptedEngine
 from trio_responses.store import SQLiteStore
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Any:
+    """The default model's tokenizer (the model is prepared if need be), for vLLM's
+    reasoning and tool parsers."""
+    from vllm.tokenizers.registry import get_tokenizer
+
+    from trio_responses.engine.default_model import ensure_default_model
+
+    return get_tokenizer(str(ensure_default_model()))
 
 
 def serve_scripted(engine: ScriptedEngine,

@@ -17,6 +17,7 @@ from typing import Any
 from trio_responses.engine.base import SamplingOptions
 from trio_responses.engine.prompt import PromptRenderer
 from trio_responses.engine.reasoning import ReasoningParsers
+from trio_responses.engine.tool_parsing import ToolCallParsers
 from trio_responses.engine.vllm_bridge import VLLMEngine
 from trio_responses.engine.vllm_worker import LoadedEngine
 
@@ -114,14 +115,24 @@ class FakeCore:
             self.hang.set()
 
 
+def core_writing(tokenizer: Any, text: str) -> FakeCore:
+    """A core whose every request writes ``text``, token by token as ``tokenizer``
+    splits it (for vLLM's parsers, which read token ids)."""
+    from trio_responses.engine.scripted import model_tokens
+
+    pieces, ids = model_tokens(tokenizer, text)
+    return FakeCore(script=[(piece, list(i)) for piece, i in zip(pieces, ids, strict=True)])
+
+
 def fake_engine(core: FakeCore, *, max_model_len: int = 1000,
-                reasoning: ReasoningParsers | None = None, **kwargs: Any) -> VLLMEngine:
+                reasoning: ReasoningParsers | None = None,
+                tool_calls: ToolCallParsers | None = None, **kwargs: Any) -> VLLMEngine:
     def factory() -> LoadedEngine:
         renderer = PromptRenderer(FakeTokenizer(), max_model_len=max_model_len)
 
-        def make_params(sampling: SamplingOptions, max_tokens: int) -> int:
+        def make_params(sampling: SamplingOptions, max_tokens: int, parse_tools: bool) -> int:
             return max_tokens
 
-        return LoadedEngine(core, renderer, make_params, reasoning)
+        return LoadedEngine(core, renderer, make_params, reasoning, tool_calls)
 
     return VLLMEngine(factory, model_name="fake", **kwargs)

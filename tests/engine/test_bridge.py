@@ -36,6 +36,17 @@ async def started(core: FakeCore, **kwargs: Any) -> AsyncIterator[VLLMEngine]:
             await engine.aclose()
 
 
+async def deltas_of(core: FakeCore, *requests: EngineRequest,
+                    **kwargs: Any) -> list[list[EngineDelta]]:
+    """Each request's deltas, read to the end, from a fake-engine bridge (``kwargs``)."""
+    async with started(core, **kwargs) as engine:
+        results = []
+        for each in requests:
+            stream = await engine.submit(each)
+            results.append([delta async for delta in stream])
+        return results
+
+
 async def settle(engine: VLLMEngine, core: FakeCore, predicate: Any) -> None:
     """Wait (at most 5 s) for engine-thread state that Trio cannot wait on directly."""
     with trio.fail_after(5):

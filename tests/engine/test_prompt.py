@@ -18,9 +18,12 @@ def renderer(max_model_len: int = 100) -> prompt.PromptRenderer:
 
 
 def request(
-    *messages: dict[str, Any], max_tokens: int = 10, truncate: bool = False
+    *messages: dict[str, Any], max_tokens: int = 10, truncate: bool = False,
+    reasoning_effort: str | None = None,
 ) -> EngineRequest:
-    return EngineRequest("r", messages, SamplingOptions(max_tokens=max_tokens), truncate=truncate)
+    return EngineRequest("r", messages or ({"role": "user", "content": "hi"},),
+                         SamplingOptions(max_tokens=max_tokens), truncate=truncate,
+                         reasoning_effort=reasoning_effort)
 
 
 def test_template_messages_flatten_text_parts() -> None:
@@ -169,3 +172,23 @@ def test_sampling_params_map_every_option() -> None:
     assert params.structured_outputs.disable_any_whitespace
     with pytest.raises(errors.InvalidRequest):
         prompt.sampling_params(SamplingOptions(max_tokens=1, top_p=7.0), 1, {})
+
+
+
+def test_template_lists_tools_tells_templates_with_tool_support_apart(tokenizer: Any) -> None:
+    # SmolLM2's template ignores tools; a template that writes them out is told apart.
+    listing = "{% for m in messages %}{{ m.content }}{% endfor %}{{ tools | tojson }}"
+    assert not prompt.PromptRenderer(tokenizer, max_model_len=100).template_lists_tools
+    assert prompt.PromptRenderer(tokenizer, max_model_len=100,
+                                 chat_template=listing).template_lists_tools
+
+
+@pytest.mark.parametrize(("effort", "rendered"), [
+    (None, "||"), ("none", "none|False|"), ("high", "high|True|")])
+def test_reasoning_effort_reaches_the_template(tokenizer: Any, effort: str | None,
+                                               rendered: str) -> None:
+    template = ("{{ reasoning_effort or '' }}|{{ enable_thinking if enable_thinking is "
+                "defined else '' }}|")
+    renderer = prompt.PromptRenderer(tokenizer, max_model_len=100, chat_template=template)
+    ids = renderer.prepare(request(reasoning_effort=effort)).token_ids
+    assert tokenizer.decode(ids) == rendered

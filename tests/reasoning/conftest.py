@@ -17,15 +17,6 @@ from trio_responses.engine.scripted import ScriptedEngine
 
 
 @pytest.fixture(scope="session")
-def tokenizer() -> Any:
-    from vllm.tokenizers.registry import get_tokenizer
-
-    from trio_responses.engine.default_model import ensure_default_model
-
-    return get_tokenizer(str(ensure_default_model()))
-
-
-@pytest.fixture(scope="session")
 def qwen3(tokenizer: Any) -> ReasoningParsers:
     return ReasoningParsers("qwen3", tokenizer)
 

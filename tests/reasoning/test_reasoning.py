@@ -13,12 +13,13 @@ import openai
 import pytest
 from httpx_sse import connect_sse
 
-from tests.engine.fakes import FakeCore, fake_engine
-from tests.engine.test_bridge import request
+from tests.engine.fakes import core_writing
+from tests.engine.test_bridge import deltas_of, request
 from tests.support.events import as_dict, check_stream
 from tests.support.server import ServerThread
 from trio_responses.__main__ import main
 from trio_responses.engine.reasoning import ReasoningParserError, ReasoningParsers
+from trio_responses.engine.scripted import model_tokens
 from trio_responses.engine.vllm_args import VLLMArgsError, parse_vllm_args
 
 THOUGHT = "I should greet them. Let me think"
@@ -31,7 +32,7 @@ WEATHER = {"type": "function", "name": "get_weather", "parameters": {
 def split(parsers: ReasoningParsers, text: str, *, chunk: int = 1,
           thinking: bool | None = None) -> tuple[str, str, int]:
     """``text`` through a splitter, ``chunk`` tokens per feed: (reasoning, answer, count)."""
-    pieces, ids = parsers.tokens(text)
+    pieces, ids = model_tokens(parsers.tokenizer, text)
     splitter = parsers.splitter(thinking=thinking)
     reasoning, answer = "", ""
     for start in range(0, len(pieces), chunk):
@@ -46,7 +47,7 @@ def split(parsers: ReasoningParsers, text: str, *, chunk: int = 1,
 
 
 def test_tokens_rebuild_the_text(qwen3: ReasoningParsers) -> None:
-    pieces, ids = qwen3.tokens(OUTPUT + " Grüße 👋")
+    pieces, ids = model_tokens(qwen3.tokenizer, OUTPUT + " Grüße 👋")
     assert "".join(pieces) == OUTPUT + " Grüße 👋"
     assert len(pieces) == len(ids) > 10 and all(len(token) == 1 for token in ids)
 
@@ -97,32 +98,20 @@ def test_cli_refuses_an_unknown_parser(capsys: pytest.CaptureFixture[str]) -> No
 
 async def test_bridge_splits_each_step_on_the_engine_thread(qwen3: ReasoningParsers,
                                                             tokenizer: Any) -> None:
-    pieces, ids = qwen3.tokens(OUTPUT)
-    core = FakeCore(script=[(p, list(i)) for p, i in zip(pieces, ids, strict=True)])
-    engine = fake_engine(core, reasoning=qwen3)
-    await engine.start()
-    try:
-        stream = await engine.submit(request(max_tokens=100))
-        deltas = [delta async for delta in stream]
-    finally:
-        await engine.aclose()
+    [deltas] = await deltas_of(core_writing(tokenizer, OUTPUT), request(max_tokens=100),
+                               reasoning=qwen3)
     assert "".join(d.reasoning for d in deltas) == THOUGHT
     assert "".join(d.text for d in deltas) == ANSWER
     last = deltas[-1]
-    assert (last.finish_reason, last.output_tokens) == ("stop", len(pieces))
+    assert (last.finish_reason, last.output_tokens) == ("stop", len(tokenizer.encode(OUTPUT)))
     assert last.reasoning_tokens == len(tokenizer.encode(THOUGHT, add_special_tokens=False))
 
 
-async def test_bridge_passes_effort_none_as_thinking_off(qwen3: ReasoningParsers) -> None:
-    pieces, ids = qwen3.tokens(ANSWER)
-    core = FakeCore(script=[(p, list(i)) for p, i in zip(pieces, ids, strict=True)])
-    engine = fake_engine(core, reasoning=qwen3)
-    await engine.start()
-    try:
-        stream = await engine.submit(request(max_tokens=100, reasoning_effort="none"))
-        deltas = [delta async for delta in stream]
-    finally:
-        await engine.aclose()
+async def test_bridge_passes_effort_none_as_thinking_off(qwen3: ReasoningParsers,
+                                                         tokenizer: Any) -> None:
+    [deltas] = await deltas_of(core_writing(tokenizer, ANSWER),
+                               request(max_tokens=100, reasoning_effort="none"),
+                               reasoning=qwen3)
     assert "".join(d.text for d in deltas) == ANSWER
     assert not any(d.reasoning for d in deltas) and deltas[-1].reasoning_tokens == 0
 

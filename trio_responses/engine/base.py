@@ -55,6 +55,9 @@ class EngineRequest:
     # The request's reasoning effort ("none" ... "xhigh"), or None when it did not ask.
     # Chat templates get it (and enable_thinking), as vLLM's own server passes them.
     reasoning_effort: str | None = None
+    # Parse tool calls with the engine's own tool parser (--tool-call-parser) and send
+    # them as EngineDelta.tool_calls; only when the engine says it can (parses_tool_calls).
+    parse_tool_calls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,16 @@ class TokenLogprob:
     logprob: float
     bytes: tuple[int, ...]
     top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of the ``index``-th tool call of a turn: its name first, then argument
+    text (JSON, in fragments that join)."""
+
+    index: int
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,8 @@ class EngineDelta:
     # and how many of output_tokens were reasoning.
     reasoning: str = ""
     reasoning_tokens: int = 0
+    # Tool calls the engine's tool parser found (EngineRequest.parse_tool_calls).
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ inside the functions that need it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -148,6 +149,19 @@ class PromptRenderer:
             raise TypeError(f"apply_chat_template returned {type(text).__name__}, not str")
         # The template already wrote the special tokens (BOS and role markers).
         return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    @functools.cached_property
+    def template_lists_tools(self) -> bool:
+        """Whether the chat template writes the tools it is given into the prompt (a
+        template without tool support ignores them)."""
+        probe = [{"role": "user", "content": "hello"}]
+        tool = {"type": "function", "function": {
+            "name": "probe_tool_7f3a", "description": "probe", "parameters": {
+                "type": "object", "properties": {}}}}
+        try:
+            return self.render(probe, [tool]) != self.render(probe)
+        except errors.APIError:
+            return False
 
     def count(self, request: EngineRequest) -> int:
         """The prompt length as submit would send it (after truncation, when it fits)."""

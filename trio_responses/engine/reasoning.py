@@ -51,7 +51,7 @@ class ReasoningParsers:
     def __init__(self, name: str, tokenizer: Any, *, plugin: str | None = None) -> None:
         self.name = name
         self._class = parser_class(name, plugin)
-        self._tokenizer = tokenizer
+        self.tokenizer = tokenizer
         # Built once so a parser that cannot work with this tokenizer (deepseek_r1 with a
         # vocabulary that lacks its think tokens) fails at start-up, not per request.
         try:
@@ -82,27 +82,10 @@ class ReasoningParsers:
         kwargs: dict[str, Any] = {}
         if thinking is not None:
             kwargs["chat_template_kwargs"] = {"enable_thinking": thinking}
-        parser = self._class(self._tokenizer, **kwargs)
+        parser = self._class(self.tokenizer, **kwargs)
         if prompt_token_ids:
             parser.adjust_initial_state_from_prompt(list(prompt_token_ids))
         return ReasoningSplitter(parser)
-
-    def tokens(self, text: str) -> tuple[list[str], list[tuple[int, ...]]]:
-        """``text`` as the tokenizer splits it: each token's text and id (for an engine
-        with no model that streams text the way a model would)."""
-        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
-        pieces: list[str] = []
-        sent = ""
-        for end in range(1, len(ids) + 1):
-            # Decoding the prefix keeps characters split across tokens whole: a token
-            # that ends mid-character sends nothing until the character is complete.
-            decoded = self._tokenizer.decode(ids[:end])
-            if decoded.endswith("\ufffd") and end < len(ids):
-                pieces.append("")
-                continue
-            pieces.append(decoded[len(sent):])
-            sent = decoded
-        return pieces, [(token,) for token in ids]
 
 
 class ReasoningSplitter:
@@ -137,28 +120,6 @@ class ReasoningSplitter:
         if counted > 0:
             self.reasoning_tokens = min(counted, len(self._ids))
         return reasoning, content
-
-
-def scripted_reasoning(engine_flags: Sequence[str]) -> ReasoningParsers | None:
-    """The scripted engine's reasoning parsers from vLLM's flags: ``--reasoning-parser``
-    (with ``--reasoning-parser-plugin``) and ``--tokenizer`` (default: the default
-    model's tokenizer, prepared if need be). None without ``--reasoning-parser``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--reasoning-parser", default=None)
-    parser.add_argument("--reasoning-parser-plugin", default=None)
-    parser.add_argument("--tokenizer", default=None)
-    flags, _ = parser.parse_known_args(list(engine_flags))
-    if not flags.reasoning_parser:
-        return None
-    from vllm.tokenizers.registry import get_tokenizer
-
-    from .default_model import ensure_default_model
-
-    path = flags.tokenizer or str(ensure_default_model())
-    return ReasoningParsers(flags.reasoning_parser, get_tokenizer(path),
-                            plugin=flags.reasoning_parser_plugin)
 
 
 def _parts(message: Any) -> tuple[str, str]:

@@ -15,14 +15,19 @@ abort (``aborted``), so tests can assert what reached the engine.
 Reasoning: ``[[think]]`` in the last user message makes the reply start with a
 ``<think>...</think>`` block, as a thinking model writes (not when the request asked for
 reasoning effort ``none``). Given ``reasoning`` (vLLM's reasoning parsers, see
-:mod:`trio_responses.engine.reasoning`) the engine splits its output with them, as the vLLM
-bridge does; it then counts and sends tokens as the parsers' tokenizer splits the text.
+:mod:`trio_responses.engine.reasoning`) the engine splits its output with them, and given
+``tool_calls`` (vLLM's tool parsers, :mod:`trio_responses.engine.tool_parsing`) it parses
+the calls of requests that ask it to, as the vLLM bridge does; it then counts and sends
+tokens as the parsers' tokenizer splits the text. :meth:`ScriptedEngine.from_flags` builds
+them from vLLM's flags (``python -m trio_responses --engine scripted --reasoning-parser
+qwen3``).
 """
 
 from __future__ import annotations
 
+import argparse
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +41,11 @@ from .base import (
     EngineStatistics,
     FinishReason,
     TokenLogprob,
+    ToolCallDelta,
     TopLogprob,
 )
 from .reasoning import ReasoningParsers, ReasoningSplitter, thinking_flag
+from .tool_parsing import ToolCallParsers, ToolCallStream
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
@@ -54,8 +61,8 @@ _CALL = re.compile(r"\[\[call:([A-Za-z0-9_-]+)\]\]")
 
 
 def echo_reply(request: EngineRequest) -> str:
-    """Echo the last user message. ``[[call:NAME]]`` in it (with tools given) makes a
-    call of tool NAME in the built-in format; after a tool output, report the output.
+    """Echo the last user message. Each ``[[call:NAME]]`` in it (with tools given) makes
+    a call of tool NAME in the built-in format; after a tool output, report the output.
     ``[[think]]`` puts a ``<think>`` block first."""
     reply = _answer(request)
     if "[[think]]" in last_user_text(request) and request.reasoning_effort != "none":
@@ -69,13 +76,18 @@ def _answer(request: EngineRequest) -> str:
     if last.get("role") == "tool":
         return f"The tool returned: {last.get('content')}"
     text = last_user_text(request).replace("[[think]]", "").strip()
+    blocks = []
     for name in _CALL.findall(text):
         for tool in request.tools:
             function = tool.get("function", {})
             if function.get("name") == name:
                 call = {"name": name,
                         "arguments": instance_of(function.get("parameters") or {})}
-                return f"<tool_call>\n{msgspec.json.encode(call).decode()}\n</tool_call>"
+                blocks.append(
+                    f"<tool_call>\n{msgspec.json.encode(call).decode()}\n</tool_call>")
+                break
+    if blocks:
+        return "\n".join(blocks)
     return f"You said: {text}" if text else "Hello from the scripted engine."
 
 
@@ -100,6 +112,28 @@ def instance_of(schema: Mapping[str, Any]) -> Any:
     return {"string": "text", "integer": 1, "number": 1.5, "boolean": True}.get(kind)
 
 
+class _NoParsers:
+    tokenizer = None
+
+
+def model_tokens(tokenizer: Any, text: str) -> tuple[list[str], list[tuple[int, ...]]]:
+    """``text`` as a tokenizer splits it: each token's text and id, so the scripted
+    engine streams text the way a model would."""
+    ids = list(tokenizer.encode(text, add_special_tokens=False))
+    pieces: list[str] = []
+    sent = ""
+    for end in range(1, len(ids) + 1):
+        # Decoding the prefix keeps characters split across tokens whole: a token that
+        # ends mid-character sends nothing until the character is complete.
+        decoded = tokenizer.decode(ids[:end])
+        if decoded.endswith("\ufffd") and end < len(ids):
+            pieces.append("")
+            continue
+        pieces.append(decoded[len(sent):])
+        sent = decoded
+    return pieces, [(token,) for token in ids]
+
+
 def _count_tokens(request: EngineRequest) -> int:
     return sum(len(_TOKEN.findall(str(m.get("content") or ""))) + 2 for m in request.messages)
 
@@ -110,9 +144,10 @@ class _Script:
     finish: FinishReason
     fail_after: int | None
     stall_after: int | None
-    # With a reasoning parser: each token's ids, and the request's splitter.
+    # With vLLM's parsers: each token's ids, and the request's parser states.
     token_ids: list[tuple[int, ...]] | None = None
     reasoning: ReasoningSplitter | None = None
+    tool_calls: ToolCallStream | None = None
 
 
 class ScriptedStream:
@@ -156,12 +191,19 @@ class ScriptedStream:
         self._sent += 1
         finish = script.finish if self._sent >= len(script.tokens) else None
         text, reasoning, reasoning_tokens = token, "", 0
-        if script.reasoning is not None and script.token_ids is not None:
-            reasoning, text = script.reasoning.feed(token, script.token_ids[self._sent - 1])
+        calls: tuple[ToolCallDelta, ...] = ()
+        ids = script.token_ids[self._sent - 1] if script.token_ids is not None else ()
+        if script.reasoning is not None:
+            reasoning, text = script.reasoning.feed(token, ids)
             if finish is not None:
                 more_reasoning, more_text = script.reasoning.finish()
                 reasoning, text = reasoning + more_reasoning, text + more_text
             reasoning_tokens = script.reasoning.reasoning_tokens
+        if script.tool_calls is not None:
+            text, calls = script.tool_calls.feed(text, ids)
+            if finish is not None:
+                more_text, more_calls = script.tool_calls.finish()
+                text, calls = text + more_text, calls + more_calls
         delta = EngineDelta(
             text=text,
             logprobs=self._logprobs(text) if text == token else (),
@@ -171,6 +213,7 @@ class ScriptedStream:
             output_tokens=self._sent,
             reasoning=reasoning,
             reasoning_tokens=reasoning_tokens,
+            tool_calls=calls,
         )
         if finish is not None:
             self._end()
@@ -210,9 +253,16 @@ class ScriptedEngine:
         model_name: str = "scripted",
         max_model_len: int = 8192,
         reasoning: ReasoningParsers | None = None,
+        tool_calls: ToolCallParsers | None = None,
+        renders_tools: bool = False,
     ) -> None:
         self.reply = reply
+        # Whether to act as a model whose chat template lists the tools (then the
+        # built-in tool instructions are left out when tool_calls parses the calls).
+        self.renders_tools = renders_tools
         self.reasoning = reasoning
+        self.tool_calls = tool_calls
+        self._tokenizer = (reasoning or tool_calls or _NoParsers).tokenizer
         self.token_delay = token_delay
         self.first_token_delay = first_token_delay
         self._model_name = model_name
@@ -223,9 +273,41 @@ class ScriptedEngine:
         self._running: set[str] = set()
         self._seen_prompts: set[tuple[str | None, str]] = set()
 
+    @classmethod
+    def from_flags(cls, engine_flags: Sequence[str], **kwargs: Any) -> ScriptedEngine:
+        """A scripted engine with vLLM's parsers as vLLM's flags ask for them:
+        ``--reasoning-parser`` (``--reasoning-parser-plugin``), ``--tool-call-parser`` with
+        ``--enable-auto-tool-choice`` (``--tool-parser-plugin``), over ``--tokenizer``
+        (default: the default model's, prepared if need be). Other flags are ignored."""
+        parser = argparse.ArgumentParser(add_help=False)
+        for flag in ("--reasoning-parser", "--reasoning-parser-plugin", "--tokenizer",
+                     "--tool-call-parser", "--tool-parser-plugin"):
+            parser.add_argument(flag, default=None)
+        parser.add_argument("--enable-auto-tool-choice", action="store_true")
+        flags, _ = parser.parse_known_args(list(engine_flags))
+        tool_parser = flags.tool_call_parser if flags.enable_auto_tool_choice else None
+        if not flags.reasoning_parser and not tool_parser:
+            return cls(**kwargs)
+        from vllm.tokenizers.registry import get_tokenizer
+
+        from .default_model import ensure_default_model
+
+        tokenizer = get_tokenizer(flags.tokenizer or str(ensure_default_model()))
+        if flags.reasoning_parser:
+            kwargs["reasoning"] = ReasoningParsers(flags.reasoning_parser, tokenizer,
+                                                   plugin=flags.reasoning_parser_plugin)
+        if tool_parser:
+            kwargs["tool_calls"] = ToolCallParsers(tool_parser, tokenizer,
+                                                   plugin=flags.tool_parser_plugin)
+        return cls(**kwargs)
+
     @property
     def model_name(self) -> str:
         return self._model_name
+
+    @property
+    def parses_tool_calls(self) -> bool:
+        return self.tool_calls is not None
 
     async def start(self) -> None:
         self.alive = True
@@ -263,8 +345,8 @@ class ScriptedEngine:
         text = self._text(request)
         full = _TOKEN.findall(text) or [""]
         ids: list[tuple[int, ...]] | None = None
-        if self.reasoning is not None:
-            full, ids = self.reasoning.tokens(text)
+        if self._tokenizer is not None:
+            full, ids = model_tokens(self._tokenizer, text)
             if not full:
                 full, ids = [""], [()]
         limit = request.sampling.max_tokens
@@ -284,6 +366,8 @@ class ScriptedEngine:
             token_ids=ids,
             reasoning=None if self.reasoning is None else self.reasoning.splitter(
                 thinking=thinking_flag(request.reasoning_effort)),
+            tool_calls=self.tool_calls.stream(request.tools)
+            if self.tool_calls is not None and request.parse_tool_calls else None,
         )
         self._running.add(request.request_id)
         return ScriptedStream(self, request, script, prompt_tokens, cached)

@@ -5,9 +5,10 @@
 user knows passes through unchanged (``--dtype --max-model-len --tensor-parallel-size
 --pipeline-parallel-size --data-parallel-size --distributed-executor-backend
 --gpu-memory-utilization --enforce-eager --served-model-name --reasoning-parser`` ...),
-plus three front-end flags of vLLM's server that concern prompts and parsing:
-``--chat-template``, ``--tool-call-parser`` and ``--enable-auto-tool-choice`` (kept in
-``VLLMEngine.options``).
+plus the front-end flags of vLLM's server that concern prompts and parsing:
+``--chat-template``, ``--tool-call-parser``, ``--enable-auto-tool-choice`` and
+``--tool-parser-plugin`` (kept in ``VLLMEngine.options``). Parser names are checked here,
+before the model loads.
 
 Defaults differ from vLLM's where this project needs them:
 
@@ -34,10 +35,12 @@ from typing import Any
 
 from trio_responses.engine.default_model import MODEL_NAME, ensure_default_model
 from trio_responses.engine.reasoning import ReasoningParserError, parser_class
+from trio_responses.engine.tool_parsing import ToolParserError, tool_parser_class
 from trio_responses.engine.vllm_bridge import VLLMEngine
 from trio_responses.engine.vllm_core import load_engine
 
-_FRONTEND_OPTIONS = ("chat_template", "tool_call_parser", "enable_auto_tool_choice")
+_FRONTEND_OPTIONS = ("chat_template", "tool_call_parser", "enable_auto_tool_choice",
+                     "tool_parser_plugin")
 
 
 class VLLMArgsError(ValueError):
@@ -70,6 +73,7 @@ def make_parser() -> Any:
     group.add_argument("--chat-template", default=None, help="a Jinja template or a file")
     group.add_argument("--tool-call-parser", default=None)
     group.add_argument("--enable-auto-tool-choice", action="store_true", default=False)
+    group.add_argument("--tool-parser-plugin", default=None)
     # None marks "not given", so our defaults apply only then.
     parser.set_defaults(model=None, dtype=None, scheduling_policy=None)
     return parser
@@ -93,6 +97,11 @@ def parse_vllm_args(model: str | None, vllm_args: Sequence[str]) -> tuple[Any, d
         try:
             parser_class(namespace.reasoning_parser, namespace.reasoning_parser_plugin)
         except ReasoningParserError as exc:
+            raise VLLMArgsError(str(exc)) from None
+    if namespace.tool_call_parser:
+        try:
+            tool_parser_class(namespace.tool_call_parser, namespace.tool_parser_plugin)
+        except ToolParserError as exc:
             raise VLLMArgsError(str(exc)) from None
     if namespace.model is None:
         namespace.model = str(ensure_default_model())

@@ -108,6 +108,7 @@ class VLLMStream:
                 text=pending.text + delta.text,
                 reasoning=pending.reasoning + delta.reasoning,
                 logprobs=pending.logprobs + delta.logprobs,
+                tool_calls=pending.tool_calls + delta.tool_calls,
             )
         self._pending = delta
         if delta.finish_reason is not None:
@@ -156,6 +157,17 @@ class VLLMEngine:
     @property
     def model_name(self) -> str:
         return self._model_name
+
+    @property
+    def parses_tool_calls(self) -> bool:
+        """Whether tool calls are parsed by vLLM's parser (--tool-call-parser with
+        --enable-auto-tool-choice), with the tools rendered by the model's template."""
+        return self._loaded is not None and self._loaded.tool_calls is not None
+
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the model's chat template lists the tools it is given."""
+        return self._loaded is not None and self._loaded.renderer.template_lists_tools
 
     @property
     def max_model_len(self) -> int:
@@ -211,7 +223,8 @@ class VLLMEngine:
         prepared = await trio.to_thread.run_sync(
             loaded.renderer.prepare, request, limiter=self._render_limiter
         )
-        params = loaded.make_params(request.sampling, prepared.max_tokens)
+        parse_tools = request.parse_tool_calls and loaded.tool_calls is not None
+        params = loaded.make_params(request.sampling, prepared.max_tokens, parse_tools)
         # The engine may have died while we rendered.
         self._check_available()
         # Our own unique id: a client's request_id may repeat.
@@ -231,6 +244,7 @@ class VLLMEngine:
                 len(prepared.token_ids),
                 request.sampling.top_logprobs,
                 thinking_flag(request.reasoning_effort),
+                request.tools if parse_tools else None,
             )
         )
         return stream

@@ -4,8 +4,9 @@
 ``LLMEngine`` from ``EngineArgs``, loads a separate tokenizer for the Trio side (never the
 engine's cached instance: a Hugging Face tokenizer used from two threads at once can
 raise "Already borrowed"), reads the model's default sampling parameters, and with
-``--reasoning-parser`` builds vLLM's reasoning parser for the worker (with a tokenizer of
-its own, used only on the engine thread).
+``--reasoning-parser`` (and ``--tool-call-parser --enable-auto-tool-choice``) builds vLLM's
+parsers for the worker (each with a tokenizer of its own, used only on the engine
+thread).
 
 :class:`LLMEngineCore` gives the engine the small surface the worker uses
 (:class:`~trio_responses.engine.vllm_worker.CoreEngine`), and closes one gap of
@@ -27,6 +28,7 @@ from typing import Any
 from trio_responses.engine import prompt as prompting
 from trio_responses.engine.base import SamplingOptions
 from trio_responses.engine.reasoning import ReasoningParsers
+from trio_responses.engine.tool_parsing import ToolCallParsers
 from trio_responses.engine.vllm_worker import LoadedEngine
 
 # Seconds the engine core gets to shut down when the bridge stops.
@@ -64,7 +66,10 @@ def load_engine(engine_args: Any, options: Mapping[str, Any]) -> LoadedEngine:
             chat_template=options.get("chat_template"),
         )
         defaults = dict(config.get_diff_sampling_param())
-        reasoning = None
+        reasoning = tool_calls = None
+        if options.get("tool_call_parser") and options.get("enable_auto_tool_choice"):
+            tool_calls = ToolCallParsers(options["tool_call_parser"], load_tokenizer(),
+                                         plugin=options.get("tool_parser_plugin"))
         if engine_args.reasoning_parser:
             # A third tokenizer, used only on this (the engine) thread.
             reasoning = ReasoningParsers(engine_args.reasoning_parser, load_tokenizer(),
@@ -72,13 +77,17 @@ def load_engine(engine_args: Any, options: Mapping[str, Any]) -> LoadedEngine:
     except BaseException:
         engine.engine_core.shutdown()
         raise
-    keep_special = reasoning is not None and reasoning.keep_special_tokens
+    if tool_calls is not None:
+        renderer.template_lists_tools  # noqa: B018 -- computed here, off the Trio thread
+    keep_for_reasoning = reasoning is not None and reasoning.keep_special_tokens
+    keep_for_tools = tool_calls is not None and tool_calls.keep_special_tokens
 
-    def make_params(sampling: SamplingOptions, max_tokens: int) -> Any:
+    def make_params(sampling: SamplingOptions, max_tokens: int, parse_tools: bool) -> Any:
+        keep = keep_for_reasoning or (parse_tools and keep_for_tools)
         return prompting.sampling_params(sampling, max_tokens, defaults,
-                                         keep_special_tokens=keep_special)
+                                         keep_special_tokens=keep)
 
-    return LoadedEngine(LLMEngineCore(engine), renderer, make_params, reasoning)
+    return LoadedEngine(LLMEngineCore(engine), renderer, make_params, reasoning, tool_calls)
 
 
 class LLMEngineCore:

@@ -19,8 +19,9 @@ the bridge is told through ``on_dead`` / ``on_stopped``.
 
 Converting vLLM's ``RequestOutput`` into :class:`EngineDelta` happens here, with
 per-request bookkeeping (prompt length, output tokens so far, logprobs wanted, and with
-``--reasoning-parser`` the request's :class:`ReasoningSplitter`, fed each step's new
-text and token ids) that only this thread reads or writes.
+``--reasoning-parser`` the request's :class:`ReasoningSplitter`, and with
+``--tool-call-parser`` its :class:`ToolCallStream`, each fed every step's new text and
+token ids) that only this thread reads or writes.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from typing import Any, Protocol
 import trio
 
 from trio_responses.engine import prompt as prompting
-from trio_responses.engine.base import EngineDelta, SamplingOptions, TokenLogprob
+from trio_responses.engine.base import EngineDelta, SamplingOptions, TokenLogprob, ToolCallDelta
 from trio_responses.engine.reasoning import ReasoningParsers, ReasoningSplitter
+from trio_responses.engine.tool_parsing import ToolCallParsers, ToolCallStream
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,13 @@ class LoadedEngine:
 
     core: CoreEngine
     renderer: prompting.PromptRenderer
-    # Builds the engine's sampling parameters (vLLM's SamplingParams) for one request;
-    # called on the Trio thread.
-    make_params: Callable[[SamplingOptions, int], Any]
+    # Builds the engine's sampling parameters (vLLM's SamplingParams) for one request,
+    # given whether its tool calls are parsed here; called on the Trio thread.
+    make_params: Callable[[SamplingOptions, int, bool], Any]
     # --reasoning-parser: splits each request's output on this thread.
     reasoning: ReasoningParsers | None = None
+    # --tool-call-parser with --enable-auto-tool-choice: parses calls on this thread.
+    tool_calls: ToolCallParsers | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +83,8 @@ class Add:
     top_logprobs: int | None
     # The request's enable_thinking for the reasoning parser (None: not given).
     thinking: bool | None = None
+    # Its tools (chat-completions form) when its calls are parsed here.
+    tools: tuple[Any, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +114,7 @@ class _Tracked:
     top_logprobs: int | None
     output_tokens: int = 0
     reasoning: ReasoningSplitter | None = None
+    tool_calls: ToolCallStream | None = None
 
 
 @dataclass(slots=True)
@@ -134,6 +141,7 @@ class EngineWorker:
         self._callbacks = callbacks
         self._tracked: dict[str, _Tracked] = {}
         self._reasoning: ReasoningParsers | None = None
+        self._tool_calls: ToolCallParsers | None = None
 
     def run(self) -> None:
         """The thread's body."""
@@ -144,7 +152,7 @@ class EngineWorker:
             self._post(self._callbacks.on_stopped)
             return
         core = loaded.core
-        self._reasoning = loaded.reasoning
+        self._reasoning, self._tool_calls = loaded.reasoning, loaded.tool_calls
         try:
             if self._post(self._callbacks.on_started, loaded, None):
                 self._serve(core)
@@ -220,8 +228,11 @@ class EngineWorker:
             splitter = self._reasoning.splitter(
                 thinking=command.thinking,
                 prompt_token_ids=command.prompt.get("prompt_token_ids", ()))
+        calls = None
+        if self._tool_calls is not None and command.tools is not None:
+            calls = self._tool_calls.stream(command.tools)
         self._tracked[command.request_id] = _Tracked(
-            command.prompt_tokens, command.top_logprobs, reasoning=splitter)
+            command.prompt_tokens, command.top_logprobs, reasoning=splitter, tool_calls=calls)
         return True
 
     def _convert(self, output: Any, batch: Batch) -> None:
@@ -249,15 +260,21 @@ class EngineWorker:
                 # The last token is the EOS (or a stop token id): not part of the text.
                 logprobs = logprobs[:-1]
         text, reasoning = completion.text, ""
+        calls: tuple[ToolCallDelta, ...] = ()
         if state.reasoning is not None:
             reasoning, text = state.reasoning.feed(text, completion.token_ids)
             if finish is not None:
                 more_reasoning, more_text = state.reasoning.finish()
                 reasoning, text = reasoning + more_reasoning, text + more_text
-            if reasoning or text != completion.text:
-                # Logprobs are per token of the whole output: they match the answer's
-                # text only where none of it was reasoning or markup.
-                logprobs = ()
+        if state.tool_calls is not None:
+            text, calls = state.tool_calls.feed(text, completion.token_ids)
+            if finish is not None:
+                more_text, more_calls = state.tool_calls.finish()
+                text, calls = text + more_text, calls + more_calls
+        if text != completion.text:
+            # Logprobs are per token of the whole output: they match the answer's text
+            # only where none of it was reasoning, a call or markup.
+            logprobs = ()
         delta = EngineDelta(
             text=text,
             logprobs=logprobs,
@@ -267,5 +284,6 @@ class EngineWorker:
             output_tokens=state.output_tokens,
             reasoning=reasoning,
             reasoning_tokens=state.reasoning.reasoning_tokens if state.reasoning else 0,
+            tool_calls=calls,
         )
         batch.deltas.append((request_id, delta))

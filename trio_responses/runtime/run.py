@@ -190,6 +190,8 @@ class ResponseRun:
                     events += self.tools.text(delta.text)
                 else:
                     events += self.builder.text(delta.text, self._logprobs(delta))
+            if delta.tool_calls and self.tools is not None:
+                events += self.tools.engine_calls(delta.tool_calls)
             if await self._deliver(events):
                 self._engine_done = delta.finish_reason is not None
                 return True, None

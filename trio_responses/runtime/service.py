@@ -129,6 +129,16 @@ class ResponseService:
             history.extend(turn.response.get("output", ()))
         return history
 
+    @property
+    def _engine_parses_tools(self) -> bool:
+        # The vLLM bridge with --tool-call-parser --enable-auto-tool-choice, or any engine
+        # that says it parses tool calls itself.
+        return bool(getattr(self.engine, "parses_tool_calls", False))
+
+    @property
+    def _engine_renders_tools(self) -> bool:
+        return bool(getattr(self.engine, "renders_tools", False))
+
     def engine_request(
         self, request: CreateResponseRequest, request_id: str, messages: list[dict[str, Any]],
         tier: str,
@@ -149,12 +159,15 @@ class ResponseService:
             json_schema=fmt.schema if fmt is not None and fmt.type == "json_schema" else None,
             json_object=fmt is not None and fmt.type == "json_object",
         )
-        mode = tool_mode(request)
+        mode = tool_mode(request, self._engine_parses_tools)
         tools = chat_tools(request) if mode else ()
         if mode == "json":
             sampling = dataclasses.replace(sampling, json_object=False, json_schema=call_schema(
                 request.tools or (), _named_tool(request.tool_choice)))
-        elif mode == "tags" and not getattr(self.engine, "renders_tools", False):
+        elif mode == "tags" or (mode == "engine" and not self._engine_renders_tools):
+            # Our parser reads our format; the engine's parser gets the tools from the
+            # model's template, or from our instructions when the template cannot list
+            # them (their Hermes format is what the hermes parser reads).
             messages = with_tool_instructions(messages, tools)
         return EngineRequest(
             request_id=request_id,
@@ -165,6 +178,7 @@ class ResponseService:
             priority=request.priority if request.priority is not None else TIER_PRIORITY[tier],
             truncate=request.truncation == "auto",
             reasoning_effort=request.reasoning.effort if request.reasoning else None,
+            parse_tool_calls=mode == "engine",
         )
 
     async def prepare(
@@ -183,7 +197,7 @@ class ResponseService:
 
     def _tool_turns(self, request: CreateResponseRequest, first: EngineRequest,
                     builder: ResponseEvents, wait: bool) -> ToolTurns | None:
-        mode = tool_mode(request)
+        mode = tool_mode(request, self._engine_parses_tools)
         if mode is None:
             return None
         messages = list(first.messages)
@@ -196,7 +210,8 @@ class ResponseService:
             messages.extend(turn_messages(calls))
             follow = dataclasses.replace(
                 first, request_id=f"{first.request_id}_turn{turns}", messages=tuple(messages),
-                sampling=dataclasses.replace(first.sampling, json_schema=None))
+                sampling=dataclasses.replace(first.sampling, json_schema=None),
+                parse_tool_calls=self._engine_parses_tools)
             return await self.engine.submit(follow)
 
         plan = ToolPlan(mode=mode, max_calls=request.max_tool_calls,

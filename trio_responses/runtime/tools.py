@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import trio
 
-from ..engine.base import EngineStream
+from ..engine.base import EngineStream, ToolCallDelta
 from ..errors import APIError, InvalidRequest
 from ..protocol.events import Emitted, ResponseEvents
 from ..protocol.ids import IdFactory
@@ -43,9 +43,14 @@ class Conflict(APIError):
 NextTurn = Callable[[list[dict[str, Any]]], Awaitable[EngineStream]]
 
 
+# How calls come out of the model: our built-in format ("tags"), one forced JSON call
+# ("json"), or parsed by the engine's own tool parser ("engine": EngineDelta.tool_calls).
+ToolMode = Literal["tags", "json", "engine"]
+
+
 @dataclass(frozen=True)
 class ToolPlan:
-    mode: Literal["tags", "json"]
+    mode: ToolMode
     max_calls: int | None
     parallel: bool
     wait: bool
@@ -58,10 +63,12 @@ class ToolTurns:
         self.plan = plan
         self._builder = builder
         self._ids = ids
-        self._mode: Literal["tags", "json"] = plan.mode
-        self._parser = ToolCallParser(plan.mode)
+        self._mode: ToolMode = plan.mode
+        self._parser = ToolCallParser(_parser_mode(plan.mode))
         self._total_calls = 0
         self.turn_calls: list[dict[str, Any]] = []
+        # The engine's calls of this turn by their index; None: over the call limits.
+        self._engine_calls: dict[int, dict[str, Any] | None] = {}
         self._outputs: dict[str, str] = {}
         self._waiting = False
         self._all_posted = trio.Event()
@@ -69,11 +76,44 @@ class ToolTurns:
     # -- parsing ---------------------------------------------------------------------
 
     def text(self, text: str) -> list[Emitted]:
+        if self._mode == "engine":
+            return self._builder.text(text)
         return self._emit(self._parser.feed(text))
+
+    def engine_calls(self, calls: Sequence[ToolCallDelta]) -> list[Emitted]:
+        """Calls the engine's tool parser found: a name opens a call, argument text
+        streams into it."""
+        events: list[Emitted] = []
+        for piece in calls:
+            if piece.index not in self._engine_calls:
+                if piece.name is None:
+                    continue  # arguments before the name: the parser's mistake
+                call = None
+                if self._may_call():
+                    call = {"call_id": self._ids("call"), "name": piece.name, "arguments": ""}
+                    self._total_calls += 1
+                    self.turn_calls.append(call)
+                    events += self._builder.function_call(call_id=call["call_id"],
+                                                          name=piece.name)
+                self._engine_calls[piece.index] = call
+            call = self._engine_calls[piece.index]
+            if call is not None and piece.arguments:
+                call["arguments"] += piece.arguments
+                events += self._builder.function_call(call_id=call["call_id"],
+                                                      name=call["name"],
+                                                      arguments=piece.arguments)
+        return events
 
     def end_of_turn(self) -> list[Emitted]:
         events = self._emit(self._parser.flush())
-        self._parser = ToolCallParser(self._mode)
+        self._parser = ToolCallParser(_parser_mode(self._mode))
+        self._engine_calls = {}
+        for call in self.turn_calls:
+            # A call the model ended without arguments still sends valid JSON.
+            if not call["arguments"]:
+                call["arguments"] = "{}"
+                events += self._builder.function_call(call_id=call["call_id"],
+                                                      name=call["name"], arguments="{}")
         return events
 
     def _emit(self, pieces: Sequence[str | ParsedCall]) -> list[Emitted]:
@@ -116,8 +156,9 @@ class ToolTurns:
             return None
         turn = [dict(call, output=self._outputs[call["call_id"]]) for call in self.turn_calls]
         self.turn_calls = []
-        self._mode = "tags"  # later turns answer freely
-        self._parser = ToolCallParser(self._mode)
+        if self._mode == "json":
+            self._mode = "tags"  # later turns answer freely
+        self._parser = ToolCallParser(_parser_mode(self._mode))
         return turn
 
     def post(self, outputs: Sequence[Mapping[str, Any]]) -> None:
@@ -143,13 +184,18 @@ class ToolTurns:
             self._all_posted.set()
 
 
-def tool_mode(request: CreateResponseRequest) -> Literal["tags", "json"] | None:
-    """How calls come out: None (no tools in play), free text with tags, or forced JSON."""
+def tool_mode(request: CreateResponseRequest, engine_parses: bool = False) -> ToolMode | None:
+    """How calls come out: None (no tools in play), forced JSON, or free text parsed by
+    the engine's tool parser when it has one, else by ours."""
     if not request.tools or request.tool_choice == "none":
         return None
     if request.tool_choice == "required" or isinstance(request.tool_choice, dict):
         return "json"
-    return "tags"
+    return "engine" if engine_parses else "tags"
+
+
+def _parser_mode(mode: ToolMode) -> Literal["tags", "json"]:
+    return "json" if mode == "json" else "tags"
 
 
 def chat_tools(request: CreateResponseRequest) -> tuple[dict[str, Any], ...]:

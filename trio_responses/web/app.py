@@ -35,12 +35,11 @@ log = logging.getLogger("trio_responses")
 
 def build_engine(settings: Settings) -> Engine:
     if settings.engine == "scripted":
-        from ..engine.reasoning import scripted_reasoning
         from ..engine.scripted import ScriptedEngine
 
-        return ScriptedEngine(token_delay=settings.scripted_token_delay,
-                              model_name=settings.model or "scripted",
-                              reasoning=scripted_reasoning(settings.vllm_args))
+        return ScriptedEngine.from_flags(settings.vllm_args,
+                                         token_delay=settings.scripted_token_delay,
+                                         model_name=settings.model or "scripted")
     from ..engine.vllm_bridge import build_vllm_engine
 
     return build_vllm_engine(settings.model, settings.vllm_args)
