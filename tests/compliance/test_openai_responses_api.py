@@ -112,8 +112,9 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
     (from 0, or from ``resumed_after + 1``); ``response.created`` comes first, then
     ``response.queued`` (background only) and ``response.in_progress``; output items are
     added and done in pairs, one at a time, at increasing ``output_index``; content
-    parts nest in their item; text deltas join to the ``.done`` text and to the final
-    response's text; exactly one terminal event, last.
+    parts nest in their item; text deltas (answer and reasoning) join to the ``.done``
+    text and to the final response's text; function-call argument deltas join to the
+    ``.done`` arguments and the item's; exactly one terminal event, last.
     """
     assert events, "no events"
     for event in events:
@@ -145,19 +146,28 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
             assert event["output_index"] == len(done_items)
             done_items.append(event["item"])
             open_item = None
-        elif kind.startswith("response.content_part.") or kind.startswith(
-                "response.output_text."):
+        elif kind.startswith(("response.content_part.", "response.output_text.",
+                              "response.reasoning_text.")):
             assert open_item is not None and event["item_id"] == open_item["id"], kind
             key = (event["item_id"], event["content_index"])
             if kind == "response.content_part.added":
                 assert key not in texts, key
                 texts[key] = []
-            elif kind == "response.output_text.delta":
+            elif kind.endswith("_text.delta"):
                 texts[key].append(event["delta"])
-            elif kind == "response.output_text.done":
+            elif kind.endswith("_text.done"):
                 assert "".join(texts[key]) == event["text"]
-            elif kind == "response.content_part.done" and event["part"]["type"] == "output_text":
+            elif kind == "response.content_part.done" and event["part"]["type"] in (
+                    "output_text", "reasoning_text"):
                 assert "".join(texts[key]) == event["part"]["text"]
+        elif kind.startswith("response.function_call_arguments."):
+            assert open_item is not None and event["item_id"] == open_item["id"], kind
+            assert open_item["type"] == "function_call", kind
+            key = (event["item_id"], -1)
+            if kind.endswith(".delta"):
+                texts.setdefault(key, []).append(event["delta"])
+            else:
+                assert "".join(texts.get(key, [])) == event["arguments"]
     final: dict[str, Any] = events[-1]["response"]
     status = {"response.completed": {"completed"},
               "response.incomplete": {"incomplete", "cancelled"},
@@ -168,8 +178,10 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
         assert [item["id"] for item in final["output"]] == [i["id"] for i in done_items]
         for item in [*done_items, *final["output"]]:
             for index, part in enumerate(item.get("content") or ()):
-                if item["type"] == "message" and part["type"] == "output_text":
+                if part["type"] in ("output_text", "reasoning_text"):
                     assert "".join(texts[(item["id"], index)]) == part["text"]
+            if item["type"] == "function_call":
+                assert "".join(texts.get((item["id"], -1), [])) == item["arguments"]
     return final
 
 
@@ -495,3 +507,61 @@ def test_wrong_api_key(deployment: Deployment, model: str) -> None:
                        _strict_response_validation=True) as client, \
             pytest.raises(openai.AuthenticationError):
         client.responses.create(model=model, input="Say hello.")
+
+
+# -- function tools and reasoning ------------------------------------------------------
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function", "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"], "additionalProperties": False},
+    "strict": True,
+}
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "name": "get_weather"}])
+def test_forced_function_call(sdk: openai.OpenAI, model: str, choice: Any) -> None:
+    with sdk.responses.stream(model=model, input="What is the weather in Paris?",
+                              tools=[WEATHER_TOOL], tool_choice=choice,
+                              max_output_tokens=200) as stream:
+        events = [as_json(event) for event in stream]
+    final = check_stream(events)
+    assert final is not None and final["status"] == "completed"
+    calls = [item for item in final["output"] if item["type"] == "function_call"]
+    assert len(calls) == 1
+    [call] = calls
+    assert call["name"] == "get_weather" and call["call_id"] and call["status"] == "completed"
+    arguments = json.loads(call["arguments"])
+    assert set(arguments) == {"city"} and isinstance(arguments["city"], str)
+    assert final["tool_choice"] == choice
+
+
+def test_function_call_output_continues_the_conversation(sdk: openai.OpenAI,
+                                                         model: str) -> None:
+    # The call replayed before its output, as openai-agents sends them.
+    response = sdk.responses.create(model=model, max_output_tokens=50, tools=[WEATHER_TOOL],
+                                    input=[
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": "call_compliance_1", "name": "get_weather",
+         "arguments": '{"city": "Paris"}'},
+        {"type": "function_call_output", "call_id": "call_compliance_1",
+         "output": "sunny, 21 C"},
+    ])
+    assert response.status in ("completed", "incomplete")
+    assert response.output
+    items = sdk.responses.input_items.list(response.id, order="asc").data
+    assert [item.type for item in items] == ["message", "function_call",
+                                             "function_call_output"]
+
+
+def test_reasoning_options_are_accepted_and_echoed(sdk: openai.OpenAI, model: str) -> None:
+    response = sdk.responses.create(model=model, input="Say hello.", max_output_tokens=30,
+                                    reasoning={"effort": "low", "summary": "auto"})
+    assert response.reasoning is not None
+    assert (response.reasoning.effort, response.reasoning.summary) == ("low", "auto")
+    # Reasoning, when the deployment's model produces it, comes before the answer.
+    kinds = [item.type for item in response.output]
+    assert kinds == sorted(kinds, key=lambda kind: kind != "reasoning"), kinds
+    usage = response.usage
+    assert usage is not None
+    assert 0 <= usage.output_tokens_details.reasoning_tokens <= usage.output_tokens
