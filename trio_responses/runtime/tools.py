@@ -15,6 +15,7 @@ is not waiting, is refused with a 4xx and the waiting run is left as it was.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +28,8 @@ from ..protocol.events import Emitted, ResponseEvents
 from ..protocol.ids import IdFactory
 from ..protocol.request import CreateResponseRequest
 from ..protocol.toolcalls import ParsedCall, ToolCallParser, tool_instructions
+
+log = logging.getLogger(__name__)
 
 
 class Conflict(APIError):
@@ -69,6 +72,8 @@ class ToolTurns:
         self.turn_calls: list[dict[str, Any]] = []
         # The engine's calls of this turn by their index; None: over the call limits.
         self._engine_calls: dict[int, dict[str, Any] | None] = {}
+        # The engine call whose item is open: only it can take more arguments.
+        self._open_call: dict[str, Any] | None = None
         self._outputs: dict[str, str] = {}
         self._waiting = False
         self._all_posted = trio.Event()
@@ -77,6 +82,7 @@ class ToolTurns:
 
     def text(self, text: str) -> list[Emitted]:
         if self._mode == "engine":
+            self._open_call = None  # the builder closes the call's item for the text
             return self._builder.text(text)
         return self._emit(self._parser.feed(text))
 
@@ -88,32 +94,39 @@ class ToolTurns:
             if piece.index not in self._engine_calls:
                 if piece.name is None:
                     continue  # arguments before the name: the parser's mistake
-                call = None
+                opened: dict[str, Any] | None = None
                 if self._may_call():
-                    call = {"call_id": self._ids("call"), "name": piece.name, "arguments": ""}
+                    opened = {"call_id": self._ids("call"), "name": piece.name,
+                              "arguments": ""}
                     self._total_calls += 1
-                    self.turn_calls.append(call)
-                    events += self._builder.function_call(call_id=call["call_id"],
+                    self.turn_calls.append(opened)
+                    events += self._builder.function_call(call_id=opened["call_id"],
                                                           name=piece.name)
-                self._engine_calls[piece.index] = call
+                    self._open_call = opened
+                self._engine_calls[piece.index] = opened
             call = self._engine_calls[piece.index]
-            if call is not None and piece.arguments:
-                call["arguments"] += piece.arguments
-                events += self._builder.function_call(call_id=call["call_id"],
-                                                      name=call["name"],
-                                                      arguments=piece.arguments)
+            if call is None or not piece.arguments:
+                continue
+            if call is not self._open_call:
+                # Its item is done and sent; a parser that streams an earlier call late
+                # would otherwise make two items of one call.
+                log.warning("dropped late arguments of call %s", call["call_id"])
+                continue
+            call["arguments"] += piece.arguments
+            events += self._builder.function_call(call_id=call["call_id"], name=call["name"],
+                                                  arguments=piece.arguments)
         return events
 
     def end_of_turn(self) -> list[Emitted]:
         events = self._emit(self._parser.flush())
         self._parser = ToolCallParser(_parser_mode(self._mode))
         self._engine_calls = {}
-        for call in self.turn_calls:
-            # A call the model ended without arguments still sends valid JSON.
-            if not call["arguments"]:
-                call["arguments"] = "{}"
-                events += self._builder.function_call(call_id=call["call_id"],
-                                                      name=call["name"], arguments="{}")
+        call, self._open_call = self._open_call, None
+        if call is not None and not call["arguments"]:
+            # A call the model ended without arguments still gets valid JSON.
+            call["arguments"] = "{}"
+            events += self._builder.function_call(call_id=call["call_id"], name=call["name"],
+                                                  arguments="{}")
         return events
 
     def _emit(self, pieces: Sequence[str | ParsedCall]) -> list[Emitted]:

@@ -1,0 +1,77 @@
+"""ToolTurns over calls an engine's own tool parser found (``EngineDelta.tool_calls``):
+items and argument deltas, the call limits, and the parser mistakes it must survive.
+Sans-io: the event builder only, every event checked by its validator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.protocol.builders import USAGE, new_builder
+from trio_responses.engine.base import ToolCallDelta
+from trio_responses.protocol.events import ResponseEvents
+from trio_responses.protocol.ids import counting_ids
+from trio_responses.runtime.tools import ToolPlan, ToolTurns
+
+
+def turns(*, parallel: bool = True, max_calls: int | None = None
+          ) -> tuple[ToolTurns, ResponseEvents]:
+    builder = new_builder()
+    builder.created()
+    builder.in_progress()
+    plan = ToolPlan(mode="engine", max_calls=max_calls, parallel=parallel, wait=False,
+                    timeout=1.0)
+    return ToolTurns(plan, builder, counting_ids()), builder
+
+
+def finish(tools: ToolTurns, builder: ResponseEvents) -> dict[str, Any]:
+    tools.end_of_turn()
+    builder.complete(usage=USAGE, at=1700000001.0)
+    return builder.response
+
+
+def calls_of(response: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(item["name"], json.loads(item["arguments"])) for item in response["output"]
+            if item["type"] == "function_call"]
+
+
+def test_text_then_calls_with_streamed_arguments() -> None:
+    tools, builder = turns()
+    events = tools.text("Checking. ")
+    events += tools.engine_calls([ToolCallDelta(0, "get_weather"),
+                                  ToolCallDelta(0, arguments='{"city": '),
+                                  ToolCallDelta(0, arguments='"Paris"}'),
+                                  ToolCallDelta(1, "get_time", '{"zone": "CET"}')])
+    response = finish(tools, builder)
+    assert [item["type"] for item in response["output"]] == [
+        "message", "function_call", "function_call"]
+    assert calls_of(response) == [("get_weather", {"city": "Paris"}),
+                                  ("get_time", {"zone": "CET"})]
+    deltas = [e["delta"] for e, _ in events
+              if e["type"] == "response.function_call_arguments.delta"]
+    assert deltas == ['{"city": ', '"Paris"}', '{"zone": "CET"}']
+    assert [c["name"] for c in tools.turn_calls] == ["get_weather", "get_time"]
+
+
+def test_limits_drop_later_calls_and_their_arguments() -> None:
+    for tools, builder in (turns(parallel=False), turns(max_calls=1)):
+        tools.engine_calls([ToolCallDelta(0, "a", "{}"), ToolCallDelta(1, "b"),
+                            ToolCallDelta(1, arguments='{"x": 1}')])
+        assert calls_of(finish(tools, builder)) == [("a", {})]
+
+
+def test_a_call_without_arguments_gets_an_empty_object() -> None:
+    tools, builder = turns()
+    tools.engine_calls([ToolCallDelta(0, "ping")])
+    assert calls_of(finish(tools, builder)) == [("ping", {})]
+    assert tools.turn_calls[0]["arguments"] == "{}"
+
+
+def test_parser_mistakes_never_make_a_second_item_for_one_call() -> None:
+    tools, builder = turns()
+    tools.engine_calls([ToolCallDelta(0, arguments="{}"),   # arguments before any name
+                        ToolCallDelta(0, "a", '{"k": 1}'), ToolCallDelta(1, "b", "{}"),
+                        ToolCallDelta(0, arguments=" ")])    # late, after call 1 opened
+    response = finish(tools, builder)
+    assert calls_of(response) == [("a", {"k": 1}), ("b", {})]
+    assert len({item["call_id"] for item in response["output"]}) == 2
