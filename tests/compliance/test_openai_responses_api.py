@@ -548,7 +548,10 @@ def test_function_call_output_continues_the_conversation(sdk: openai.OpenAI,
          "output": "sunny, 21 C"},
     ])
     assert response.status in ("completed", "incomplete")
+    # The model answers, reasons, or calls again: never an empty or unknown output.
     assert response.output
+    assert {item.type for item in response.output} <= {"message", "reasoning",
+                                                        "function_call"}
     items = sdk.responses.input_items.list(response.id, order="asc").data
     assert [item.type for item in items] == ["message", "function_call",
                                              "function_call_output"]

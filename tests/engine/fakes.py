@@ -115,13 +115,16 @@ class FakeCore:
             self.hang.set()
 
 
-def core_writing(tokenizer: Any, text: str) -> FakeCore:
-    """A core whose every request writes ``text``, token by token as ``tokenizer``
-    splits it (for vLLM's parsers, which read token ids)."""
+def core_writing(tokenizer: Any, text: str, *, per_step: int = 1) -> FakeCore:
+    """A core whose every request writes ``text`` as ``tokenizer`` splits it (for vLLM's
+    parsers, which read token ids), ``per_step`` tokens per step (as with speculative
+    decoding)."""
     from trio_responses.engine.scripted import model_tokens
 
     pieces, ids = model_tokens(tokenizer, text)
-    return FakeCore(script=[(piece, list(i)) for piece, i in zip(pieces, ids, strict=True)])
+    return FakeCore(script=[
+        ("".join(pieces[at:at + per_step]), [i for token in ids[at:at + per_step] for i in token])
+        for at in range(0, len(pieces), per_step)])
 
 
 def fake_engine(core: FakeCore, *, max_model_len: int = 1000,

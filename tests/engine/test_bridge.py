@@ -12,8 +12,14 @@ import trio
 
 from tests.engine.fakes import FakeCore, fake_engine
 from trio_responses import errors
-from trio_responses.engine.base import Engine, EngineDelta, EngineRequest, SamplingOptions
-from trio_responses.engine.vllm_bridge import VLLMEngine
+from trio_responses.engine.base import (
+    Engine,
+    EngineDelta,
+    EngineRequest,
+    SamplingOptions,
+    ToolCallDelta,
+)
+from trio_responses.engine.vllm_bridge import VLLMEngine, VLLMStream
 
 
 def request(content: str = "hello there", max_tokens: int = 5, **kwargs: Any) -> EngineRequest:
@@ -229,3 +235,18 @@ async def test_context_length_is_checked_at_submit() -> None:
         assert final.prompt_tokens == 9
         assert final.output_tokens == 11
         assert core.added and not core.aborted
+
+
+async def test_merged_deltas_keep_reasoning_text_and_calls_in_order() -> None:
+    # A reader that lags gets merged deltas, read as reasoning, then text, then calls:
+    # a delta that would come out of order starts a new one instead.
+    stream = VLLMStream(fake_engine(FakeCore()), "r")
+    call, arguments = ToolCallDelta(0, "f"), ToolCallDelta(0, arguments="{}")
+    for delta in (EngineDelta(reasoning="think"), EngineDelta(text="a"),
+                  EngineDelta(tool_calls=(call,)), EngineDelta(tool_calls=(arguments,)),
+                  EngineDelta(text="b"), EngineDelta(reasoning="again"),
+                  EngineDelta(text="c", finish_reason="stop")):
+        stream._push(delta)
+    read = [(d.reasoning, d.text, d.tool_calls, d.finish_reason) async for d in stream]
+    assert read == [("think", "a", (call, arguments), None), ("", "b", (), None),
+                    ("again", "c", (), "stop")]

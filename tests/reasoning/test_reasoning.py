@@ -13,13 +13,15 @@ import openai
 import pytest
 from httpx_sse import connect_sse
 
-from tests.engine.fakes import core_writing
-from tests.engine.test_bridge import deltas_of, request
+from tests.engine.fakes import FakeCore, core_writing
+from tests.engine.test_bridge import deltas_of, request, settle, started
 from tests.support.events import as_dict, check_stream
 from tests.support.server import ServerThread
+from trio_responses import errors
 from trio_responses.__main__ import main
 from trio_responses.engine.reasoning import ReasoningParserError, ReasoningParsers
 from trio_responses.engine.scripted import model_tokens
+from trio_responses.engine.tool_parsing import ToolCallParsers
 from trio_responses.engine.vllm_args import VLLMArgsError, parse_vllm_args
 
 THOUGHT = "I should greet them. Let me think"
@@ -36,8 +38,8 @@ def split(parsers: ReasoningParsers, text: str, *, chunk: int = 1,
     splitter = parsers.splitter(thinking=thinking)
     reasoning, answer = "", ""
     for start in range(0, len(pieces), chunk):
-        r, a = splitter.feed("".join(pieces[start:start + chunk]),
-                             [i for token in ids[start:start + chunk] for i in token])
+        r, a, _ = splitter.feed("".join(pieces[start:start + chunk]),
+                                [i for token in ids[start:start + chunk] for i in token])
         reasoning, answer = reasoning + r, answer + a
     r, a = splitter.finish()
     return reasoning + r, answer + a, splitter.reasoning_tokens
@@ -71,6 +73,20 @@ def test_qwen3_takes_output_without_think_markup_as_reasoning(qwen3: ReasoningPa
     # prompt): a model that never closes it only reasons. Documented.
     reasoning, answer, count = split(qwen3, ANSWER)
     assert (reasoning, answer) == (ANSWER, "") and count > 0
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("olmo3", f"<think>{THOUGHT}</think>{ANSWER}"),
+    ("granite", f"Here is my thought process:{THOUGHT}Here is my response:{ANSWER}"),
+])
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_parsers_without_a_grammar_split_too(tokenizer: Any, name: str, text: str,
+                                             chunk: int) -> None:
+    # vLLM's older parsers have no finish_streaming and say where the reasoning ends
+    # through is_reasoning_end_streaming.
+    reasoning, answer, count = split(ReasoningParsers(name, tokenizer), text, chunk=chunk)
+    assert (reasoning.strip(), answer.strip()) == (THOUGHT, ANSWER)
+    assert count > 0
 
 
 def test_unknown_parser_names_vllms_parsers(tokenizer: Any) -> None:
@@ -114,6 +130,47 @@ async def test_bridge_passes_effort_none_as_thinking_off(qwen3: ReasoningParsers
                                reasoning=qwen3)
     assert "".join(d.text for d in deltas) == ANSWER
     assert not any(d.reasoning for d in deltas) and deltas[-1].reasoning_tokens == 0
+
+
+@pytest.mark.parametrize("per_step", [1, 3])
+async def test_bridge_reasoning_then_a_parsed_call(qwen3: ReasoningParsers, tokenizer: Any,
+                                                   per_step: int) -> None:
+    # Both of vLLM's parsers at once, as vLLM chains them: the tool parser sees the
+    # answer only, and several tokens per step change nothing.
+    call = {"name": "get_weather", "arguments": {"city": "Paris"}}
+    output = f"<think>{THOUGHT}</think><tool_call>\n{json.dumps(call)}\n</tool_call>"
+    tools = ({"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}},)
+    [deltas] = await deltas_of(
+        core_writing(tokenizer, output, per_step=per_step),
+        request(max_tokens=200, tools=tools, parse_tool_calls=True),
+        reasoning=qwen3, tool_calls=ToolCallParsers("hermes", tokenizer))
+    calls = [piece for delta in deltas for piece in delta.tool_calls]
+    assert "".join(d.reasoning for d in deltas) == THOUGHT
+    assert "".join(d.text for d in deltas).strip() == ""
+    assert [piece.name for piece in calls if piece.name] == ["get_weather"]
+    assert json.loads("".join(piece.arguments for piece in calls)) == call["arguments"]
+
+
+class FailingParsers:
+    """Reasoning parsers whose every request fails at its first step."""
+
+    def splitter(self, **kwargs: Any) -> Any:
+        return self
+
+    def feed(self, text: str, token_ids: Any) -> Any:
+        raise RuntimeError("parser bug")
+
+
+async def test_a_parser_that_raises_fails_only_its_request() -> None:
+    core = FakeCore()
+    async with started(core, reasoning=FailingParsers()) as engine:
+        stream = await engine.submit(request(max_tokens=50))
+        with pytest.raises(errors.EngineError, match="parser bug"):
+            [delta async for delta in stream]
+        await settle(engine, core, lambda: core.aborted)
+        assert engine.statistics().healthy
+        assert len(core.aborted) == 1 and not core.has_unfinished_requests()
 
 
 # -- the server, through the strict SDK ----------------------------------------------

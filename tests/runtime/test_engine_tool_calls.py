@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import trio
+import trio.testing
+
 from tests.protocol.builders import USAGE, new_builder
 from trio_responses.engine.base import ToolCallDelta
 from trio_responses.protocol.events import ResponseEvents
@@ -75,3 +78,36 @@ def test_parser_mistakes_never_make_a_second_item_for_one_call() -> None:
     response = finish(tools, builder)
     assert calls_of(response) == [("a", {"k": 1}), ("b", {})]
     assert len({item["call_id"] for item in response["output"]}) == 2
+
+
+def test_every_call_without_arguments_gets_an_empty_object() -> None:
+    # Closed by the next call, and by text, as well as by the end of the turn.
+    tools, builder = turns()
+    tools.engine_calls([ToolCallDelta(0, "a"), ToolCallDelta(1, "b")])
+    tools.text("and then")
+    tools.engine_calls([ToolCallDelta(2, "c")])
+    response = finish(tools, builder)
+    assert calls_of(response) == [("a", {}), ("b", {}), ("c", {})]
+    assert [c["arguments"] for c in tools.turn_calls] == ["{}", "{}", "{}"]
+
+
+async def test_after_a_forced_call_the_engine_parses_the_next_turns() -> None:
+    builder = new_builder()
+    builder.created()
+    builder.in_progress()
+    plan = ToolPlan(mode="json", max_calls=None, parallel=True, wait=True, timeout=5.0,
+                    engine_parses=True)
+    tools = ToolTurns(plan, builder, counting_ids())
+    tools.text('{"name": "a", "arguments": {}}')
+    tools.end_of_turn()
+    [call] = tools.turn_calls
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tools.wait_for_outputs)
+        await trio.testing.wait_all_tasks_blocked()
+        tools.post([{"call_id": call["call_id"], "output": "done"}])
+    # Free text now goes straight out (the engine's parser found the calls in it) ...
+    events = tools.text('<tool_call>{"name": "a", "arguments": {}}</tool_call>')
+    assert [e["type"] for e, _ in events][-1] == "response.output_text.delta"
+    # ... and the engine's calls are taken.
+    tools.engine_calls([ToolCallDelta(0, "a", "{}")])
+    assert [c["name"] for c in tools.turn_calls] == ["a"]

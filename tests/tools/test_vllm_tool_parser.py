@@ -183,6 +183,8 @@ def test_call_limits_apply_to_engine_calls(client: openai.OpenAI, limits: dict[s
     check_stream(events)
     calls = [item for item in final.output if item.type == "function_call"]
     assert len(calls) == expected == len({call.call_id for call in calls})
+    # Nothing of the dropped calls, or of their markup, shows up as text.
+    assert [item.type for item in final.output] == ["function_call"] * expected
     assert all(json.loads(call.arguments) == {"city": "text", "days": 1} for call in calls)
 
 

@@ -83,39 +83,80 @@ class ReasoningParsers:
         if thinking is not None:
             kwargs["chat_template_kwargs"] = {"enable_thinking": thinking}
         parser = self._class(self.tokenizer, **kwargs)
+        ended = False
         if prompt_token_ids:
-            parser.adjust_initial_state_from_prompt(list(prompt_token_ids))
-        return ReasoningSplitter(parser)
+            # As vLLM: a prompt that already closed the reasoning (a template that
+            # turned thinking off) leaves only the answer to come.
+            ended = bool(parser.is_reasoning_end(list(prompt_token_ids)))
+            if not ended:
+                parser.adjust_initial_state_from_prompt(list(prompt_token_ids))
+        return ReasoningSplitter(parser, ended=ended)
 
 
 class ReasoningSplitter:
-    """One turn's output through one vLLM reasoning parser, chunk by chunk."""
+    """One turn's output through one vLLM reasoning parser, chunk by chunk.
 
-    def __init__(self, parser: Any) -> None:
+    A grammar-based parser (vLLM's ``engine_based_streaming`` adapters) is used as
+    vLLM's own streaming uses it (``vllm.parser.abstract_parser``): it sees the output
+    until it says the reasoning ended; at that step it is flushed (it may hold the start
+    of the answer back) and only the step's answer token ids go on; after it, text and
+    ids pass through untouched, for the tool parser. An older parser sees the whole
+    output, as vLLM's serving layer used to feed it: some return the first answer text
+    only on the step after the one that ended the reasoning.
+    """
+
+    def __init__(self, parser: Any, *, ended: bool = False) -> None:
         self._parser = parser
+        self._engine_based = bool(getattr(parser, "engine_based_streaming", False))
         self._text = ""
         self._ids: list[int] = []
         self._estimate = 0
+        self.ended = ended
+        # No reasoning to split any more: the prompt ended it, or a grammar-based parser
+        # said it ended.
+        self._passthrough = ended
         self.reasoning_tokens = 0
 
-    def feed(self, text: str, token_ids: Sequence[int]) -> tuple[str, str]:
-        """New output (text and its token ids) → (reasoning, answer text) to send."""
-        if not text and not token_ids:
-            return "", ""
-        previous_text, previous_ids = self._text, list(self._ids)
-        self._text += text
+    def feed(self, text: str, token_ids: Sequence[int]
+             ) -> tuple[str, str, Sequence[int]]:
+        """New output (text and its token ids) → (reasoning, answer text, the answer's
+        token ids) to send."""
         self._ids.extend(token_ids)
-        message = self._parser.extract_reasoning_streaming(
-            previous_text, self._text, text, previous_ids, list(self._ids), list(token_ids))
-        reasoning, content = _parts(message)
+        if self._passthrough:
+            return "", text, token_ids
+        if not text and not token_ids:
+            return "", "", ()
+        previous_text, previous_ids = self._text, self._ids[:len(self._ids) - len(token_ids)]
+        self._text += text
+        parser = self._parser
+        reasoning, content = _parts(parser.extract_reasoning_streaming(
+            previous_text, self._text, text, previous_ids, list(self._ids), list(token_ids)))
         if reasoning and not content:
             self._estimate += len(token_ids)
         self.reasoning_tokens = self._estimate
-        return reasoning, content
+        if self.ended:  # an older parser, past the end
+            return reasoning, content, token_ids
+        if self._engine_based:
+            ended = parser.has_engine_confirmed_reasoning_end()
+        else:
+            ended = parser.is_reasoning_end_streaming(list(self._ids), list(token_ids))
+        if not ended:
+            return reasoning, content, ()
+        self.ended = True
+        if self._engine_based:
+            self._passthrough = True
+            more_reasoning, more_content = _parts(parser.finish_streaming())
+            reasoning, content = reasoning + more_reasoning, content + more_content
+        return reasoning, content, parser.extract_content_ids(list(token_ids))
 
     def finish(self) -> tuple[str, str]:
-        """The end of the turn: whatever the parser still held back, and the final count."""
-        reasoning, content = _parts(self._parser.finish_streaming())
+        """The end of the turn: what the parser still held back (only while reasoning:
+        after it, flushing would leak its view of the answer's markup), and the final
+        count."""
+        reasoning = content = ""
+        finish = getattr(self._parser, "finish_streaming", None)
+        if not self.ended and self._engine_based and callable(finish):
+            reasoning, content = _parts(finish())
         counted = self._parser.count_reasoning_tokens(self._ids)
         if counted > 0:
             self.reasoning_tokens = min(counted, len(self._ids))

@@ -41,11 +41,11 @@ from .base import (
     EngineStatistics,
     FinishReason,
     TokenLogprob,
-    ToolCallDelta,
     TopLogprob,
 )
-from .reasoning import ReasoningParsers, ReasoningSplitter, thinking_flag
-from .tool_parsing import ToolCallParsers, ToolCallStream
+from .output_parsing import ParsedStep, ParsingFailed, TurnParsing
+from .reasoning import ReasoningParsers, thinking_flag
+from .tool_parsing import ToolCallParsers
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
@@ -146,8 +146,7 @@ class _Script:
     stall_after: int | None
     # With vLLM's parsers: each token's ids, and the request's parser states.
     token_ids: list[tuple[int, ...]] | None = None
-    reasoning: ReasoningSplitter | None = None
-    tool_calls: ToolCallStream | None = None
+    parsing: TurnParsing | None = None
 
 
 class ScriptedStream:
@@ -190,30 +189,24 @@ class ScriptedStream:
         token = script.tokens[self._sent] if self._sent < len(script.tokens) else ""
         self._sent += 1
         finish = script.finish if self._sent >= len(script.tokens) else None
-        text, reasoning, reasoning_tokens = token, "", 0
-        calls: tuple[ToolCallDelta, ...] = ()
-        ids = script.token_ids[self._sent - 1] if script.token_ids is not None else ()
-        if script.reasoning is not None:
-            reasoning, text = script.reasoning.feed(token, ids)
-            if finish is not None:
-                more_reasoning, more_text = script.reasoning.finish()
-                reasoning, text = reasoning + more_reasoning, text + more_text
-            reasoning_tokens = script.reasoning.reasoning_tokens
-        if script.tool_calls is not None:
-            text, calls = script.tool_calls.feed(text, ids)
-            if finish is not None:
-                more_text, more_calls = script.tool_calls.finish()
-                text, calls = text + more_text, calls + more_calls
+        parsed = ParsedStep(text=token)
+        if script.parsing is not None:
+            ids = script.token_ids[self._sent - 1] if script.token_ids is not None else ()
+            try:
+                parsed = script.parsing.feed(token, ids, last=finish is not None)
+            except ParsingFailed as exc:
+                self._end()
+                raise EngineError(str(exc)) from exc
         delta = EngineDelta(
-            text=text,
-            logprobs=self._logprobs(text) if text == token else (),
+            text=parsed.text,
+            logprobs=self._logprobs(token) if parsed.text == token else (),
             finish_reason=finish,
             prompt_tokens=self._prompt_tokens,
             cached_tokens=self._cached_tokens,
             output_tokens=self._sent,
-            reasoning=reasoning,
-            reasoning_tokens=reasoning_tokens,
-            tool_calls=calls,
+            reasoning=parsed.reasoning,
+            reasoning_tokens=script.parsing.reasoning_tokens if script.parsing else 0,
+            tool_calls=parsed.tool_calls,
         )
         if finish is not None:
             self._end()
@@ -364,13 +357,18 @@ class ScriptedEngine:
             fail_after=1 if "[[fail]]" in marker else None,
             stall_after=1 if "[[stall]]" in marker else None,
             token_ids=ids,
-            reasoning=None if self.reasoning is None else self.reasoning.splitter(
-                thinking=thinking_flag(request.reasoning_effort)),
-            tool_calls=self.tool_calls.stream(request.tools)
-            if self.tool_calls is not None and request.parse_tool_calls else None,
+            parsing=self._parsing(request),
         )
         self._running.add(request.request_id)
         return ScriptedStream(self, request, script, prompt_tokens, cached)
+
+    def _parsing(self, request: EngineRequest) -> TurnParsing | None:
+        splitter = calls = None
+        if self.reasoning is not None:
+            splitter = self.reasoning.splitter(thinking=thinking_flag(request.reasoning_effort))
+        if self.tool_calls is not None and request.parse_tool_calls:
+            calls = self.tool_calls.stream(request.tools)
+        return None if splitter is None and calls is None else TurnParsing(splitter, calls)
 
     async def count_tokens(self, request: EngineRequest) -> int:
         await trio.lowlevel.checkpoint()

@@ -28,6 +28,7 @@ Every ``VLLMEngine`` method must be called from the Trio run that called ``start
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import queue
@@ -62,13 +63,23 @@ def build_vllm_engine(model: str | None, vllm_args: Sequence[str]) -> VLLMEngine
     return build(model, vllm_args)
 
 
+def _mergeable(first: EngineDelta, then: EngineDelta) -> bool:
+    """Whether ``then`` can join ``first`` without reordering the output: a merged
+    delta is read as reasoning, then text, then tool calls."""
+    if then.reasoning and (first.text or first.tool_calls):
+        return False
+    return not (then.text and first.tool_calls)
+
+
 class VLLMStream:
     """The deltas of one request; see :class:`trio_responses.engine.base.EngineStream`."""
 
     def __init__(self, engine: VLLMEngine, request_id: str) -> None:
         self._engine = engine
         self.request_id = request_id
-        self._pending: EngineDelta | None = None
+        # Deltas not read yet: merged into one, except where merging would reorder the
+        # output (see _push), so rarely more than one.
+        self._pending: collections.deque[EngineDelta] = collections.deque()
         self._finished = False
         self._closed = False
         self._error: str | None = None
@@ -79,8 +90,8 @@ class VLLMStream:
 
     async def __anext__(self) -> EngineDelta:
         while True:
-            if self._pending is not None:
-                delta, self._pending = self._pending, None
+            if self._pending:
+                delta = self._pending.popleft()
                 await trio.lowlevel.checkpoint()
                 return delta
             if self._error is not None:
@@ -93,24 +104,25 @@ class VLLMStream:
         """Abort the request unless it finished; idempotent, never blocks."""
         if not self._closed:
             self._closed = True
-            self._pending = None
+            self._pending.clear()
             if not self._finished and self._error is None:
                 self._engine._abort(self.request_id)
             self._lot.unpark_all()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _push(self, delta: EngineDelta) -> None:
-        pending = self._pending
-        if pending is not None:
+        last = self._pending[-1] if self._pending else None
+        if last is not None and _mergeable(last, delta):
             # Counts are totals, so the newer delta's counts win.
-            delta = replace(
+            self._pending[-1] = replace(
                 delta,
-                text=pending.text + delta.text,
-                reasoning=pending.reasoning + delta.reasoning,
-                logprobs=pending.logprobs + delta.logprobs,
-                tool_calls=pending.tool_calls + delta.tool_calls,
+                text=last.text + delta.text,
+                reasoning=last.reasoning + delta.reasoning,
+                logprobs=last.logprobs + delta.logprobs,
+                tool_calls=last.tool_calls + delta.tool_calls,
             )
-        self._pending = delta
+        else:
+            self._pending.append(delta)
         if delta.finish_reason is not None:
             self._finished = True
         self._lot.unpark_all()

@@ -19,9 +19,10 @@ the bridge is told through ``on_dead`` / ``on_stopped``.
 
 Converting vLLM's ``RequestOutput`` into :class:`EngineDelta` happens here, with
 per-request bookkeeping (prompt length, output tokens so far, logprobs wanted, and with
-``--reasoning-parser`` the request's :class:`ReasoningSplitter`, and with
-``--tool-call-parser`` its :class:`ToolCallStream`, each fed every step's new text and
-token ids) that only this thread reads or writes.
+``--reasoning-parser`` / ``--tool-call-parser`` the request's :class:`TurnParsing`, fed
+every step's new text and token ids) that only this thread reads or writes. A parser
+that raises fails its own request only: the engine aborts it and its stream gets the
+error.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from typing import Any, Protocol
 import trio
 
 from trio_responses.engine import prompt as prompting
-from trio_responses.engine.base import EngineDelta, SamplingOptions, TokenLogprob, ToolCallDelta
-from trio_responses.engine.reasoning import ReasoningParsers, ReasoningSplitter
-from trio_responses.engine.tool_parsing import ToolCallParsers, ToolCallStream
+from trio_responses.engine.base import EngineDelta, SamplingOptions, TokenLogprob
+from trio_responses.engine.output_parsing import ParsedStep, ParsingFailed, TurnParsing
+from trio_responses.engine.reasoning import ReasoningParsers
+from trio_responses.engine.tool_parsing import ToolCallParsers
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,7 @@ class _Tracked:
     prompt_tokens: int
     top_logprobs: int | None
     output_tokens: int = 0
-    reasoning: ReasoningSplitter | None = None
-    tool_calls: ToolCallStream | None = None
+    parsing: TurnParsing | None = None
 
 
 @dataclass(slots=True)
@@ -203,8 +204,10 @@ class EngineWorker:
                 if not self._apply(core, command, batch):
                     return
             if core.has_unfinished_requests():
-                for output in core.step():
-                    self._convert(output, batch)
+                failed = [output.request_id for output in core.step()
+                          if not self._convert(output, batch)]
+                if failed:
+                    core.abort_request(failed)
             running = batch.running = core.get_num_unfinished_requests()
             if not self._post(self._callbacks.on_batch, batch):
                 return
@@ -218,28 +221,39 @@ class EngineWorker:
                 core.abort_request([command.request_id])
             return True
         try:
+            parsing = self._parsing(command)
+        except Exception as exc:  # a parser refusing this request's tools, say
+            batch.failures.append((command.request_id, f"the output parser refused the "
+                                   f"request: {type(exc).__name__}: {exc}"))
+            return True
+        try:
             core.add_request(command.request_id, command.prompt, command.params, command.priority)
         except (ValueError, TypeError) as exc:
             # vLLM's validation of one request; anything else means the engine is broken.
             batch.failures.append((command.request_id, f"the engine refused the request: {exc}"))
             return True
-        splitter = None
+        self._tracked[command.request_id] = _Tracked(
+            command.prompt_tokens, command.top_logprobs, parsing=parsing)
+        return True
+
+    def _parsing(self, command: Add) -> TurnParsing | None:
+        """The request's parser states, when vLLM's parsers are configured."""
+        splitter = calls = None
         if self._reasoning is not None:
             splitter = self._reasoning.splitter(
                 thinking=command.thinking,
                 prompt_token_ids=command.prompt.get("prompt_token_ids", ()))
-        calls = None
         if self._tool_calls is not None and command.tools is not None:
             calls = self._tool_calls.stream(command.tools)
-        self._tracked[command.request_id] = _Tracked(
-            command.prompt_tokens, command.top_logprobs, reasoning=splitter, tool_calls=calls)
-        return True
+        return None if splitter is None and calls is None else TurnParsing(splitter, calls)
 
-    def _convert(self, output: Any, batch: Batch) -> None:
+    def _convert(self, output: Any, batch: Batch) -> bool:
+        """Add the output's delta to the batch; False if the request failed here (its
+        output parser raised) and the engine must abort it."""
         request_id: str = output.request_id
         state = self._tracked.get(request_id)
         if state is None:
-            return  # aborted: the engine runs one step ahead
+            return True  # aborted: the engine runs one step ahead
         completion = output.outputs[0]
         state.output_tokens += len(completion.token_ids)
         finish = None
@@ -250,7 +264,7 @@ class EngineWorker:
             except ValueError:
                 reason = completion.finish_reason
                 batch.failures.append((request_id, f"the engine ended the request ({reason})"))
-                return
+                return True
         logprobs: tuple[TokenLogprob, ...] = ()
         if state.top_logprobs is not None:
             logprobs = prompting.convert_logprobs(
@@ -259,18 +273,17 @@ class EngineWorker:
             if finish == "stop" and not isinstance(completion.stop_reason, str):
                 # The last token is the EOS (or a stop token id): not part of the text.
                 logprobs = logprobs[:-1]
-        text, reasoning = completion.text, ""
-        calls: tuple[ToolCallDelta, ...] = ()
-        if state.reasoning is not None:
-            reasoning, text = state.reasoning.feed(text, completion.token_ids)
-            if finish is not None:
-                more_reasoning, more_text = state.reasoning.finish()
-                reasoning, text = reasoning + more_reasoning, text + more_text
-        if state.tool_calls is not None:
-            text, calls = state.tool_calls.feed(text, completion.token_ids)
-            if finish is not None:
-                more_text, more_calls = state.tool_calls.finish()
-                text, calls = text + more_text, calls + more_calls
+        parsed = ParsedStep(text=completion.text)
+        if state.parsing is not None:
+            try:
+                parsed = state.parsing.feed(completion.text, completion.token_ids,
+                                            last=finish is not None)
+            except ParsingFailed as exc:
+                log.exception("request %s: %s", request_id, exc)
+                self._tracked.pop(request_id, None)
+                batch.failures.append((request_id, str(exc)))
+                return bool(output.finished)
+        text = parsed.text
         if text != completion.text:
             # Logprobs are per token of the whole output: they match the answer's text
             # only where none of it was reasoning, a call or markup.
@@ -282,8 +295,9 @@ class EngineWorker:
             prompt_tokens=state.prompt_tokens,
             cached_tokens=output.num_cached_tokens or 0,
             output_tokens=state.output_tokens,
-            reasoning=reasoning,
-            reasoning_tokens=state.reasoning.reasoning_tokens if state.reasoning else 0,
-            tool_calls=calls,
+            reasoning=parsed.reasoning,
+            reasoning_tokens=state.parsing.reasoning_tokens if state.parsing else 0,
+            tool_calls=parsed.tool_calls,
         )
         batch.deltas.append((request_id, delta))
+        return True

@@ -216,7 +216,8 @@ class ResponseService:
 
         plan = ToolPlan(mode=mode, max_calls=request.max_tool_calls,
                         parallel=request.parallel_tool_calls is not False, wait=wait,
-                        timeout=self.settings.responses_tool_timeout, next_turn=next_turn)
+                        timeout=self.settings.responses_tool_timeout, next_turn=next_turn,
+                        engine_parses=self._engine_parses_tools)
         return ToolTurns(plan, builder, self.ids)
 
     async def post_tool_outputs(self, response_id: str, owner: str,

@@ -59,6 +59,8 @@ class ToolPlan:
     wait: bool
     timeout: float
     next_turn: NextTurn | None = None
+    # The engine parses free-form turns itself (after a forced call, too).
+    engine_parses: bool = False
 
 
 class ToolTurns:
@@ -82,8 +84,8 @@ class ToolTurns:
 
     def text(self, text: str) -> list[Emitted]:
         if self._mode == "engine":
-            self._open_call = None  # the builder closes the call's item for the text
-            return self._builder.text(text)
+            # The builder closes the open call's item for the text.
+            return self._close_open_call() + self._builder.text(text)
         return self._emit(self._parser.feed(text))
 
     def engine_calls(self, calls: Sequence[ToolCallDelta]) -> list[Emitted]:
@@ -100,6 +102,7 @@ class ToolTurns:
                               "arguments": ""}
                     self._total_calls += 1
                     self.turn_calls.append(opened)
+                    events += self._close_open_call()
                     events += self._builder.function_call(call_id=opened["call_id"],
                                                           name=piece.name)
                     self._open_call = opened
@@ -121,13 +124,17 @@ class ToolTurns:
         events = self._emit(self._parser.flush())
         self._parser = ToolCallParser(_parser_mode(self._mode))
         self._engine_calls = {}
+        return events + self._close_open_call()
+
+    def _close_open_call(self) -> list[Emitted]:
+        """The engine call whose item is open takes no more arguments; one that got
+        none still gets valid JSON."""
         call, self._open_call = self._open_call, None
-        if call is not None and not call["arguments"]:
-            # A call the model ended without arguments still gets valid JSON.
-            call["arguments"] = "{}"
-            events += self._builder.function_call(call_id=call["call_id"], name=call["name"],
-                                                  arguments="{}")
-        return events
+        if call is None or call["arguments"]:
+            return []
+        call["arguments"] = "{}"
+        return self._builder.function_call(call_id=call["call_id"], name=call["name"],
+                                           arguments="{}")
 
     def _emit(self, pieces: Sequence[str | ParsedCall]) -> list[Emitted]:
         events: list[Emitted] = []
@@ -170,7 +177,8 @@ class ToolTurns:
         turn = [dict(call, output=self._outputs[call["call_id"]]) for call in self.turn_calls]
         self.turn_calls = []
         if self._mode == "json":
-            self._mode = "tags"  # later turns answer freely
+            # Later turns answer freely.
+            self._mode = "engine" if self.plan.engine_parses else "tags"
         self._parser = ToolCallParser(_parser_mode(self._mode))
         return turn
 
