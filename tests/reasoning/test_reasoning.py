@@ -89,6 +89,19 @@ def test_parsers_without_a_grammar_split_too(tokenizer: Any, name: str, text: st
     assert count > 0
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_answer_markup_passes_untouched_after_the_reasoning(tokenizer: Any,
+                                                            chunk: int) -> None:
+    # After the reasoning the parser is out of the way, as in vLLM: an answer ending in
+    # a '>' (which an older parser holds back as a possible marker and never flushes)
+    # or quoting <think> stays whole.
+    answer = "Use <b>bold</b> or <think> tags>"
+    for name in ("olmo3", "qwen3"):
+        parsers = ReasoningParsers(name, tokenizer)
+        reasoning, text, _ = split(parsers, f"<think>{THOUGHT}</think>{answer}", chunk=chunk)
+        assert (reasoning, text) == (THOUGHT, answer), name
+
+
 def test_unknown_parser_names_vllms_parsers(tokenizer: Any) -> None:
     with pytest.raises(ReasoningParserError, match="qwen3"):
         ReasoningParsers("no-such-parser", tokenizer)

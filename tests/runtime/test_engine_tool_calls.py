@@ -111,3 +111,25 @@ async def test_after_a_forced_call_the_engine_parses_the_next_turns() -> None:
     # ... and the engine's calls are taken.
     tools.engine_calls([ToolCallDelta(0, "a", "{}")])
     assert [c["name"] for c in tools.turn_calls] == ["a"]
+
+
+def test_whitespace_after_a_call_does_not_close_it() -> None:
+    tools, builder = turns()
+    tools.engine_calls([ToolCallDelta(0, "a", '{"k":')])
+    assert tools.text("\n") == []
+    tools.engine_calls([ToolCallDelta(0, arguments=" 1}")])
+    tools.text("\n")
+    response = finish(tools, builder)
+    # No message of whitespace, one item with all of its arguments.
+    assert [item["type"] for item in response["output"]] == ["function_call"]
+    assert calls_of(response) == [("a", {"k": 1})]
+
+
+def test_text_after_a_call_keeps_the_whitespace_before_it() -> None:
+    tools, builder = turns()
+    tools.engine_calls([ToolCallDelta(0, "a", "{}")])
+    tools.text("\n")
+    tools.text("Done.")
+    response = finish(tools, builder)
+    assert [item["type"] for item in response["output"]] == ["function_call", "message"]
+    assert response["output"][1]["content"][0]["text"] == "\nDone."

@@ -207,6 +207,23 @@ def test_tool_wait_continues_the_same_stream(client: openai.OpenAI, http: httpx.
     assert late.json()["error"]["code"] == "not_waiting_for_tool_outputs"
 
 
+def test_after_a_forced_call_the_next_turn_is_taught_the_format(
+        client: openai.OpenAI, http: httpx.Client, scripted_server: ServerThread) -> None:
+    reader = Streamer(client, model="scripted", input="weather?", tools=[WEATHER],
+                      tool_choice="required", extra_headers=WAIT)
+    item = reader.first("response.output_item.done")["item"]
+    response_id = reader.events[0]["response"]["id"]
+    assert post_outputs(http, response_id, (item["call_id"], "sunny")).status_code == 200
+    check_stream(reader.join())
+    forced, free = scripted_server.call(
+        lambda: scripted_server.engine.requests[-2:])  # type: ignore[union-attr]
+    # The forced turn's structured output needed no instructions; the free turn after
+    # it may call again, in the built-in format, so it is told how.
+    assert not any("<tools>" in str(m.get("content")) for m in forced.messages)
+    assert "<tools>" in str(free.messages[0]["content"])
+    assert free.sampling.json_schema is None
+
+
 def test_tool_outputs_for_a_response_that_does_not_wait(client: openai.OpenAI,
                                                         http: httpx.Client) -> None:
     response = client.responses.create(model="scripted", input="[[call:get_weather]]",

@@ -96,13 +96,13 @@ class ReasoningParsers:
 class ReasoningSplitter:
     """One turn's output through one vLLM reasoning parser, chunk by chunk.
 
-    A grammar-based parser (vLLM's ``engine_based_streaming`` adapters) is used as
-    vLLM's own streaming uses it (``vllm.parser.abstract_parser``): it sees the output
-    until it says the reasoning ended; at that step it is flushed (it may hold the start
-    of the answer back) and only the step's answer token ids go on; after it, text and
-    ids pass through untouched, for the tool parser. An older parser sees the whole
-    output, as vLLM's serving layer used to feed it: some return the first answer text
-    only on the step after the one that ended the reasoning.
+    As vLLM's own streaming (``vllm.parser.abstract_parser``): the parser sees the
+    output until it says the reasoning ended; after that step, text and ids pass through
+    untouched, for the tool parser. At that step only the step's answer token ids go on,
+    and the answer text is what the parser held back too: a grammar-based parser
+    (``engine_based_streaming``) is flushed; for an older one, which has no flush and may
+    hold the answer's start back, the text after its end marker is taken from the
+    output itself.
     """
 
     def __init__(self, parser: Any, *, ended: bool = False) -> None:
@@ -134,20 +134,27 @@ class ReasoningSplitter:
         if reasoning and not content:
             self._estimate += len(token_ids)
         self.reasoning_tokens = self._estimate
-        if self.ended:  # an older parser, past the end
-            return reasoning, content, token_ids
         if self._engine_based:
             ended = parser.has_engine_confirmed_reasoning_end()
         else:
             ended = parser.is_reasoning_end_streaming(list(self._ids), list(token_ids))
         if not ended:
             return reasoning, content, ()
-        self.ended = True
+        self.ended = self._passthrough = True
         if self._engine_based:
-            self._passthrough = True
             more_reasoning, more_content = _parts(parser.finish_streaming())
             reasoning, content = reasoning + more_reasoning, content + more_content
+        else:
+            content = self._answer_start(len(previous_text)) or content
         return reasoning, content, parser.extract_content_ids(list(token_ids))
+
+    def _answer_start(self, step_start: int) -> str | None:
+        """The text after the parser's end marker, when the marker ends in this step."""
+        marker = self._parser.reasoning_end_str
+        at = self._text.rfind(marker) if marker else -1
+        if at < 0 or at + len(marker) <= step_start:
+            return None
+        return self._text[at + len(marker):]
 
     def finish(self) -> tuple[str, str]:
         """The end of the turn: what the parser still held back (only while reasoning:

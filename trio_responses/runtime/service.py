@@ -200,7 +200,10 @@ class ResponseService:
         mode = tool_mode(request, self._engine_parses_tools)
         if mode is None:
             return None
-        messages = list(first.messages)
+        messages: list[Mapping[str, Any]] = list(first.messages)
+        if mode == "json" and not (self._engine_parses_tools and self._engine_renders_tools):
+            # Later turns answer freely, in the format the forced first turn did not need.
+            messages = [*with_tool_instructions([dict(m) for m in messages], first.tools)]
         turns = 0
 
         async def next_turn(calls: list[dict[str, Any]]) -> EngineStream:

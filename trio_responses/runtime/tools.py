@@ -76,6 +76,7 @@ class ToolTurns:
         self._engine_calls: dict[int, dict[str, Any] | None] = {}
         # The engine call whose item is open: only it can take more arguments.
         self._open_call: dict[str, Any] | None = None
+        self._held_space = ""  # whitespace after the open call (see text())
         self._outputs: dict[str, str] = {}
         self._waiting = False
         self._all_posted = trio.Event()
@@ -84,6 +85,12 @@ class ToolTurns:
 
     def text(self, text: str) -> list[Emitted]:
         if self._mode == "engine":
+            if self._open_call is not None and not text.strip():
+                # Whitespace after a call (its markup's line end) waits: more arguments
+                # may follow, and text would close the call's item.
+                self._held_space += text
+                return []
+            text, self._held_space = self._held_space + text, ""
             # The builder closes the open call's item for the text.
             return self._close_open_call() + self._builder.text(text)
         return self._emit(self._parser.feed(text))
@@ -92,6 +99,7 @@ class ToolTurns:
         """Calls the engine's tool parser found: a name opens a call, argument text
         streams into it."""
         events: list[Emitted] = []
+        self._held_space = ""  # between calls or inside one: no message of its own
         for piece in calls:
             if piece.index not in self._engine_calls:
                 if piece.name is None:
@@ -124,6 +132,7 @@ class ToolTurns:
         events = self._emit(self._parser.flush())
         self._parser = ToolCallParser(_parser_mode(self._mode))
         self._engine_calls = {}
+        self._held_space = ""
         return events + self._close_open_call()
 
     def _close_open_call(self) -> list[Emitted]:
