@@ -11,6 +11,7 @@ Hypercorn starts closing connections, so open streams end with their terminal ev
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -43,6 +44,19 @@ def build_engine(settings: Settings) -> Engine:
     from ..engine.vllm_bridge import build_vllm_engine
 
     return build_vllm_engine(settings.model, settings.vllm_args)
+
+
+def freeze_startup_heap() -> None:
+    """Take everything alive after start-up out of the garbage collector's reach.
+
+    With vLLM in the process that is ~630,000 objects (the engine client, the tokenizers,
+    torch and transformers modules); a full collection walks them all in ~0.4 s, during
+    which no stream moves, and Python runs one whenever enough new objects have survived.
+    Frozen, they are never walked again (vLLM's engine core does the same). Objects made
+    later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def build_store(settings: Settings) -> ResponseStore:
@@ -92,6 +106,7 @@ class AppState:
                 log.warning("marked %d responses left running by a previous process as failed",
                             failed)
             await self.engine.start()
+            freeze_startup_heap()
             if self.keys.open:
                 log.warning("no API key configured (--api-key): the server is open to anyone "
                             "who can reach it")
