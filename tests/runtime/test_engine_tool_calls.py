@@ -96,7 +96,7 @@ async def test_after_a_forced_call_the_engine_parses_the_next_turns() -> None:
     builder.created()
     builder.in_progress()
     plan = ToolPlan(mode="json", max_calls=None, parallel=True, wait=True, timeout=5.0,
-                    engine_parses=True)
+                    free_mode="engine")
     tools = ToolTurns(plan, builder, counting_ids())
     tools.text('{"name": "a", "arguments": {}}')
     tools.end_of_turn()

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from ..config import Settings
-from ..engine.base import Engine, EngineRequest, EngineStream, SamplingOptions
+from ..engine.base import Engine, EngineRequest, SamplingOptions
 from ..errors import EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
 from ..protocol.events import Event, ResponseEvents, replay_without_log
@@ -32,15 +32,7 @@ from .buffer import EventBuffer, EventReader, Frame
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .run import ResponseRun
-from .tools import (
-    Conflict,
-    ToolPlan,
-    ToolTurns,
-    chat_tools,
-    tool_mode,
-    turn_messages,
-    with_tool_instructions,
-)
+from .tools import Conflict, EngineTools, chat_tools, tool_turns, with_tool_instructions
 
 # Service tier → engine priority (vLLM: lower runs first).
 TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}
@@ -129,16 +121,6 @@ class ResponseService:
             history.extend(turn.response.get("output", ()))
         return history
 
-    @property
-    def _engine_parses_tools(self) -> bool:
-        # The vLLM bridge with --tool-call-parser --enable-auto-tool-choice, or any engine
-        # that says it parses tool calls itself.
-        return bool(getattr(self.engine, "parses_tool_calls", False))
-
-    @property
-    def _engine_renders_tools(self) -> bool:
-        return bool(getattr(self.engine, "renders_tools", False))
-
     def engine_request(
         self, request: CreateResponseRequest, request_id: str, messages: list[dict[str, Any]],
         tier: str,
@@ -159,15 +141,13 @@ class ResponseService:
             json_schema=fmt.schema if fmt is not None and fmt.type == "json_schema" else None,
             json_object=fmt is not None and fmt.type == "json_object",
         )
-        mode = tool_mode(request, self._engine_parses_tools)
+        support = EngineTools.of(self.engine)
+        mode = support.mode(request)
         tools = chat_tools(request) if mode else ()
         if mode == "json":
             sampling = dataclasses.replace(sampling, json_object=False, json_schema=call_schema(
                 request.tools or (), _named_tool(request.tool_choice)))
-        elif mode == "tags" or (mode == "engine" and not self._engine_renders_tools):
-            # Our parser reads our format; the engine's parser gets the tools from the
-            # model's template, or from our instructions when the template cannot list
-            # them (their Hermes format is what the hermes parser reads).
+        elif mode is not None and support.needs_instructions(mode):
             messages = with_tool_instructions(messages, tools)
         return EngineRequest(
             request_id=request_id,
@@ -194,34 +174,6 @@ class ResponseService:
         history = await self._history(request, owner)
         messages = build_messages(request.instructions, history, items)
         return self.engine_request(request, self.ids("resp"), messages, tier), items, tier
-
-    def _tool_turns(self, request: CreateResponseRequest, first: EngineRequest,
-                    builder: ResponseEvents, wait: bool) -> ToolTurns | None:
-        mode = tool_mode(request, self._engine_parses_tools)
-        if mode is None:
-            return None
-        messages: list[Mapping[str, Any]] = list(first.messages)
-        if mode == "json" and not (self._engine_parses_tools and self._engine_renders_tools):
-            # Later turns answer freely, in the format the forced first turn did not need.
-            messages = [*with_tool_instructions([dict(m) for m in messages], first.tools)]
-        turns = 0
-
-        async def next_turn(calls: list[dict[str, Any]]) -> EngineStream:
-            # Later turns answer freely (a forced call again would never end).
-            nonlocal turns
-            turns += 1
-            messages.extend(turn_messages(calls))
-            follow = dataclasses.replace(
-                first, request_id=f"{first.request_id}_turn{turns}", messages=tuple(messages),
-                sampling=dataclasses.replace(first.sampling, json_schema=None),
-                parse_tool_calls=self._engine_parses_tools)
-            return await self.engine.submit(follow)
-
-        plan = ToolPlan(mode=mode, max_calls=request.max_tool_calls,
-                        parallel=request.parallel_tool_calls is not False, wait=wait,
-                        timeout=self.settings.responses_tool_timeout, next_turn=next_turn,
-                        engine_parses=self._engine_parses_tools)
-        return ToolTurns(plan, builder, self.ids)
 
     async def post_tool_outputs(self, response_id: str, owner: str,
                                 outputs: list[dict[str, Any]]) -> Mapping[str, Any]:
@@ -289,7 +241,9 @@ class ResponseService:
                 compatibility_mode=self.settings.responses_compatibility_mode,
                 include_logprobs=engine_request.sampling.top_logprobs is not None,
                 clock=self.clock, on_event=self._observe,
-                tools=self._tool_turns(request, engine_request, builder, tool_wait),
+                tools=tool_turns(request, engine_request, builder, self.ids,
+                                 engine=self.engine, wait=tool_wait,
+                                 timeout=self.settings.responses_tool_timeout),
                 max_seconds=self.settings.responses_max_stream_seconds)
             run.owner = owner
             run.rate_limits = limits

@@ -15,6 +15,7 @@ is not waiting, is refused with a 4xx and the waiting run is left as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 import trio
 
-from ..engine.base import EngineStream, ToolCallDelta
+from ..engine.base import Engine, EngineRequest, EngineStream, ToolCallDelta
 from ..errors import APIError, InvalidRequest
 from ..protocol.events import Emitted, ResponseEvents
 from ..protocol.ids import IdFactory
@@ -59,8 +60,8 @@ class ToolPlan:
     wait: bool
     timeout: float
     next_turn: NextTurn | None = None
-    # The engine parses free-form turns itself (after a forced call, too).
-    engine_parses: bool = False
+    # How calls come out of the turns after a forced call.
+    free_mode: ToolMode = "tags"
 
 
 class ToolTurns:
@@ -186,8 +187,7 @@ class ToolTurns:
         turn = [dict(call, output=self._outputs[call["call_id"]]) for call in self.turn_calls]
         self.turn_calls = []
         if self._mode == "json":
-            # Later turns answer freely.
-            self._mode = "engine" if self.plan.engine_parses else "tags"
+            self._mode = self.plan.free_mode  # later turns answer freely
         self._parser = ToolCallParser(_parser_mode(self._mode))
         return turn
 
@@ -214,14 +214,73 @@ class ToolTurns:
             self._all_posted.set()
 
 
-def tool_mode(request: CreateResponseRequest, engine_parses: bool = False) -> ToolMode | None:
-    """How calls come out: None (no tools in play), forced JSON, or free text parsed by
-    the engine's tool parser when it has one, else by ours."""
-    if not request.tools or request.tool_choice == "none":
+@dataclass(frozen=True)
+class EngineTools:
+    """What an engine does with function tools itself."""
+
+    # It parses tool calls (the vLLM bridge with --tool-call-parser
+    # --enable-auto-tool-choice): EngineRequest.parse_tool_calls.
+    parses: bool = False
+    # Its chat template writes the tools it is given into the prompt.
+    renders: bool = False
+
+    @classmethod
+    def of(cls, engine: object) -> EngineTools:
+        return cls(parses=bool(getattr(engine, "parses_tool_calls", False)),
+                   renders=bool(getattr(engine, "renders_tools", False)))
+
+    @property
+    def free_mode(self) -> ToolMode:
+        """How calls come out of a turn the model answers freely."""
+        return "engine" if self.parses else "tags"
+
+    def mode(self, request: CreateResponseRequest) -> ToolMode | None:
+        """How calls come out of the first turn: None (no tools in play), forced JSON,
+        or free text."""
+        if not request.tools or request.tool_choice == "none":
+            return None
+        if request.tool_choice == "required" or isinstance(request.tool_choice, dict):
+            return "json"
+        return self.free_mode
+
+    def needs_instructions(self, mode: ToolMode) -> bool:
+        """Whether a turn in ``mode`` needs the built-in format taught in the prompt:
+        our parser reads our format; the engine's parser gets the tools from the model's
+        template, or from our instructions when the template cannot list them (their
+        Hermes format is what the hermes parser reads); a forced call needs none."""
+        return mode == "tags" or (mode == "engine" and not self.renders)
+
+
+def tool_turns(request: CreateResponseRequest, first: EngineRequest, builder: ResponseEvents,
+               ids: IdFactory, *, engine: Engine, wait: bool, timeout: float
+               ) -> ToolTurns | None:
+    """The function calls of a response whose first turn is ``first``, or None when it
+    has no tools in play. Later turns (after tool outputs) go to ``engine``."""
+    support = EngineTools.of(engine)
+    mode = support.mode(request)
+    if mode is None:
         return None
-    if request.tool_choice == "required" or isinstance(request.tool_choice, dict):
-        return "json"
-    return "engine" if engine_parses else "tags"
+    messages: list[Mapping[str, Any]] = list(first.messages)
+    if mode == "json" and support.needs_instructions(support.free_mode):
+        # Later turns answer freely, in the format the forced first turn did not need.
+        messages = [*with_tool_instructions([dict(m) for m in messages], first.tools)]
+    turns = 0
+
+    async def next_turn(calls: list[dict[str, Any]]) -> EngineStream:
+        # Later turns answer freely (a forced call again would never end).
+        nonlocal turns
+        turns += 1
+        messages.extend(turn_messages(calls))
+        follow = dataclasses.replace(
+            first, request_id=f"{first.request_id}_turn{turns}", messages=tuple(messages),
+            sampling=dataclasses.replace(first.sampling, json_schema=None),
+            parse_tool_calls=support.free_mode == "engine")
+        return await engine.submit(follow)
+
+    plan = ToolPlan(mode=mode, max_calls=request.max_tool_calls,
+                    parallel=request.parallel_tool_calls is not False, wait=wait,
+                    timeout=timeout, next_turn=next_turn, free_mode=support.free_mode)
+    return ToolTurns(plan, builder, ids)
 
 
 def _parser_mode(mode: ToolMode) -> Literal["tags", "json"]:
