@@ -5,7 +5,8 @@ fixtures, but a :class:`VLLMEngine` belongs to the Trio run that started it. So
 :class:`EngineLoop` starts a thread that runs ``trio.run``, builds and starts the engine
 there, and keeps that run alive until the session ends. Tests reach it with:
 
-- ``loop.run(async_fn, *args)`` from a plain (sync) test or any non-Trio thread;
+- ``loop.run(async_fn, *args)`` or ``loop.call(fn, *args)`` from a plain (sync) test or
+  any non-Trio thread (see :class:`tests.support.trio_thread.TrioThread`);
 - ``await loop.arun(async_fn, *args)`` from a Trio test (a worker thread hops over);
 - ``loop.proxy()``: an object with the Engine protocol whose calls hop to the engine's
   run, for a server running in another Trio run (``ServerThread(engine=loop.proxy())``).
@@ -20,13 +21,13 @@ Import it into a conftest to use it.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 import trio
 
+from tests.support.trio_thread import TrioThread
 from trio_responses.engine.base import (
     Engine,
     EngineDelta,
@@ -40,69 +41,34 @@ T = TypeVar("T")
 REAL_ENGINE_FLAGS = ("--enforce-eager", "--max-model-len", "2048", "--seed", "0")
 
 
-class EngineLoop:
+class EngineLoop(TrioThread):
+    what = "the engine loop"
+
     def __init__(self, make_engine: Callable[[], Engine]) -> None:
+        super().__init__()
         self._make_engine = make_engine
         self._engine: Engine | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="engine-loop", daemon=True)
 
     @property
     def engine(self) -> Engine:
         assert self._engine is not None, "the engine loop is not started"
         return self._engine
 
-    def start(self, timeout: float = 600) -> EngineLoop:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the engine did not start")
-        if self._error is not None:
-            raise RuntimeError("the engine failed to start") from self._error
-        return self
-
     def close(self, timeout: float = 120) -> None:
-        if self._token is not None and self._stop is not None:
-            try:
-                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-            except trio.RunFinishedError:
-                pass
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError("the engine did not stop")
-        if self._error is not None:
-            raise RuntimeError("the engine loop failed") from self._error
+        self.stop(timeout)
+        if self.error is not None:
+            raise RuntimeError("the engine loop failed") from self.error
 
-    def _main(self) -> None:
-        try:
-            trio.run(self._serve)
-        except BaseException as exc:  # reported to the test thread
-            self._error = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._stop = trio.Event()
+    async def body(self, started: Callable[[], None], stop: trio.Event) -> None:
         engine = await trio.to_thread.run_sync(self._make_engine)
         try:
             await engine.start()
             self._engine = engine
-            self._ready.set()
-            await self._stop.wait()
+            started()
+            await stop.wait()
         finally:
             with trio.CancelScope(shield=True):
                 await engine.aclose()
-
-    def run(self, async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``async_fn(*args)`` in the engine's Trio run; call from outside it."""
-        assert self._token is not None
-        return trio.from_thread.run(async_fn, *args, trio_token=self._token)
-
-    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._token is not None
-        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
 
     async def arun(
         self, async_fn: Callable[..., Awaitable[T]], *args: Any, abandon_on_cancel: bool = False

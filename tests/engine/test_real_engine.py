@@ -251,7 +251,7 @@ def test_concurrent_requests_share_steps(real_engine: EngineLoop) -> None:
 
 
 def test_statistics_when_idle(real_engine: EngineLoop) -> None:
-    stats = real_engine.run_sync(real_engine.engine.statistics)
+    stats = real_engine.call(real_engine.engine.statistics)
     assert stats.healthy
     assert stats.running == 0
     assert stats.submitted_total >= stats.aborted_total
