@@ -92,6 +92,14 @@ class ProxyEngine:
     def model_name(self) -> str:
         return self._loop.engine.model_name
 
+    @property
+    def parses_tool_calls(self) -> bool:
+        return self._loop.engine.parses_tool_calls
+
+    @property
+    def renders_tools(self) -> bool:
+        return self._loop.engine.renders_tools
+
     async def start(self) -> None:
         await trio.lowlevel.checkpoint()
 

@@ -63,11 +63,19 @@ class TimedEngine:
         self.aborted_at: dict[str, float] = {}
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)  # e.g. renders_tools
+        return getattr(self._inner, name)  # what only this kind of engine has
 
     @property
     def model_name(self) -> str:
         return self._inner.model_name
+
+    @property
+    def parses_tool_calls(self) -> bool:
+        return self._inner.parses_tool_calls
+
+    @property
+    def renders_tools(self) -> bool:
+        return self._inner.renders_tools
 
     async def start(self) -> None:
         await self._inner.start()

@@ -135,6 +135,17 @@ class Engine(Protocol):
     @property
     def model_name(self) -> str: ...
 
+    @property
+    def parses_tool_calls(self) -> bool:
+        """Whether it parses tool calls itself when a request asks it to
+        (``EngineRequest.parse_tool_calls``, sent back as ``EngineDelta.tool_calls``);
+        otherwise the runtime parses the model's text."""
+
+    @property
+    def renders_tools(self) -> bool:
+        """Whether its chat template writes ``EngineRequest.tools`` into the prompt;
+        otherwise the runtime teaches the model its built-in call format."""
+
     async def start(self) -> None:
         """Bring the engine up; called once, in the app's lifespan, before serving."""
 

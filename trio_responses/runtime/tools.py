@@ -225,9 +225,8 @@ class EngineTools:
     renders: bool = False
 
     @classmethod
-    def of(cls, engine: object) -> EngineTools:
-        return cls(parses=bool(getattr(engine, "parses_tool_calls", False)),
-                   renders=bool(getattr(engine, "renders_tools", False)))
+    def of(cls, engine: Engine) -> EngineTools:
+        return cls(parses=engine.parses_tool_calls, renders=engine.renders_tools)
 
     @property
     def free_mode(self) -> ToolMode:
