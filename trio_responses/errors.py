@@ -68,6 +68,19 @@ class MethodNotAllowed(APIError):
     default_code = "method_not_allowed"
 
 
+class Conflict(APIError):
+    """The resource is not in a state to take this request (a response that is not
+    waiting for tool outputs)."""
+
+    status = 409
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        # The SDK retries 409s; waiting does not change this answer.
+        self.headers.setdefault("x-should-retry", "false")
+
+
 class PayloadTooLarge(APIError):
     status = 413
     type = "invalid_request_error"

@@ -17,7 +17,7 @@ import trio
 
 from ..config import Settings
 from ..engine.base import Engine, EngineRequest, SamplingOptions
-from ..errors import EngineUnavailable, InvalidRequest, NotFound
+from ..errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
 from ..protocol.events import Event, ResponseEvents, replay_without_log
 from ..protocol.ids import IdFactory, random_id
@@ -32,7 +32,7 @@ from .buffer import EventBuffer, EventReader, Frame
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .run import ResponseRun
-from .tools import Conflict, EngineTools, chat_tools, tool_turns, with_tool_instructions
+from .tools import EngineTools, chat_tools, tool_turns, with_tool_instructions
 
 # Service tier → engine priority (vLLM: lower runs first).
 TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}

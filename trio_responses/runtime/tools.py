@@ -24,23 +24,13 @@ from typing import Any, Literal
 import trio
 
 from ..engine.base import Engine, EngineRequest, EngineStream, ToolCallDelta
-from ..errors import APIError, InvalidRequest
+from ..errors import Conflict, InvalidRequest
 from ..protocol.events import Emitted, ResponseEvents
 from ..protocol.ids import IdFactory
 from ..protocol.request import CreateResponseRequest
 from ..protocol.toolcalls import ParsedCall, ToolCallParser, tool_instructions
 
 log = logging.getLogger(__name__)
-
-
-class Conflict(APIError):
-    status = 409
-    type = "invalid_request_error"
-
-    def __init__(self, message: str, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        # The SDK retries 409s; waiting does not change this answer.
-        self.headers.setdefault("x-should-retry", "false")
 
 
 # The next model turn: given this turn's calls and their outputs, a new engine stream.
@@ -311,28 +301,3 @@ def turn_messages(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
          "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]}
     return [assistant, *({"role": "tool", "tool_call_id": c["call_id"],
                           "content": c["output"]} for c in calls)]
-
-
-def parse_tool_outputs(body: Any) -> list[dict[str, Any]]:
-    """Validate ``{"tool_outputs": [{"call_id": str, "output": str}, ...]}``."""
-    if not isinstance(body, dict) or not isinstance(body.get("tool_outputs"), list):
-        raise InvalidRequest("Expected a JSON object with a 'tool_outputs' array.",
-                             param="tool_outputs", code="invalid_type")
-    unknown = set(body) - {"tool_outputs"}
-    if unknown:
-        name = sorted(unknown)[0]
-        raise InvalidRequest(f"Unknown parameter: '{name}'.", param=name,
-                             code="unknown_parameter")
-    outputs: list[dict[str, Any]] = body["tool_outputs"]
-    if not outputs:
-        raise InvalidRequest("'tool_outputs' must not be empty.", param="tool_outputs")
-    for index, output in enumerate(outputs):
-        where = f"tool_outputs[{index}]"
-        if not isinstance(output, dict) or set(output) - {"call_id", "output"}:
-            raise InvalidRequest(f"'{where}' must be an object with 'call_id' and 'output'.",
-                                 param=where)
-        for key in ("call_id", "output"):
-            if not isinstance(output.get(key), str):
-                raise InvalidRequest(f"'{where}.{key}' must be a string.",
-                                     param=f"{where}.{key}", code="invalid_type")
-    return outputs

@@ -33,7 +33,7 @@ from ..protocol.request import (
     extension_fields_set,
 )
 from ..protocol.sse import encode_json
-from ..runtime.tools import parse_tool_outputs
+from ..protocol.tool_outputs import parse_tool_outputs
 from .app import AppState
 from .gateway import UNAUTHENTICATED_PATHS, check_body_request_id, request_id
 from .metrics import CONTENT_TYPE
