@@ -11,10 +11,10 @@ import trio
 import trio.testing
 
 from tests.protocol.builders import USAGE, new_builder
-from trio_responses.engine.base import ToolCallDelta
+from trio_responses.engine.base import EngineStream, ToolCallDelta
 from trio_responses.protocol.events import ResponseEvents
 from trio_responses.protocol.ids import counting_ids
-from trio_responses.runtime.tools import ToolPlan, ToolTurns
+from trio_responses.runtime.tools import ToolPlan, ToolTurns, ToolWait
 
 
 def turns(*, parallel: bool = True, max_calls: int | None = None
@@ -22,9 +22,12 @@ def turns(*, parallel: bool = True, max_calls: int | None = None
     builder = new_builder()
     builder.created()
     builder.in_progress()
-    plan = ToolPlan(mode="engine", max_calls=max_calls, parallel=parallel, wait=False,
-                    timeout=1.0)
+    plan = ToolPlan(mode="engine", max_calls=max_calls, parallel=parallel)
     return ToolTurns(plan, builder, counting_ids()), builder
+
+
+async def no_next_turn(calls: list[dict[str, Any]]) -> EngineStream:
+    raise AssertionError("these tests never start a next turn")
 
 
 def finish(tools: ToolTurns, builder: ResponseEvents) -> dict[str, Any]:
@@ -95,9 +98,9 @@ async def test_after_a_forced_call_the_engine_parses_the_next_turns() -> None:
     builder = new_builder()
     builder.created()
     builder.in_progress()
-    plan = ToolPlan(mode="json", max_calls=None, parallel=True, wait=True, timeout=5.0,
-                    free_mode="engine")
-    tools = ToolTurns(plan, builder, counting_ids())
+    plan = ToolPlan(mode="json", max_calls=None, parallel=True, free_mode="engine")
+    tools = ToolTurns(plan, builder, counting_ids(),
+                      wait=ToolWait(timeout=5.0, next_turn=no_next_turn))
     tools.text('{"name": "a", "arguments": {}}')
     tools.end_of_turn()
     [call] = tools.turn_calls

@@ -148,8 +148,7 @@ class ResponseRun:
             stopped, reason = await self._turn()
             if stopped:
                 return
-            if self.tools is not None and self.tools.turn_calls and self.tools.plan.wait \
-                    and self.tools.plan.next_turn is not None and reason is None:
+            if self.tools is not None and self.tools.wants_next_turn(reason):
                 self._publish(self.builder.end_items())
                 outputs = await self.tools.wait_for_outputs()
                 if outputs is None:
@@ -166,7 +165,7 @@ class ResponseRun:
                                  e[2] + d.output_tokens, e[3] + d.reasoning_tokens)
                 self._last_delta = EngineDelta()
                 self._engine_done = False
-                self._stream = await self.tools.plan.next_turn(outputs)
+                self._stream = await self.tools.next_turn(outputs)
                 continue
             await self._finish(self.builder.complete(usage=self._usage(), at=self._clock(),
                                                      incomplete_reason=reason))

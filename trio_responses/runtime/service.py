@@ -8,9 +8,9 @@ and hands back either the run (to stream or wait on) or a finished JSON object.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -26,17 +26,28 @@ from ..protocol.machine import TERMINAL_EVENTS
 from ..protocol.request import CreateResponseRequest, stop_sequences
 from ..protocol.response import new_response
 from ..protocol.sse import frame
-from ..protocol.toolcalls import call_schema
 from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
 from .buffer import EventBuffer, EventReader, Frame
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .run import ResponseRun
-from .tools import EngineTools, chat_tools, tool_turns, with_tool_instructions
+from .tools import ToolPlan, plan_tools, tool_turns
 
 # Service tier → engine priority (vLLM: lower runs first).
 TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A create request checked and turned into its first engine request."""
+
+    engine_request: EngineRequest
+    # The request's input, normalized, each item with its id.
+    input_items: tuple[dict[str, Any], ...]
+    service_tier: str
+    # How its function calls work; None: no tools in play.
+    tools: ToolPlan | None
 
 
 class ResponseService:
@@ -123,7 +134,7 @@ class ResponseService:
 
     def engine_request(
         self, request: CreateResponseRequest, request_id: str, messages: list[dict[str, Any]],
-        tier: str,
+        tier: str, tools: ToolPlan | None,
     ) -> EngineRequest:
         fmt = request.text.format if request.text else None
         logprobs = LOGPROBS_INCLUDE in (request.include or ())
@@ -141,29 +152,18 @@ class ResponseService:
             json_schema=fmt.schema if fmt is not None and fmt.type == "json_schema" else None,
             json_object=fmt is not None and fmt.type == "json_object",
         )
-        support = EngineTools.of(self.engine)
-        mode = support.mode(request)
-        tools = chat_tools(request) if mode else ()
-        if mode == "json":
-            sampling = dataclasses.replace(sampling, json_object=False, json_schema=call_schema(
-                request.tools or (), _named_tool(request.tool_choice)))
-        elif mode is not None and support.needs_instructions(mode):
-            messages = with_tool_instructions(messages, tools)
-        return EngineRequest(
+        engine_request = EngineRequest(
             request_id=request_id,
             messages=tuple(messages),
             sampling=sampling,
-            tools=tools,
             cache_salt=request.cache_salt or request.prompt_cache_key,
             priority=request.priority if request.priority is not None else TIER_PRIORITY[tier],
             truncate=request.truncation == "auto",
             reasoning_effort=request.reasoning.effort if request.reasoning else None,
-            parse_tool_calls=mode == "engine",
         )
+        return engine_request if tools is None else tools.first_turn(engine_request)
 
-    async def prepare(
-        self, request: CreateResponseRequest, owner: str
-    ) -> tuple[EngineRequest, list[dict[str, Any]], str]:
+    async def prepare(self, request: CreateResponseRequest, owner: str) -> PreparedRequest:
         """Everything up to the engine: checks, prompt, sampling. Raises 4xx errors."""
         self._check_model(request)
         tier = self._service_tier(request)
@@ -173,7 +173,11 @@ class ResponseService:
             item.setdefault("id", self.ids(_ITEM_PREFIX.get(item["type"], "item")))
         history = await self._history(request, owner)
         messages = build_messages(request.instructions, history, items)
-        return self.engine_request(request, self.ids("resp"), messages, tier), items, tier
+        tools = plan_tools(request, self.engine)
+        return PreparedRequest(
+            engine_request=self.engine_request(request, self.ids("resp"), messages, tier,
+                                               tools),
+            input_items=tuple(items), service_tier=tier, tools=tools)
 
     async def post_tool_outputs(self, response_id: str, owner: str,
                                 outputs: list[dict[str, Any]]) -> Mapping[str, Any]:
@@ -195,7 +199,8 @@ class ResponseService:
         """Start a response. ``stream``: its creator will read the events (a bounded,
         primary reader) — otherwise a foreground run keeps no events. ``tool_wait``:
         after function calls, wait for their outputs in the same response."""
-        engine_request, items, tier = await self.prepare(request, owner)
+        prepared = await self.prepare(request, owner)
+        engine_request, tier = prepared.engine_request, prepared.service_tier
         response = new_response(request, response_id=engine_request.request_id,
                                 created_at=round(self.clock(), 3),
                                 model=self.engine.model_name, service_tier=tier)
@@ -229,7 +234,7 @@ class ResponseService:
                     background=response["background"],
                     previous_response_id=request.previous_response_id,
                     created_at=response["created_at"], response=builder.response,
-                    input_items=tuple(items)))
+                    input_items=prepared.input_items))
             buffer = EventBuffer(max_unsent_bytes=self.settings.responses_stream_buffer_max_bytes,
                                  keep_log=response["background"],
                                  primary=stream and not response["background"])
@@ -241,9 +246,9 @@ class ResponseService:
                 compatibility_mode=self.settings.responses_compatibility_mode,
                 include_logprobs=engine_request.sampling.top_logprobs is not None,
                 clock=self.clock, on_event=self._observe,
-                tools=tool_turns(request, engine_request, builder, self.ids,
-                                 engine=self.engine, wait=tool_wait,
-                                 timeout=self.settings.responses_tool_timeout),
+                tools=None if prepared.tools is None else tool_turns(
+                    prepared.tools, engine_request, builder, self.ids, engine=self.engine,
+                    wait=tool_wait, timeout=self.settings.responses_tool_timeout),
                 max_seconds=self.settings.responses_max_stream_seconds)
             run.owner = owner
             run.rate_limits = limits
@@ -348,12 +353,8 @@ class ResponseService:
         }
 
     async def count_input_tokens(self, request: CreateResponseRequest, owner: str) -> int:
-        engine_request, _, _ = await self.prepare(request, owner)
-        return await self.engine.count_tokens(engine_request)
-
-
-def _named_tool(choice: str | dict[str, Any] | None) -> str | None:
-    return choice.get("name") if isinstance(choice, dict) else None
+        prepared = await self.prepare(request, owner)
+        return await self.engine.count_tokens(prepared.engine_request)
 
 
 _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",

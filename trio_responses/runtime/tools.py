@@ -1,4 +1,9 @@
-"""Function calls inside a run: parsing the model's text, and the tool-output wait.
+"""Function calls inside a run: the plan, parsing the model's text, the tool-output wait.
+
+:class:`ToolPlan` is decided once per request (:func:`plan_tools`): how calls come out
+of the model (our built-in format, one forced JSON call, or the engine's own parser),
+from the request's ``tool_choice`` and what the engine does with tools. The first
+turn's engine request, the turns after tool outputs and :class:`ToolTurns` follow it.
 
 :class:`ToolTurns` sits between the engine's text and the event builder when a request
 has function tools: plain text goes on as output text, each complete call becomes a
@@ -25,10 +30,11 @@ import trio
 
 from ..engine.base import Engine, EngineRequest, EngineStream, ToolCallDelta
 from ..errors import Conflict, InvalidRequest
+from ..protocol.conversation import items_to_messages
 from ..protocol.events import Emitted, ResponseEvents
 from ..protocol.ids import IdFactory
 from ..protocol.request import CreateResponseRequest
-from ..protocol.toolcalls import ParsedCall, ToolCallParser, tool_instructions
+from ..protocol.toolcalls import ParsedCall, ToolCallParser, call_schema, tool_instructions
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +50,72 @@ ToolMode = Literal["tags", "json", "engine"]
 
 @dataclass(frozen=True)
 class ToolPlan:
+    """How a response's function calls work, decided once per request (:func:`plan_tools`,
+    from the request and what the engine does with tools): the first turn's engine
+    request (:meth:`first_turn`), the later turns and :class:`ToolTurns` all follow it."""
+
+    # How calls come out of the first turn.
     mode: ToolMode
-    max_calls: int | None
-    parallel: bool
-    wait: bool
-    timeout: float
-    next_turn: NextTurn | None = None
-    # How calls come out of the turns after a forced call.
+    # How calls come out of the turns the model answers freely (after a forced call).
     free_mode: ToolMode = "tags"
+    max_calls: int | None = None
+    parallel: bool = True
+    # The request's tools, in the chat-completions form chat templates take.
+    tools: tuple[Mapping[str, Any], ...] = ()
+    # The structured-output schema of a forced call (mode "json").
+    call_schema: Mapping[str, Any] | None = None
+    # The engine's chat template writes the tools it is given into the prompt.
+    template_lists_tools: bool = False
+
+    def teaches(self, mode: ToolMode) -> bool:
+        """Whether a turn in ``mode`` needs the built-in format taught in the prompt:
+        our parser reads our format; the engine's parser gets the tools from the model's
+        template, or from our instructions when the template cannot list them (their
+        Hermes format is what the hermes parser reads); a forced call needs none."""
+        return mode == "tags" or (mode == "engine" and not self.template_lists_tools)
+
+    def first_turn(self, request: EngineRequest) -> EngineRequest:
+        """``request`` (built without tools) as the first turn of this plan: with the
+        tools, and either a forced call's schema or the format taught if need be."""
+        messages: Sequence[Mapping[str, Any]] = request.messages
+        sampling = request.sampling
+        if self.mode == "json":
+            sampling = dataclasses.replace(sampling, json_object=False,
+                                           json_schema=self.call_schema)
+        elif self.teaches(self.mode):
+            messages = with_tool_instructions(messages, self.tools)
+        return dataclasses.replace(request, messages=tuple(messages), sampling=sampling,
+                                   tools=self.tools, parse_tool_calls=self.mode == "engine")
+
+
+def plan_tools(request: CreateResponseRequest, engine: Engine) -> ToolPlan | None:
+    """The tool plan of ``request`` on ``engine``, or None when no tools are in play."""
+    if not request.tools or request.tool_choice == "none":
+        return None
+    free_mode: ToolMode = "engine" if engine.parses_tool_calls else "tags"
+    forced = request.tool_choice == "required" or isinstance(request.tool_choice, dict)
+    named = request.tool_choice.get("name") if isinstance(request.tool_choice, dict) else None
+    return ToolPlan(
+        mode="json" if forced else free_mode, free_mode=free_mode,
+        max_calls=request.max_tool_calls, parallel=request.parallel_tool_calls is not False,
+        tools=chat_tools(request),
+        call_schema=call_schema(request.tools, named) if forced else None,
+        template_lists_tools=engine.renders_tools)
+
+
+@dataclass(frozen=True)
+class ToolWait:
+    """The opt-in wait after a turn that made calls: for how long, and the turn after."""
+
+    timeout: float
+    next_turn: NextTurn
 
 
 class ToolTurns:
-    def __init__(self, plan: ToolPlan, builder: ResponseEvents, ids: IdFactory) -> None:
-        self.plan = plan
+    def __init__(self, plan: ToolPlan, builder: ResponseEvents, ids: IdFactory, *,
+                 wait: ToolWait | None = None) -> None:
+        self._plan = plan
+        self._wait = wait
         self._builder = builder
         self._ids = ids
         self._mode: ToolMode = plan.mode
@@ -152,9 +211,9 @@ class ToolTurns:
         return events
 
     def _may_call(self) -> bool:
-        if self.plan.max_calls is not None and self._total_calls >= self.plan.max_calls:
+        if self._plan.max_calls is not None and self._total_calls >= self._plan.max_calls:
             return False
-        return self.plan.parallel or not self.turn_calls
+        return self._plan.parallel or not self.turn_calls
 
     # -- the wait --------------------------------------------------------------------
 
@@ -162,13 +221,19 @@ class ToolTurns:
     def waiting(self) -> bool:
         return self._waiting
 
+    def wants_next_turn(self, incomplete_reason: str | None) -> bool:
+        """Whether the run should wait for this turn's outputs and go on: the wait is on,
+        the turn made calls, and it ended with a stop (not cut short)."""
+        return self._wait is not None and bool(self.turn_calls) and incomplete_reason is None
+
     async def wait_for_outputs(self) -> list[dict[str, Any]] | None:
         """Outputs for every call of this turn, or None after the timeout."""
+        assert self._wait is not None, "a response that does not wait for tool outputs"
         self._outputs = {}
         self._all_posted = trio.Event()
         self._waiting = True
         try:
-            with trio.move_on_after(self.plan.timeout):
+            with trio.move_on_after(self._wait.timeout):
                 await self._all_posted.wait()
         finally:
             self._waiting = False
@@ -177,9 +242,14 @@ class ToolTurns:
         turn = [dict(call, output=self._outputs[call["call_id"]]) for call in self.turn_calls]
         self.turn_calls = []
         if self._mode == "json":
-            self._mode = self.plan.free_mode  # later turns answer freely
+            self._mode = self._plan.free_mode  # later turns answer freely
         self._parser = ToolCallParser(_parser_mode(self._mode))
         return turn
+
+    async def next_turn(self, outputs: list[dict[str, Any]]) -> EngineStream:
+        """The engine stream of the turn after ``outputs`` (from :meth:`wait_for_outputs`)."""
+        assert self._wait is not None, "a response that does not wait for tool outputs"
+        return await self._wait.next_turn(outputs)
 
     def post(self, outputs: Sequence[Mapping[str, Any]]) -> None:
         """Accept posted outputs, all or none; raises a 4xx error for bad ones."""
@@ -204,72 +274,34 @@ class ToolTurns:
             self._all_posted.set()
 
 
-@dataclass(frozen=True)
-class EngineTools:
-    """What an engine does with function tools itself."""
-
-    # It parses tool calls (the vLLM bridge with --tool-call-parser
-    # --enable-auto-tool-choice): EngineRequest.parse_tool_calls.
-    parses: bool = False
-    # Its chat template writes the tools it is given into the prompt.
-    renders: bool = False
-
-    @classmethod
-    def of(cls, engine: Engine) -> EngineTools:
-        return cls(parses=engine.parses_tool_calls, renders=engine.renders_tools)
-
-    @property
-    def free_mode(self) -> ToolMode:
-        """How calls come out of a turn the model answers freely."""
-        return "engine" if self.parses else "tags"
-
-    def mode(self, request: CreateResponseRequest) -> ToolMode | None:
-        """How calls come out of the first turn: None (no tools in play), forced JSON,
-        or free text."""
-        if not request.tools or request.tool_choice == "none":
-            return None
-        if request.tool_choice == "required" or isinstance(request.tool_choice, dict):
-            return "json"
-        return self.free_mode
-
-    def needs_instructions(self, mode: ToolMode) -> bool:
-        """Whether a turn in ``mode`` needs the built-in format taught in the prompt:
-        our parser reads our format; the engine's parser gets the tools from the model's
-        template, or from our instructions when the template cannot list them (their
-        Hermes format is what the hermes parser reads); a forced call needs none."""
-        return mode == "tags" or (mode == "engine" and not self.renders)
+def tool_turns(plan: ToolPlan, first: EngineRequest, builder: ResponseEvents,
+               ids: IdFactory, *, engine: Engine, wait: bool, timeout: float) -> ToolTurns:
+    """The function calls of a response whose first turn is ``first``; with ``wait``,
+    the turns after tool outputs go to ``engine``."""
+    return ToolTurns(plan, builder, ids, wait=ToolWait(
+        timeout, later_turns(plan, first, engine)) if wait else None)
 
 
-def tool_turns(request: CreateResponseRequest, first: EngineRequest, builder: ResponseEvents,
-               ids: IdFactory, *, engine: Engine, wait: bool, timeout: float
-               ) -> ToolTurns | None:
-    """The function calls of a response whose first turn is ``first``, or None when it
-    has no tools in play. Later turns (after tool outputs) go to ``engine``."""
-    support = EngineTools.of(engine)
-    mode = support.mode(request)
-    if mode is None:
-        return None
+def later_turns(plan: ToolPlan, first: EngineRequest, engine: Engine) -> NextTurn:
+    """The turns after the first: its prompt, then each turn's calls and outputs, and
+    the model answers freely (a forced call again would never end)."""
     messages: list[Mapping[str, Any]] = list(first.messages)
-    if mode == "json" and support.needs_instructions(support.free_mode):
-        # Later turns answer freely, in the format the forced first turn did not need.
-        messages = [*with_tool_instructions([dict(m) for m in messages], first.tools)]
+    if plan.mode == "json" and plan.teaches(plan.free_mode):
+        # Later turns answer in the format the forced first turn did not need.
+        messages = with_tool_instructions(messages, plan.tools)
     turns = 0
 
     async def next_turn(calls: list[dict[str, Any]]) -> EngineStream:
-        # Later turns answer freely (a forced call again would never end).
         nonlocal turns
         turns += 1
-        messages.extend(turn_messages(calls))
+        messages.extend(items_to_messages(_turn_items(calls)))
         follow = dataclasses.replace(
             first, request_id=f"{first.request_id}_turn{turns}", messages=tuple(messages),
             sampling=dataclasses.replace(first.sampling, json_schema=None),
-            parse_tool_calls=support.free_mode == "engine")
+            parse_tool_calls=plan.free_mode == "engine")
         return await engine.submit(follow)
 
-    plan = ToolPlan(mode=mode, max_calls=request.max_tool_calls,
-                    parallel=request.parallel_tool_calls is not False, wait=wait,
-                    timeout=timeout, next_turn=next_turn, free_mode=support.free_mode)
-    return ToolTurns(plan, builder, ids)
+    return next_turn
 
 
 def _parser_mode(mode: ToolMode) -> Literal["tags", "json"]:
@@ -283,8 +315,8 @@ def chat_tools(request: CreateResponseRequest) -> tuple[dict[str, Any], ...]:
         for tool in request.tools or ())
 
 
-def with_tool_instructions(messages: list[dict[str, Any]],
-                           tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def with_tool_instructions(messages: Sequence[Mapping[str, Any]],
+                           tools: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The built-in tool format taught in the system message (for templates without
     tool support)."""
     guide = tool_instructions(tools)
@@ -294,10 +326,11 @@ def with_tool_instructions(messages: list[dict[str, Any]],
     return [{"role": "system", "content": guide}, *messages]
 
 
-def turn_messages(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """A turn's calls and their outputs, as the chat messages of the next prompt."""
-    assistant = {"role": "assistant", "content": "", "tool_calls": [
-        {"id": c["call_id"], "type": "function",
-         "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]}
-    return [assistant, *({"role": "tool", "tool_call_id": c["call_id"],
-                          "content": c["output"]} for c in calls)]
+def _turn_items(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A turn's calls and their outputs as the items a response holds."""
+    return [
+        *({"type": "function_call", "call_id": c["call_id"], "name": c["name"],
+           "arguments": c["arguments"]} for c in calls),
+        *({"type": "function_call_output", "call_id": c["call_id"], "output": c["output"]}
+          for c in calls),
+    ]
