@@ -14,7 +14,7 @@ from tests.support.memory_store import MemoryStore
 from trio_responses.engine.base import EngineDelta, EngineRequest, SamplingOptions
 from trio_responses.protocol.events import Event, ResponseEvents
 from trio_responses.runtime.buffer import EventBuffer, Frame
-from trio_responses.runtime.run import ResponseRun
+from trio_responses.runtime.run import ResponseRun, RunOptions
 from trio_responses.store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
 
 
@@ -134,9 +134,9 @@ def make_run(
         if events is not None:
             events.append((trio.current_time(), event))
 
-    return ResponseRun(builder=builder, stream=stream, store=store, buffer=buffer,
-                       ping_interval=ping_interval, compatibility_mode=compatibility_mode,
-                       include_logprobs=False, clock=lambda: 1700000000.0, on_event=observe)
+    options = RunOptions(ping_interval=ping_interval, compatibility_mode=compatibility_mode)
+    return ResponseRun(builder, stream, buffer, options, clock=lambda: 1700000000.0,
+                       store=store, on_event=observe)
 
 
 async def read_all(buffer: EventBuffer, cursor: int = 0, *, primary: bool = False,

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import trio
 
@@ -32,14 +33,19 @@ from ..protocol.response import usage as usage_block
 from ..protocol.sse import COMMENT_PING
 from ..store.base import ResponseStore
 from .buffer import BufferOverflow, EventBuffer, Frame
+from .ratelimit import LimitState
 from .tools import ToolTurns
 
 log = logging.getLogger(__name__)
 
 CLEANUP_TIMEOUT = 10.0
 
-# Why a run ended early → (final status, error message or None).
-END_CAUSES: dict[str, tuple[str, str | None]] = {
+# Why a run ended early: /cancel, the client leaving, shutdown, the stream buffer
+# overflowing, the maximum stream duration.
+EndCause = Literal["cancel", "disconnect", "shutdown", "overflow", "timeout"]
+
+# Each cause → (final status, error message or None).
+END_CAUSES: dict[EndCause, tuple[Literal["cancelled", "failed"], str | None]] = {
     "cancel": ("cancelled", None),
     "disconnect": ("cancelled", None),
     "shutdown": ("failed", "The server shut down while this response was running."),
@@ -47,57 +53,88 @@ END_CAUSES: dict[str, tuple[str, str | None]] = {
                  "buffer limit (--responses-stream-buffer-max-bytes) was exceeded."),
     "timeout": ("failed", "The response exceeded the server's maximum stream duration."),
 }
+# A run that ended with no cause of its own (its nursery was cancelled from outside).
+UNKNOWN_END: tuple[Literal["failed"], str] = ("failed", "The run ended.")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How a run behaves, beyond what it runs."""
+
+    # Seconds of silence before a heartbeat (0: none).
+    ping_interval: float = 0.0
+    # Heartbeats as SSE comments, and no extension fields a strict client would refuse.
+    compatibility_mode: bool = False
+    # Output text deltas carry the tokens' logprobs.
+    include_logprobs: bool = False
+    # The server's maximum stream duration (0: none).
+    max_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCounts:
+    prompt: int = 0
+    cached: int = 0
+    output: int = 0
+    reasoning: int = 0
+
+    @classmethod
+    def of(cls, delta: EngineDelta) -> TokenCounts:
+        return cls(prompt=delta.prompt_tokens, cached=delta.cached_tokens,
+                   output=delta.output_tokens, reasoning=delta.reasoning_tokens)
+
+    def __add__(self, other: TokenCounts) -> TokenCounts:
+        return TokenCounts(prompt=self.prompt + other.prompt, cached=self.cached + other.cached,
+                           output=self.output + other.output,
+                           reasoning=self.reasoning + other.reasoning)
 
 
 class ResponseRun:
     def __init__(
         self,
-        *,
         builder: ResponseEvents,
         stream: EngineStream,
-        store: ResponseStore | None,
         buffer: EventBuffer,
-        ping_interval: float,
-        compatibility_mode: bool,
-        include_logprobs: bool,
+        options: RunOptions,
+        *,
         clock: Callable[[], float],
-        on_event: Callable[[ResponseRun, Event], None] | None = None,
+        store: ResponseStore | None = None,
         tools: ToolTurns | None = None,
-        max_seconds: float = 0.0,
+        owner: str = "",
+        rate_limits: Sequence[LimitState] = (),
+        on_event: Callable[[ResponseRun, Event], None] | None = None,
     ) -> None:
         self.builder = builder
         self.buffer = buffer
         self.id: str = builder.response["id"]
         self.background: bool = bool(builder.response["background"])
+        self.owner = owner
+        # Rate-limit figures of the request that started this run (for its headers).
+        self.rate_limits = list(rate_limits)
         self.done = trio.Event()
-        self.end_cause: str | None = None
+        self.end_cause: EndCause | None = None
         self.started_at = trio.current_time()
         # Set when the run had to abort an unfinished engine request.
         self.engine_aborted = False
-        # Rate-limit figures of the request that started this run (for its headers).
-        self.rate_limits: list[Any] = []
-        self.owner = ""
         self._stream = stream
         self._store = store
-        self._ping_interval = ping_interval
-        self._compat = compatibility_mode
-        self._include_logprobs = include_logprobs
+        self._options = options
         self._clock = clock
         self._on_event = on_event
         # The server's maximum stream duration ends the run like any other cause.
-        self._scope = trio.CancelScope(
-            deadline=self.started_at + max_seconds if max_seconds > 0 else math.inf)
+        self._scope = trio.CancelScope(deadline=self.started_at + options.max_seconds
+                                       if options.max_seconds > 0 else math.inf)
         self._last_sent = trio.current_time()
         self._last_delta = EngineDelta()
         self.tools = tools
         # Token counts of earlier model turns (a response that waited for tool outputs
         # has several), added to the current turn's.
-        self._earlier = (0, 0, 0, 0)
+        self._earlier = TokenCounts()
         self._engine_done = False  # the engine finished or failed the request itself
 
     # -- control ---------------------------------------------------------------------
 
-    def end(self, cause: str) -> bool:
+    def end(self, cause: EndCause) -> bool:
         """End the run early for ``cause`` (see END_CAUSES). False if it already ended."""
         if self.builder.finished or self.end_cause is not None:
             return False
@@ -117,7 +154,7 @@ class ResponseRun:
             with self._scope:
                 self._publish(self.builder.in_progress())
                 async with trio.open_nursery() as nursery:
-                    if self._ping_interval > 0:
+                    if self._options.ping_interval > 0:
                         nursery.start_soon(self._heartbeat)
                     await self._generate()
                     nursery.cancel_scope.cancel()
@@ -159,10 +196,7 @@ class ResponseRun:
                 for call in outputs:
                     self._publish(self.builder.function_call_output(
                         call_id=call["call_id"], output=call["output"]))
-                d = self._last_delta
-                e = self._earlier
-                self._earlier = (e[0] + d.prompt_tokens, e[1] + d.cached_tokens,
-                                 e[2] + d.output_tokens, e[3] + d.reasoning_tokens)
+                self._earlier += TokenCounts.of(self._last_delta)
                 self._last_delta = EngineDelta()
                 self._engine_done = False
                 self._stream = await self.tools.next_turn(outputs)
@@ -206,14 +240,14 @@ class ResponseRun:
 
     async def _heartbeat(self) -> None:
         while True:
-            await trio.sleep_until(self._last_sent + self._ping_interval)
+            await trio.sleep_until(self._last_sent + self._options.ping_interval)
             if self.builder.finished:
                 # The terminal events are built (and wait for the store write): nothing
                 # may follow them, and a ping that sends nothing would never move
                 # _last_sent, so this loop would spin instead of sleeping.
                 return
-            if trio.current_time() >= self._last_sent + self._ping_interval:
-                if self._compat:
+            if trio.current_time() >= self._last_sent + self._options.ping_interval:
+                if self._options.compatibility_mode:
                     self._append(Frame(None, COMMENT_PING))
                     self._last_sent = trio.current_time()
                 else:
@@ -222,7 +256,8 @@ class ResponseRun:
     # -- ending ----------------------------------------------------------------------
 
     def _early_end_events(self) -> list[Emitted]:
-        status, message = END_CAUSES.get(self.end_cause or "", ("failed", "The run ended."))
+        cause = self.end_cause
+        status, message = UNKNOWN_END if cause is None else END_CAUSES.get(cause, UNKNOWN_END)
         if status == "cancelled":
             return self.builder.cancel(usage=self._usage())
         return self.builder.fail(message or "", usage=self._usage())
@@ -281,20 +316,18 @@ class ResponseRun:
             self.end("overflow")
 
     def _usage(self) -> dict[str, Any]:
-        d, (prompt, cached, output, reasoning) = self._last_delta, self._earlier
-        return usage_block(input_tokens=prompt + d.prompt_tokens,
-                           output_tokens=output + d.output_tokens,
-                           cached_tokens=cached + d.cached_tokens,
-                           reasoning_tokens=reasoning + d.reasoning_tokens)
+        total = self._earlier + TokenCounts.of(self._last_delta)
+        return usage_block(input_tokens=total.prompt, output_tokens=total.output,
+                           cached_tokens=total.cached, reasoning_tokens=total.reasoning)
 
     @property
     def _tool_timeout_reason(self) -> str | None:
         # The SDK's strict models know no reason for this; in compatibility mode the
         # reason stays null so strict clients still parse the response.
-        return None if self._compat else "tool_output_timeout"
+        return None if self._options.compatibility_mode else "tool_output_timeout"
 
     def _logprobs(self, delta: EngineDelta) -> list[dict[str, Any]]:
-        if not self._include_logprobs:
+        if not self._options.include_logprobs:
             return []
         return [
             {

@@ -30,7 +30,7 @@ from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
 from .buffer import EventBuffer, EventReader, Frame
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
-from .run import ResponseRun
+from .run import ResponseRun, RunOptions
 from .tools import ToolPlan, plan_tools, tool_turns
 
 # Service tier → engine priority (vLLM: lower runs first).
@@ -240,18 +240,18 @@ class ResponseService:
                                  primary=stream and not response["background"])
             for event, data in created:
                 buffer.append(Frame(event, data))
-            run = ResponseRun(
-                builder=builder, stream=engine_stream, store=self.store if stored else None,
-                buffer=buffer, ping_interval=self.settings.responses_ping_interval_seconds,
+            options = RunOptions(
+                ping_interval=self.settings.responses_ping_interval_seconds,
                 compatibility_mode=self.settings.responses_compatibility_mode,
                 include_logprobs=engine_request.sampling.top_logprobs is not None,
-                clock=self.clock, on_event=self._observe,
+                max_seconds=self.settings.responses_max_stream_seconds)
+            run = ResponseRun(
+                builder, engine_stream, buffer, options, clock=self.clock,
+                store=self.store if stored else None,
                 tools=None if prepared.tools is None else tool_turns(
                     prepared.tools, engine_request, builder, self.ids, engine=self.engine,
                     wait=tool_wait, timeout=self.settings.responses_tool_timeout),
-                max_seconds=self.settings.responses_max_stream_seconds)
-            run.owner = owner
-            run.rate_limits = limits
+                owner=owner, rate_limits=limits, on_event=self._observe)
             if estimate:
                 self._charges[run.id] = (owner, estimate)
             self.registry.start(run)
