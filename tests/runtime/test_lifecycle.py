@@ -27,6 +27,7 @@ from trio_responses.protocol.request import decode_create_request
 from trio_responses.runtime.registry import Registry
 from trio_responses.runtime.run import ResponseRun
 from trio_responses.runtime.service import ResponseService
+from trio_responses.runtime.service_config import ServiceConfig
 from trio_responses.store.base import TERMINAL_STATUSES
 
 RANK = {"queued": 0, "in_progress": 1, **{status: 2 for status in TERMINAL_STATUSES}}
@@ -173,7 +174,8 @@ class World:
         await self.store.open()
         async with Registry.open() as registry:
             service = ResponseService(
-                settings=Settings(engine="scripted", responses_ping_interval_seconds=3),
+                config=ServiceConfig.from_settings(
+                    Settings(engine="scripted", responses_ping_interval_seconds=3)),
                 engine=self.engine, store=self.store, registry=registry, ids=self.ids,
                 clock=trio.current_time, observer=self.observe)
             while ops:

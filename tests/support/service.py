@@ -12,6 +12,7 @@ from trio_responses.engine.scripted import ScriptedEngine
 from trio_responses.protocol.ids import counting_ids
 from trio_responses.runtime.registry import Registry
 from trio_responses.runtime.service import ResponseService
+from trio_responses.runtime.service_config import ServiceConfig
 from trio_responses.store.base import ResponseStore
 
 
@@ -25,8 +26,8 @@ async def open_service(
     try:
         async with Registry.open() as registry:
             service = ResponseService(
-                settings=Settings(**{"engine": "scripted",
-                                     "responses_ping_interval_seconds": 0, **settings}),
+                config=ServiceConfig.from_settings(Settings(**{
+                    "engine": "scripted", "responses_ping_interval_seconds": 0, **settings})),
                 engine=engine, store=store, registry=registry, ids=counting_ids(),
                 clock=lambda: 1700000000.0)
             yield service, engine

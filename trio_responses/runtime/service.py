@@ -15,7 +15,6 @@ from typing import Any
 
 import trio
 
-from ..config import Settings
 from ..engine.base import Engine, EngineRequest, SamplingOptions
 from ..errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
@@ -31,6 +30,7 @@ from .buffer import EventBuffer, EventReader, Frame
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .run import ResponseRun, RunOptions
+from .service_config import ServiceConfig
 from .tools import ToolPlan, plan_tools, tool_turns
 
 # Service tier → engine priority (vLLM: lower runs first).
@@ -54,7 +54,7 @@ class ResponseService:
     def __init__(
         self,
         *,
-        settings: Settings,
+        config: ServiceConfig,
         engine: Engine,
         store: ResponseStore,
         registry: Registry,
@@ -63,7 +63,7 @@ class ResponseService:
         limiter: RateLimiter | None = None,
         observer: Callable[[ResponseRun, Event], None] | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.engine = engine
         self.store = store
         self.registry = registry
@@ -86,7 +86,7 @@ class ResponseService:
     def _admit(self, request: CreateResponseRequest, engine_request: EngineRequest,
                owner: str) -> tuple[list[LimitState], int]:
         """Rate limits and the engine queue bound; raises 429 or 503."""
-        bound = self.settings.max_queued_requests
+        bound = self.config.max_queued_requests
         if bound and self.engine.statistics().running >= bound:
             raise EngineUnavailable(
                 "The server is overloaded (the engine queue is full); retry shortly.",
@@ -100,11 +100,11 @@ class ResponseService:
     # -- create ----------------------------------------------------------------------
 
     def _service_tier(self, request: CreateResponseRequest) -> str:
-        tier = request.service_tier or self.settings.responses_default_service_tier
-        if tier not in self.settings.responses_allowed_service_tiers:
+        tier = request.service_tier or self.config.default_service_tier
+        if tier not in self.config.allowed_service_tiers:
             raise InvalidRequest(
                 f"Service tier {tier!r} is not available on this server; allowed: "
-                f"{', '.join(self.settings.responses_allowed_service_tiers)}.",
+                f"{', '.join(self.config.allowed_service_tiers)}.",
                 param="service_tier", code="invalid_value")
         return "default" if tier == "auto" else tier
 
@@ -210,16 +210,16 @@ class ResponseService:
         # a plain JSON response has none, and must not fail for an event never sent.
         sends_events = stream or bool(request.background)
         builder = ResponseEvents(response, self.ids, max_event_bytes=(
-            self.settings.max_stream_event_bytes if sends_events else 0))
+            self.config.max_stream_event_bytes if sends_events else 0))
         created = builder.created()
         if builder.finished:  # the request's own echo is over --max-stream-event-bytes
             raise InvalidRequest(
                 "The request is too large to stream: its response.created event would "
-                f"exceed the server's limit of {self.settings.max_stream_event_bytes} bytes "
+                f"exceed the server's limit of {self.config.max_stream_event_bytes} bytes "
                 "(--max-stream-event-bytes).", param="instructions", code="request_too_large")
         stored = response["store"]
         limits, estimate = self._admit(request, engine_request, owner)
-        if limits and not self.settings.responses_compatibility_mode:
+        if limits and not self.config.compatibility_mode:
             created += builder.notice("response.rate_limits.updated",
                                       **RateLimiter.event_fields(limits))
         try:
@@ -235,22 +235,22 @@ class ResponseService:
                     previous_response_id=request.previous_response_id,
                     created_at=response["created_at"], response=builder.response,
                     input_items=prepared.input_items))
-            buffer = EventBuffer(max_unsent_bytes=self.settings.responses_stream_buffer_max_bytes,
+            buffer = EventBuffer(max_unsent_bytes=self.config.stream_buffer_max_bytes,
                                  keep_log=response["background"],
                                  primary=stream and not response["background"])
             for event, data in created:
                 buffer.append(Frame(event, data))
             options = RunOptions(
-                ping_interval=self.settings.responses_ping_interval_seconds,
-                compatibility_mode=self.settings.responses_compatibility_mode,
+                ping_interval=self.config.ping_interval,
+                compatibility_mode=self.config.compatibility_mode,
                 include_logprobs=engine_request.sampling.top_logprobs is not None,
-                max_seconds=self.settings.responses_max_stream_seconds)
+                max_seconds=self.config.max_stream_seconds)
             run = ResponseRun(
                 builder, engine_stream, buffer, options, clock=self.clock,
                 store=self.store if stored else None,
                 tools=None if prepared.tools is None else tool_turns(
                     prepared.tools, engine_request, builder, self.ids, engine=self.engine,
-                    wait=tool_wait, timeout=self.settings.responses_tool_timeout),
+                    wait=tool_wait, timeout=self.config.tool_timeout),
                 owner=owner, rate_limits=limits, on_event=self._observe)
             if estimate:
                 self._charges[run.id] = (owner, estimate)

@@ -27,6 +27,7 @@ from ..protocol.ids import IdFactory, random_id
 from ..runtime.ratelimit import RateLimiter
 from ..runtime.registry import Registry
 from ..runtime.service import ResponseService
+from ..runtime.service_config import ServiceConfig
 from ..store.base import ResponseStore
 from .gateway import KeyRing
 from .metrics import Metrics
@@ -112,8 +113,8 @@ class AppState:
                             "who can reach it")
             async with Registry.open() as registry:
                 self._service = ResponseService(
-                    settings=self.settings, engine=self.engine, store=self.store,
-                    registry=registry, ids=self.ids, clock=self.clock,
+                    config=ServiceConfig.from_settings(self.settings), engine=self.engine,
+                    store=self.store, registry=registry, ids=self.ids, clock=self.clock,
                     limiter=self.limiter, observer=self.metrics.observe)
                 self.metrics.bind(lambda: registry, self.engine)
                 task_status.started()

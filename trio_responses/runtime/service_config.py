@@ -1,0 +1,49 @@
+"""ServiceConfig: what the runtime needs of the server's settings, and nothing more.
+
+The runtime does not read :class:`~trio_responses.config.Settings` (hosts, keys, store
+paths and engine flags are not its business): whoever builds a ResponseService builds
+this record from them with :meth:`ServiceConfig.from_settings`, so the defaults stay in
+one place, ``Settings``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    # Seconds of silence before a heartbeat (0: none); --responses-ping-interval-seconds.
+    ping_interval: float
+    # Only what the official SDK's strict models parse; --responses-compatibility-mode.
+    compatibility_mode: bool
+    # The tier of a request that names none, and the tiers a request may name.
+    default_service_tier: str
+    allowed_service_tiers: tuple[str, ...]
+    # Largest event a stream or a background log may carry; --max-stream-event-bytes.
+    max_stream_event_bytes: int
+    # Most bytes of events a stream's reader may leave unsent;
+    # --responses-stream-buffer-max-bytes.
+    stream_buffer_max_bytes: int
+    # Seconds a response waits for tool outputs; --responses-tool-timeout.
+    tool_timeout: float
+    # Longest a stream may run (0: no limit); --responses-max-stream-seconds.
+    max_stream_seconds: float
+    # New responses are refused while this many run in the engine (0: no bound).
+    max_queued_requests: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServiceConfig:
+        return cls(
+            ping_interval=settings.responses_ping_interval_seconds,
+            compatibility_mode=settings.responses_compatibility_mode,
+            default_service_tier=settings.responses_default_service_tier,
+            allowed_service_tiers=settings.responses_allowed_service_tiers,
+            max_stream_event_bytes=settings.max_stream_event_bytes,
+            stream_buffer_max_bytes=settings.responses_stream_buffer_max_bytes,
+            tool_timeout=settings.responses_tool_timeout,
+            max_stream_seconds=settings.responses_max_stream_seconds,
+            max_queued_requests=settings.max_queued_requests,
+        )
