@@ -18,7 +18,7 @@ import trio
 from ..engine.base import Engine, EngineRequest, SamplingOptions
 from ..errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
-from ..protocol.events import Event, ResponseEvents, replay_without_log
+from ..protocol.events import Emitted, Event, ResponseEvents, replay_without_log
 from ..protocol.ids import IdFactory, random_id
 from ..protocol.items import normalize_input
 from ..protocol.machine import TERMINAL_EVENTS
@@ -42,12 +42,24 @@ LOGPROBS_INCLUDE = "message.output_text.logprobs"
 class PreparedRequest:
     """A create request checked and turned into its first engine request."""
 
+    request: CreateResponseRequest
     engine_request: EngineRequest
     # The request's input, normalized, each item with its id.
     input_items: tuple[dict[str, Any], ...]
     service_tier: str
     # How its function calls work; None: no tools in play.
     tools: ToolPlan | None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request let in past the rate limits and the engine queue bound."""
+
+    owner: str
+    # The owner's rate-limit figures after this request (for its headers and event).
+    limits: list[LimitState]
+    # The tokens charged for it, settled when its run ends (given back if it never runs).
+    estimate: int
 
 
 class ResponseService:
@@ -83,8 +95,7 @@ class ResponseService:
             if self.limiter is not None:
                 self.limiter.settle(owner, estimate, used)
 
-    def _admit(self, request: CreateResponseRequest, engine_request: EngineRequest,
-               owner: str) -> tuple[list[LimitState], int]:
+    def _admit(self, prepared: PreparedRequest, owner: str) -> Admission:
         """Rate limits and the engine queue bound; raises 429 or 503."""
         bound = self.config.max_queued_requests
         if bound and self.engine.statistics().running >= bound:
@@ -92,10 +103,17 @@ class ResponseService:
                 "The server is overloaded (the engine queue is full); retry shortly.",
                 headers={"retry-after": "1", "retry-after-ms": "1000"})
         if self.limiter is None or not self.limiter.enabled:
-            return [], 0
-        chars = sum(len(str(m.get("content") or "")) for m in engine_request.messages)
-        estimate = -(-chars // 4) + (request.max_output_tokens or 0)
-        return self.limiter.acquire(owner, estimate), estimate
+            return Admission(owner, [], 0)
+        messages = prepared.engine_request.messages
+        chars = sum(len(str(m.get("content") or "")) for m in messages)
+        estimate = -(-chars // 4) + (prepared.request.max_output_tokens or 0)
+        return Admission(owner, self.limiter.acquire(owner, estimate), estimate)
+
+    def _refund(self, admission: Admission) -> None:
+        """A request refused after it was admitted (the engine said the prompt is too
+        long, say) used no tokens: give its estimate back."""
+        if admission.estimate and self.limiter is not None:
+            self.limiter.settle(admission.owner, admission.estimate, 0)
 
     # -- create ----------------------------------------------------------------------
 
@@ -175,6 +193,7 @@ class ResponseService:
         messages = build_messages(request.instructions, history, items)
         tools = plan_tools(request, self.engine)
         return PreparedRequest(
+            request=request,
             engine_request=self.engine_request(request, self.ids("resp"), messages, tier,
                                                tools),
             input_items=tuple(items), service_tier=tier, tools=tools)
@@ -200,15 +219,27 @@ class ResponseService:
         primary reader) — otherwise a foreground run keeps no events. ``tool_wait``:
         after function calls, wait for their outputs in the same response."""
         prepared = await self.prepare(request, owner)
-        engine_request, tier = prepared.engine_request, prepared.service_tier
-        response = new_response(request, response_id=engine_request.request_id,
+        builder, created = self._open_events(
+            prepared, sends_events=stream or bool(request.background))
+        admission = self._admit(prepared, owner)
+        if admission.limits and not self.config.compatibility_mode:
+            created += builder.notice("response.rate_limits.updated",
+                                      **RateLimiter.event_fields(admission.limits))
+        return await self._start(prepared, builder, created, admission, stream=stream,
+                                 tool_wait=tool_wait)
+
+    def _open_events(self, prepared: PreparedRequest, *, sends_events: bool
+                     ) -> tuple[ResponseEvents, list[Emitted]]:
+        """The new response's event builder and its ``response.created``; raises 400 when
+        that event alone is over the per-event limit."""
+        request, tier = prepared.request, prepared.service_tier
+        response = new_response(request, response_id=prepared.engine_request.request_id,
                                 created_at=round(self.clock(), 3),
                                 model=self.engine.model_name, service_tier=tier)
         if request.enable_response_messages:
-            response["input_messages"] = [dict(m) for m in engine_request.messages]
+            response["input_messages"] = [dict(m) for m in prepared.engine_request.messages]
         # The per-event limit is for events someone reads (a stream, a background log):
         # a plain JSON response has none, and must not fail for an event never sent.
-        sends_events = stream or bool(request.background)
         builder = ResponseEvents(response, self.ids, max_event_bytes=(
             self.config.max_stream_event_bytes if sends_events else 0))
         created = builder.created()
@@ -217,57 +248,66 @@ class ResponseService:
                 "The request is too large to stream: its response.created event would "
                 f"exceed the server's limit of {self.config.max_stream_event_bytes} bytes "
                 "(--max-stream-event-bytes).", param="instructions", code="request_too_large")
-        stored = response["store"]
-        limits, estimate = self._admit(request, engine_request, owner)
-        if limits and not self.config.compatibility_mode:
-            created += builder.notice("response.rate_limits.updated",
-                                      **RateLimiter.event_fields(limits))
+        return builder, created
+
+    async def _start(self, prepared: PreparedRequest, builder: ResponseEvents,
+                     created: list[Emitted], admission: Admission, *, stream: bool,
+                     tool_wait: bool) -> ResponseRun:
+        """Submit to the engine, save the new response, start its run in the registry.
+        A request that fails here is given its admission back, and its engine request
+        is aborted."""
         try:
-            engine_stream = await self.engine.submit(engine_request)
+            engine_stream = await self.engine.submit(prepared.engine_request)
         except BaseException:
-            self._refund(owner, estimate)
+            self._refund(admission)
             raise
         try:
+            stored = builder.response["store"]
             if stored:
-                await self.store.create(StoredResponse(
-                    id=response["id"], owner=owner, status=response["status"],
-                    background=response["background"],
-                    previous_response_id=request.previous_response_id,
-                    created_at=response["created_at"], response=builder.response,
-                    input_items=prepared.input_items))
-            buffer = EventBuffer(max_unsent_bytes=self.config.stream_buffer_max_bytes,
-                                 keep_log=response["background"],
-                                 primary=stream and not response["background"])
-            for event, data in created:
-                buffer.append(Frame(event, data))
-            options = RunOptions(
-                ping_interval=self.config.ping_interval,
-                compatibility_mode=self.config.compatibility_mode,
-                include_logprobs=engine_request.sampling.top_logprobs is not None,
-                max_seconds=self.config.max_stream_seconds)
+                await self.store.create(self._new_record(prepared, builder, admission.owner))
             run = ResponseRun(
-                builder, engine_stream, buffer, options, clock=self.clock,
+                builder, engine_stream, self._new_buffer(builder, created, stream=stream),
+                self._run_options(prepared), clock=self.clock,
                 store=self.store if stored else None,
                 tools=None if prepared.tools is None else tool_turns(
-                    prepared.tools, engine_request, builder, self.ids, engine=self.engine,
-                    wait=tool_wait, timeout=self.config.tool_timeout),
-                owner=owner, rate_limits=limits, on_event=self._observe)
-            if estimate:
-                self._charges[run.id] = (owner, estimate)
+                    prepared.tools, prepared.engine_request, builder, self.ids,
+                    engine=self.engine, wait=tool_wait, timeout=self.config.tool_timeout),
+                owner=admission.owner, rate_limits=admission.limits, on_event=self._observe)
             self.registry.start(run)
         except BaseException:
-            self._charges.pop(response["id"], None)
-            self._refund(owner, estimate)
+            self._refund(admission)
             with trio.CancelScope(shield=True):
                 await engine_stream.aclose()
             raise
+        if admission.estimate:  # the run has not begun: nothing can settle it before this
+            self._charges[run.id] = (admission.owner, admission.estimate)
         return run
 
-    def _refund(self, owner: str, estimate: int) -> None:
-        """A request refused after it was admitted (the engine said the prompt is too
-        long, say) used no tokens: give its estimate back."""
-        if estimate and self.limiter is not None:
-            self.limiter.settle(owner, estimate, 0)
+    def _new_record(self, prepared: PreparedRequest, builder: ResponseEvents, owner: str
+                    ) -> StoredResponse:
+        response = builder.response
+        return StoredResponse(
+            id=response["id"], owner=owner, status=response["status"],
+            background=response["background"],
+            previous_response_id=prepared.request.previous_response_id,
+            created_at=response["created_at"], response=response,
+            input_items=prepared.input_items)
+
+    def _new_buffer(self, builder: ResponseEvents, created: list[Emitted], *, stream: bool
+                    ) -> EventBuffer:
+        background = builder.response["background"]
+        buffer = EventBuffer(max_unsent_bytes=self.config.stream_buffer_max_bytes,
+                             keep_log=background, primary=stream and not background)
+        for event, data in created:
+            buffer.append(Frame(event, data))
+        return buffer
+
+    def _run_options(self, prepared: PreparedRequest) -> RunOptions:
+        return RunOptions(
+            ping_interval=self.config.ping_interval,
+            compatibility_mode=self.config.compatibility_mode,
+            include_logprobs=prepared.engine_request.sampling.top_logprobs is not None,
+            max_seconds=self.config.max_stream_seconds)
 
     # -- stored responses ------------------------------------------------------------
 
