@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.support.server import ServerThread
-from trio_responses.runtime.service import TIER_PRIORITY
+from trio_responses.runtime.prepare import TIER_PRIORITY
 
 from .helpers import MODEL, assert_openai_error, engine_of, http, running_server, sdk, wait_until
 

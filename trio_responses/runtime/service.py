@@ -15,40 +15,23 @@ from typing import Any
 
 import trio
 
-from ..engine.base import Engine, EngineRequest, SamplingOptions
+from ..engine.base import Engine
 from ..errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
 from ..protocol.events import Emitted, Event, ResponseEvents, replay_without_log
 from ..protocol.ids import IdFactory, random_id
-from ..protocol.items import normalize_input
 from ..protocol.machine import TERMINAL_EVENTS
-from ..protocol.request import CreateResponseRequest, stop_sequences
+from ..protocol.request import CreateResponseRequest
 from ..protocol.response import new_response
 from ..protocol.sse import frame
 from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
 from .buffer import EventBuffer, EventReader, Frame
+from .prepare import PreparedRequest, first_engine_request, items_with_ids
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .run import ResponseRun, RunOptions
 from .service_config import ServiceConfig
-from .tools import ToolPlan, plan_tools, tool_turns
-
-# Service tier → engine priority (vLLM: lower runs first).
-TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}
-LOGPROBS_INCLUDE = "message.output_text.logprobs"
-
-
-@dataclass(frozen=True)
-class PreparedRequest:
-    """A create request checked and turned into its first engine request."""
-
-    request: CreateResponseRequest
-    engine_request: EngineRequest
-    # The request's input, normalized, each item with its id.
-    input_items: tuple[dict[str, Any], ...]
-    service_tier: str
-    # How its function calls work; None: no tools in play.
-    tools: ToolPlan | None
+from .tools import plan_tools, tool_turns
 
 
 @dataclass(frozen=True)
@@ -150,52 +133,18 @@ class ResponseService:
             history.extend(turn.response.get("output", ()))
         return history
 
-    def engine_request(
-        self, request: CreateResponseRequest, request_id: str, messages: list[dict[str, Any]],
-        tier: str, tools: ToolPlan | None,
-    ) -> EngineRequest:
-        fmt = request.text.format if request.text else None
-        logprobs = LOGPROBS_INCLUDE in (request.include or ())
-        sampling = SamplingOptions(
-            max_tokens=request.max_output_tokens or 4096,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_logprobs=(request.top_logprobs or 0) if logprobs else None,
-            top_k=request.top_k,
-            min_p=request.min_p,
-            repetition_penalty=request.repetition_penalty,
-            seed=request.seed,
-            stop=stop_sequences(request),
-            ignore_eos=bool(request.ignore_eos),
-            json_schema=fmt.schema if fmt is not None and fmt.type == "json_schema" else None,
-            json_object=fmt is not None and fmt.type == "json_object",
-        )
-        engine_request = EngineRequest(
-            request_id=request_id,
-            messages=tuple(messages),
-            sampling=sampling,
-            cache_salt=request.cache_salt or request.prompt_cache_key,
-            priority=request.priority if request.priority is not None else TIER_PRIORITY[tier],
-            truncate=request.truncation == "auto",
-            reasoning_effort=request.reasoning.effort if request.reasoning else None,
-        )
-        return engine_request if tools is None else tools.first_turn(engine_request)
-
     async def prepare(self, request: CreateResponseRequest, owner: str) -> PreparedRequest:
         """Everything up to the engine: checks, prompt, sampling. Raises 4xx errors."""
         self._check_model(request)
         tier = self._service_tier(request)
-        assert request.input is not None
-        items = normalize_input(request.input)
-        for item in items:
-            item.setdefault("id", self.ids(_ITEM_PREFIX.get(item["type"], "item")))
+        items = items_with_ids(request, self.ids)
         history = await self._history(request, owner)
         messages = build_messages(request.instructions, history, items)
         tools = plan_tools(request, self.engine)
         return PreparedRequest(
             request=request,
-            engine_request=self.engine_request(request, self.ids("resp"), messages, tier,
-                                               tools),
+            engine_request=first_engine_request(request, self.ids("resp"), messages, tier,
+                                                tools),
             input_items=tuple(items), service_tier=tier, tools=tools)
 
     async def post_tool_outputs(self, response_id: str, owner: str,
@@ -395,8 +344,4 @@ class ResponseService:
     async def count_input_tokens(self, request: CreateResponseRequest, owner: str) -> int:
         prepared = await self.prepare(request, owner)
         return await self.engine.count_tokens(prepared.engine_request)
-
-
-_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
-                "reasoning": "rs"}
 

@@ -1,0 +1,82 @@
+"""From a checked create request to what the engine gets: its input items with ids, and
+its first engine request (sampling, priority, tools).
+
+Pure functions over the request: the checks that need the engine or the store (the
+model, the ``previous_response_id`` chain) stay in :class:`ResponseService.prepare`,
+which puts the pieces together in a :class:`PreparedRequest`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..engine.base import EngineRequest, SamplingOptions
+from ..protocol.ids import IdFactory
+from ..protocol.items import normalize_input
+from ..protocol.request import CreateResponseRequest, stop_sequences
+from .tools import ToolPlan
+
+# Service tier → engine priority (vLLM: lower runs first).
+TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
+                  "reasoning": "rs"}
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A create request checked and turned into its first engine request."""
+
+    request: CreateResponseRequest
+    engine_request: EngineRequest
+    # The request's input, normalized, each item with its id.
+    input_items: tuple[dict[str, Any], ...]
+    service_tier: str
+    # How its function calls work; None: no tools in play.
+    tools: ToolPlan | None
+
+
+def items_with_ids(request: CreateResponseRequest, ids: IdFactory) -> list[dict[str, Any]]:
+    """The request's input as items, each with an id (its own, or a new one)."""
+    assert request.input is not None
+    items = normalize_input(request.input)
+    for item in items:
+        item.setdefault("id", ids(ITEM_ID_PREFIX.get(item["type"], "item")))
+    return items
+
+
+def sampling_options(request: CreateResponseRequest) -> SamplingOptions:
+    fmt = request.text.format if request.text else None
+    logprobs = LOGPROBS_INCLUDE in (request.include or ())
+    return SamplingOptions(
+        max_tokens=request.max_output_tokens or 4096,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_logprobs=(request.top_logprobs or 0) if logprobs else None,
+        top_k=request.top_k,
+        min_p=request.min_p,
+        repetition_penalty=request.repetition_penalty,
+        seed=request.seed,
+        stop=stop_sequences(request),
+        ignore_eos=bool(request.ignore_eos),
+        json_schema=fmt.schema if fmt is not None and fmt.type == "json_schema" else None,
+        json_object=fmt is not None and fmt.type == "json_object",
+    )
+
+
+def first_engine_request(
+    request: CreateResponseRequest, request_id: str, messages: list[dict[str, Any]],
+    tier: str, tools: ToolPlan | None,
+) -> EngineRequest:
+    """The engine request of the response's first model turn."""
+    engine_request = EngineRequest(
+        request_id=request_id,
+        messages=tuple(messages),
+        sampling=sampling_options(request),
+        cache_salt=request.cache_salt or request.prompt_cache_key,
+        priority=request.priority if request.priority is not None else TIER_PRIORITY[tier],
+        truncate=request.truncation == "auto",
+        reasoning_effort=request.reasoning.effort if request.reasoning else None,
+    )
+    return engine_request if tools is None else tools.first_turn(engine_request)
