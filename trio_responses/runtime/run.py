@@ -63,7 +63,8 @@ class RunOptions:
 
     # Seconds of silence before a heartbeat (0: none).
     ping_interval: float = 0.0
-    # Heartbeats as SSE comments, and no extension fields a strict client would refuse.
+    # Only what the SDK's strict models parse: heartbeats as SSE comments, and no
+    # incomplete reason of our own after a tool-output timeout.
     compatibility_mode: bool = False
     # Output text deltas carry the tokens' logprobs.
     include_logprobs: bool = False
@@ -73,6 +74,8 @@ class RunOptions:
 
 @dataclass(frozen=True, slots=True)
 class TokenCounts:
+    """A model turn's token counts (an EngineDelta's totals), or the sum of several."""
+
     prompt: int = 0
     cached: int = 0
     output: int = 0
