@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import EllipsisType
@@ -396,7 +395,11 @@ def test_background_cancel(sdk: openai.OpenAI, model: str) -> None:
     assert cancelled.status in FINAL_STATUSES
     if cancelled.status != "cancelled":
         pytest.skip(f"the response finished ({cancelled.status}) before it could be cancelled")
-    time.sleep(0.2)
+    # Nothing may write to the response once it is over (a late result must not overwrite
+    # the cancel): its event stream ends only then.
+    with sdk.responses.retrieve(created.id, stream=True) as stream:
+        for _ in stream:
+            pass
     assert sdk.responses.retrieve(created.id).status == "cancelled"
     again = sdk.responses.cancel(created.id)
     assert again.status == "cancelled"

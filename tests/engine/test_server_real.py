@@ -8,7 +8,6 @@ The server runs in its own Trio run and reaches the session's one engine through
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from tests.engine.harness import EngineLoop
 from tests.support.events import as_dict, check_stream, joined_text
 from tests.support.sdk import strict_sdk
-from tests.support.server import ServerThread
+from tests.support.server import ServerThread, run_ended
 from tests.support.waiting import wait_until
 from trio_responses import Settings
 from trio_responses.store import SQLiteStore
@@ -138,7 +137,7 @@ def test_disconnect_leaves_no_unfinished_request(
 
 
 def test_cancel_leaves_no_unfinished_request(
-    client: openai.OpenAI, real_engine: EngineLoop
+    client: openai.OpenAI, real_engine: EngineLoop, server: ServerThread
 ) -> None:
     response = client.responses.create(
         model=MODEL,
@@ -154,7 +153,9 @@ def test_cancel_leaves_no_unfinished_request(
     cancelled = client.responses.cancel(response.id)
     assert cancelled.status == "cancelled"
     wait_until(lambda: unfinished(real_engine) == 0, timeout=30, interval=0.05)
-    time.sleep(0.5)  # a late engine result must not overwrite the cancel
+    # Nothing is left that could still write (a late engine result must not overwrite the
+    # cancel): the run has ended and left the registry.
+    wait_until(lambda: run_ended(server, response.id), timeout=30, interval=0.05)
     assert client.responses.retrieve(response.id).status == "cancelled"
 
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import pytest
@@ -13,7 +11,7 @@ from httpx_sse import connect_sse
 from tests.server.helpers import MODEL, aborted, types_of, wait_status
 from tests.support.errors import assert_openai_error, assert_sdk_error
 from tests.support.events import check_stream, joined_text, sdk_events
-from tests.support.server import ServerThread
+from tests.support.server import ServerThread, run_ended
 from tests.support.sse import SSEReader, read_sse
 from tests.support.waiting import wait_until
 
@@ -58,7 +56,9 @@ def test_cancel_background(client: openai.OpenAI, scripted_server: ServerThread)
     assert aborted(scripted_server, created.id)
     again = client.responses.cancel(created.id)
     assert again.model_dump() == cancelled.model_dump()
-    time.sleep(0.05)  # a late engine result would land now; none may overwrite "cancelled"
+    # Nothing is left that could still write (no late engine result may overwrite
+    # "cancelled"): the run has ended and left the registry.
+    wait_until(lambda: run_ended(scripted_server, created.id), what="the run's end")
     retrieved = client.responses.retrieve(created.id)
     assert retrieved.status == "cancelled"
     assert retrieved.model_dump() == cancelled.model_dump()

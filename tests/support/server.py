@@ -75,3 +75,10 @@ def serve_scripted(tmp_path_factory: pytest.TempPathFactory,
 def engine_of(server: ServerThread) -> ScriptedEngine:
     assert isinstance(server.engine, ScriptedEngine)
     return server.engine
+
+
+def run_ended(server: ServerThread, response_id: str) -> bool:
+    """Whether the response's run is over: out of the registry, its engine request
+    closed and its final state saved (the last thing a run does is leave)."""
+    registry = server.app_state.service.registry
+    return server.call(lambda: registry.get(response_id) is None)
