@@ -1,8 +1,9 @@
 """The deployment the compliance suite runs against when ``RESPONSES_BASE_URL`` is unset:
 our own server, with a scripted engine, on loopback (so CI runs the suite against us).
 
-The suite itself (test_openai_responses_api.py) imports nothing from this project; it
-asks for ``local_responses_deployment`` only when no deployment is configured.
+The suite itself (test_openai_responses_api.py) imports nothing from the server (only
+the tests' helpers in tests/support); it asks for ``local_responses_deployment`` only
+when no deployment is configured.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Compliance suite for an OpenAI Responses API deployment.
 
-Run it against your own deployment::
+Run it against your own deployment, from a checkout of this repository::
 
     RESPONSES_BASE_URL=http://localhost:8000/v1 RESPONSES_API_KEY=... \\
-    RESPONSES_MODEL=my-model pytest test_openai_responses_api.py
+    RESPONSES_MODEL=my-model pytest tests/compliance
 
 ``RESPONSES_BASE_URL`` is the API root including ``/v1``; ``RESPONSES_API_KEY`` may be
 left unset for an open server; without ``RESPONSES_MODEL`` the first model that
@@ -11,19 +11,20 @@ left unset for an open server; without ``RESPONSES_MODEL`` the first model that
 request and each wait. With ``RESPONSES_BASE_URL`` unset the suite asks pytest for a
 ``local_responses_deployment`` fixture (this project's CI provides one) or skips.
 
-This file is self-contained: it needs pytest, the official ``openai`` SDK (used in
-strict mode, ``_strict_response_validation=True``, so every body and event must parse in
-the SDK's own models) and ``httpx-sse`` for the raw framing checks. The assertions do
-not depend on what the model writes, only on the protocol: event order, sequence
-numbers, deltas that join to the final text, stored objects, error shapes.
+It imports nothing from the server, only the tests' shared helpers (``tests/support``:
+the strict SDK client, the SSE reader, the error and waiting helpers); it needs pytest,
+the official ``openai`` SDK (used in strict mode, ``_strict_response_validation=True``,
+so every body and event must parse in the SDK's own models) and ``httpx-sse`` for the
+raw framing checks. The assertions do not depend on what the model writes, only on the
+protocol: event order, sequence numbers, deltas that join to the final text, stored
+objects, error shapes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any
@@ -34,6 +35,12 @@ import pydantic
 import pytest
 from httpx_sse import connect_sse
 from openai.types.responses import ResponseStreamEvent
+
+from tests.support.errors import assert_openai_error
+from tests.support.events import joined_text, sdk_events
+from tests.support.sdk import strict_sdk
+from tests.support.sse import read_sse
+from tests.support.waiting import wait_until
 
 TERMINAL_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
 FINISHED = {"completed", "incomplete"}  # short max_output_tokens may end a reply early
@@ -73,9 +80,8 @@ def deployment(request: pytest.FixtureRequest) -> Deployment:
 
 @pytest.fixture(scope="session")
 def sdk(deployment: Deployment) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=deployment.base_url, api_key=deployment.api_key or "unused",
-                       timeout=deployment.timeout, max_retries=2,
-                       _strict_response_validation=True) as client:
+    with strict_sdk(deployment.base_url, api_key=deployment.api_key or "unused",
+                    timeout=deployment.timeout, max_retries=2) as client:
         yield client
 
 
@@ -95,12 +101,6 @@ def model(deployment: Deployment) -> str:
 # -- a stream checker (independent of any server's own) -------------------------------
 
 _event_adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
-
-
-def as_json(event: Any) -> dict[str, Any]:
-    """An SDK event object as wire JSON."""
-    value: dict[str, Any] = event.model_dump(mode="json", warnings=False, exclude_unset=True)
-    return value
 
 
 def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None = None
@@ -189,25 +189,9 @@ def read_raw_stream(client: httpx.Client, method: str, path: str, **kwargs: Any
                     ) -> list[dict[str, Any]]:
     """Events of an SSE response with the framing checked: ``event:`` equals the
     payload's ``type``, never an ``id:`` or ``retry:`` field (the openai SDK's decoder
-    breaks on them), nothing after ``data: [DONE]``."""
-    events: list[dict[str, Any]] = []
-    done = False
+    breaks on them), nothing after ``data: [DONE]`` (which a deployment may leave out)."""
     with connect_sse(client, method, path, **kwargs) as source:
-        assert source.response.status_code == 200, source.response.read()
-        for sse in source.iter_sse():
-            assert not done, f"an event after [DONE]: {sse}"
-            assert sse.id == "" and sse.retry is None, sse
-            if sse.data == "[DONE]":
-                done = True
-                continue
-            event = json.loads(sse.data)
-            assert sse.event == event["type"], (sse.event, event["type"])
-            events.append(event)
-    return events
-
-
-def joined_text(events: Iterable[dict[str, Any]]) -> str:
-    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        return read_sse(source, require_done=False)
 
 
 def message_text(response: dict[str, Any]) -> str:
@@ -215,30 +199,11 @@ def message_text(response: dict[str, Any]) -> str:
                    if item["type"] == "message" for part in item["content"])
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
-
-
 def assert_error_shape(response: httpx.Response, statuses: Iterable[int],
                        param: str | EllipsisType | None = ...) -> dict[str, Any]:
-    """An OpenAI error: ``{"error": {"message", "type", "param", "code"}}``."""
-    assert response.status_code in set(statuses), (response.status_code, response.text)
-    assert response.headers.get("content-type", "").startswith("application/json")
-    body = response.json()
-    assert isinstance(body, dict) and isinstance(body.get("error"), dict), body
-    error: dict[str, Any] = body["error"]
-    assert {"message", "type", "param", "code"} <= set(error), error
-    assert isinstance(error["message"], str) and error["message"], error
-    assert isinstance(error["type"], str) and error["type"], error
-    if param is not ...:
-        assert error["param"] == param, error
-    return error
+    """An OpenAI error: ``{"error": {"message", "type", "param", "code"}}`` (a deployment
+    may add fields); ``param`` checked unless ``...``."""
+    return assert_openai_error(response, statuses, param=param, exact=False)
 
 
 def create_background(sdk: openai.OpenAI, **params: Any) -> Any:
@@ -285,7 +250,7 @@ def test_create_echoes_parameters(sdk: openai.OpenAI, model: str) -> None:
 def test_stream_with_the_sdk(sdk: openai.OpenAI, model: str) -> None:
     with sdk.responses.stream(model=model, input="Say hello.",
                               max_output_tokens=SHORT) as stream:
-        events = [as_json(event) for event in stream]
+        events = sdk_events(stream)
     final = check_stream(events)
     assert final is not None and final["status"] in FINISHED
     assert joined_text(events) == message_text(final)
@@ -311,7 +276,7 @@ def test_retrieve(sdk: openai.OpenAI, model: str) -> None:
 def test_retrieve_streamed_response(sdk: openai.OpenAI, model: str) -> None:
     with sdk.responses.stream(model=model, input="Say hello.",
                               max_output_tokens=SHORT) as stream:
-        events = [as_json(event) for event in stream]
+        events = sdk_events(stream)
     final = check_stream(events)
     assert final is not None
     retrieved = sdk.responses.retrieve(final["id"])
@@ -386,7 +351,7 @@ def test_previous_response_id(sdk: openai.OpenAI, model: str) -> None:
     assert second.status in FINISHED and second.id != first.id
     with sdk.responses.stream(model=model, input="Once more.", previous_response_id=second.id,
                               max_output_tokens=SHORT) as stream:
-        events = [as_json(event) for event in stream]
+        events = sdk_events(stream)
     final = check_stream(events)
     assert final is not None and final["previous_response_id"] == second.id
 
@@ -404,19 +369,19 @@ def test_background_completes(sdk: openai.OpenAI, deployment: Deployment, model:
     created = create_background(sdk, model=model, input="Say hello.",
                                 max_output_tokens=SHORT)
     assert created.background is True and created.status in ("queued", "in_progress")
-    wait_for(lambda: sdk.responses.retrieve(created.id).status in FINAL_STATUSES,
-             deployment.timeout, "the background response to finish")
+    wait_until(lambda: sdk.responses.retrieve(created.id).status in FINAL_STATUSES,
+               deployment.timeout, "the background response to finish", max_interval=0.5)
     final = sdk.responses.retrieve(created.id)
     assert final.status in FINISHED
     # Its events can be streamed again from the start, and from after any of them.
     with sdk.responses.retrieve(created.id, stream=True) as stream:
-        events = [as_json(event) for event in stream]
+        events = sdk_events(stream)
     replayed = check_stream(events)
     assert replayed is not None and replayed["id"] == created.id
     assert [e["type"] for e in events[:3]] == [
         "response.created", "response.queued", "response.in_progress"]
     with sdk.responses.stream(response_id=created.id, starting_after=2) as resumed:
-        tail = [as_json(event) for event in resumed]
+        tail = sdk_events(resumed)
     check_stream(tail, resumed_after=2)
     assert [e["sequence_number"] for e in tail] == [e["sequence_number"] for e in events[3:]]
 
@@ -430,7 +395,11 @@ def test_background_cancel(sdk: openai.OpenAI, model: str) -> None:
     assert cancelled.status in FINAL_STATUSES
     if cancelled.status != "cancelled":
         pytest.skip(f"the response finished ({cancelled.status}) before it could be cancelled")
-    time.sleep(0.2)
+    # Nothing may write to the response once it is over (a late result must not overwrite
+    # the cancel): its event stream ends only then.
+    with sdk.responses.retrieve(created.id, stream=True) as stream:
+        for _ in stream:
+            pass
     assert sdk.responses.retrieve(created.id).status == "cancelled"
     again = sdk.responses.cancel(created.id)
     assert again.status == "cancelled"
@@ -503,8 +472,7 @@ def test_wrong_api_key(deployment: Deployment, model: str) -> None:
         response = bad.post("responses", json={"model": model, "input": "Say hello."},
                             headers={"authorization": "Bearer not-the-key"})
     assert_error_shape(response, {401})
-    with openai.OpenAI(base_url=deployment.base_url, api_key="not-the-key", max_retries=0,
-                       _strict_response_validation=True) as client, \
+    with strict_sdk(deployment.base_url, api_key="not-the-key") as client, \
             pytest.raises(openai.AuthenticationError):
         client.responses.create(model=model, input="Say hello.")
 
@@ -524,7 +492,7 @@ def test_forced_function_call(sdk: openai.OpenAI, model: str, choice: Any) -> No
     with sdk.responses.stream(model=model, input="What is the weather in Paris?",
                               tools=[WEATHER_TOOL], tool_choice=choice,
                               max_output_tokens=200) as stream:
-        events = [as_json(event) for event in stream]
+        events = sdk_events(stream)
     final = check_stream(events)
     assert final is not None and final["status"] == "completed"
     calls = [item for item in final["output"] if item["type"] == "function_call"]

@@ -8,8 +8,7 @@ The server runs in its own Trio run and reaches the session's one engine through
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,9 @@ import pytest
 
 from tests.engine.harness import EngineLoop
 from tests.support.events import as_dict, check_stream, joined_text
-from tests.support.server import ServerThread
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, run_ended
+from tests.support.waiting import wait_until
 from trio_responses import Settings
 from trio_responses.store import SQLiteStore
 
@@ -42,25 +43,12 @@ def server(
 
 @pytest.fixture(scope="module")
 def client(server: ServerThread) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=server.base_url + "/v1",
-        api_key="unused",
-        max_retries=0,
-        _strict_response_validation=True,
-        timeout=300,
-    ) as sdk:
+    with strict_sdk(server, api_key="unused", timeout=300) as sdk:
         yield sdk
 
 
 def unfinished(real_engine: EngineLoop) -> int:
     return real_engine.engine.statistics().running
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_capital_of_france(client: openai.OpenAI) -> None:
@@ -145,11 +133,11 @@ def test_disconnect_leaves_no_unfinished_request(
                 deltas += '"response.output_text.delta"' in line
                 if deltas >= 3:
                     break
-    wait_until(lambda: unfinished(real_engine) == 0)
+    wait_until(lambda: unfinished(real_engine) == 0, timeout=30, interval=0.05)
 
 
 def test_cancel_leaves_no_unfinished_request(
-    client: openai.OpenAI, real_engine: EngineLoop
+    client: openai.OpenAI, real_engine: EngineLoop, server: ServerThread
 ) -> None:
     response = client.responses.create(
         model=MODEL,
@@ -159,11 +147,15 @@ def test_cancel_leaves_no_unfinished_request(
         max_output_tokens=1000,
         extra_body={"ignore_eos": True},
     )
-    wait_until(lambda: client.responses.retrieve(response.id).output != [])
+    wait_until(
+        lambda: client.responses.retrieve(response.id).output != [], timeout=30, interval=0.05
+    )
     cancelled = client.responses.cancel(response.id)
     assert cancelled.status == "cancelled"
-    wait_until(lambda: unfinished(real_engine) == 0)
-    time.sleep(0.5)  # a late engine result must not overwrite the cancel
+    wait_until(lambda: unfinished(real_engine) == 0, timeout=30, interval=0.05)
+    # Nothing is left that could still write (a late engine result must not overwrite the
+    # cancel): the run has ended and left the registry.
+    wait_until(lambda: run_ended(server, response.id), timeout=30, interval=0.05)
     assert client.responses.retrieve(response.id).status == "cancelled"
 
 

@@ -11,10 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.server import ServerThread
-from trio_responses import Settings
+from tests.support.server import ServerThread, serve_scripted
 from trio_responses.engine.scripted import ScriptedEngine
-from trio_responses.store import SQLiteStore
 
 MODEL = "scripted"
 API_KEY = "sk-fuzz"
@@ -30,9 +28,7 @@ def scaled(count: int) -> int:
 
 @pytest.fixture(scope="package")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    path = tmp_path_factory.mktemp("fuzz-store") / "responses.sqlite3"
     engine = ScriptedEngine(token_delay=0, model_name=MODEL)
-    settings = Settings(engine="scripted", host="127.0.0.1", port=0, api_keys=(API_KEY,),
-                        responses_ping_interval_seconds=0, shutdown_grace_seconds=2)
-    with ServerThread(settings, engine=engine, store=SQLiteStore(path)) as server:
+    with serve_scripted(tmp_path_factory, engine, host="127.0.0.1",
+                        api_keys=(API_KEY,)) as server:
         yield server

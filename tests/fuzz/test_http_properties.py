@@ -24,7 +24,7 @@ from tests.support.server import ServerThread
 
 from .conftest import AUTH, MODEL, scaled
 from .event_schema import assert_error_shape, assert_valid_event, problems
-from .test_streams import TOOL, read_sse, texts
+from .test_streams import TOOL, sse_events, texts
 
 EXAMPLES = scaled(40)
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -156,7 +156,7 @@ def test_valid_fields_never_give_a_server_error(http: httpx.Client, body: dict[s
         return
     assert response.status_code == 200, response.text
     if response.headers["content-type"].startswith("text/event-stream"):
-        for event in read_sse(response.text):
+        for event in sse_events(response.content):
             assert_valid_event(event)
         return
     found = problems(response.json(), "Response")

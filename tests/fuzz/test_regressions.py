@@ -12,7 +12,7 @@ from tests.support.server import ServerThread
 
 from .conftest import AUTH, MODEL
 from .event_schema import assert_valid_event, problems
-from .test_streams import TOOL, read_sse
+from .test_streams import TOOL, sse_events
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_get_checks_its_query_without_stream(http: httpx.Client) -> None:
 def test_function_call_arguments_done_names_the_function(http: httpx.Client) -> None:
     response = http.post("/responses", json={"model": MODEL, "input": "[[call:lookup]]",
                                              "tools": [TOOL], "stream": True})
-    events = read_sse(response.text)
+    events = sse_events(response.content)
     done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
     assert done and done[0]["name"] == "lookup"
     for event in events:

@@ -17,7 +17,6 @@ schema format; an injected engine failure) the test reads the SSE bytes and chec
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,12 +27,12 @@ from hypothesis import strategies as st
 
 from tests.support.events import check_stream, joined_text
 from tests.support.server import ServerThread
+from tests.support.sse import parse_raw_sse
 
 from .conftest import AUTH, MODEL, scaled
 from .event_schema import assert_valid_event, problems
 
 EXAMPLES = scaled(30)
-DONE = "data: [DONE]"
 # Characters that break naive SSE or JSON handling, mixed into generated text.
 AWKWARD = ["\n", "\r\n", "\r", "\x00", "\u2028", "\u2029", "\x85", "😀", "\ufeff", "\\", '"',
            "data: x", "event: y", ": ping", "\t", "[DONE]"]
@@ -93,22 +92,10 @@ def stream_requests(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-def read_sse(text: str) -> list[dict[str, Any]]:
+def sse_events(raw: bytes) -> list[dict[str, Any]]:
     """The events of a complete SSE body, checking the framing rules on the way."""
-    assert text.endswith("\n\n"), text[-80:]
-    blocks = text[:-2].split("\n\n")
-    assert blocks[-1] == DONE, blocks[-1][:200]
-    events: list[dict[str, Any]] = []
-    for block in blocks[:-1]:
-        lines = block.split("\n")
-        if lines == [": ping"]:
-            continue
-        assert len(lines) == 2, lines
-        event_line, data_line = lines
-        assert event_line.startswith("event: ") and data_line.startswith("data: "), lines
-        event = json.loads(data_line[len("data: "):])
-        assert event_line[len("event: "):] == event["type"]
-        events.append(event)
+    events, comments = parse_raw_sse(raw)
+    assert set(comments) <= {b": ping"}, comments
     return events
 
 
@@ -137,17 +124,17 @@ def test_streamed_events_match_the_spec(http: httpx.Client, body: dict[str, Any]
     response = http.post("/responses", json=body)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = read_sse(response.text)
+    events = sse_events(response.content)
     check_events(events, body)
     if not body.get("background"):
         return
     response_id = events[0]["response"]["id"]
     replay = http.get(f"/responses/{response_id}", params={"stream": "true"})
     assert replay.status_code == 200, replay.text
-    assert read_sse(replay.text) == events
+    assert sse_events(replay.content) == events
     middle = len(events) // 2
     resumed = http.get(f"/responses/{response_id}",
                        params={"stream": "true", "starting_after": str(middle)})
-    assert read_sse(resumed.text) == events[middle + 1:]
+    assert sse_events(resumed.content) == events[middle + 1:]
     stored = http.get(f"/responses/{response_id}")
     assert stored.json() == events[-1]["response"]

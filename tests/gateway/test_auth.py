@@ -11,29 +11,21 @@ import httpx
 import openai
 import pytest
 
-from tests.support.server import ServerThread
+from tests.support.errors import assert_openai_error
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, serve_scripted
 from trio_responses import Settings, create_app
 from trio_responses.engine.scripted import ScriptedEngine
 from trio_responses.store import SQLiteStore
 
-from .helpers import (
-    MODEL,
-    assert_openai_error,
-    http,
-    raw_connect,
-    read_body,
-    read_response_head,
-    request_head,
-    running_server,
-    sdk,
-)
+from .helpers import MODEL, http, raw_connect, read_body, read_response_head, request_head
 
 KEYS = ("k1", "k2")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory, api_keys=KEYS) as server:
+    with serve_scripted(tmp_path_factory, api_keys=KEYS) as server:
         yield server
 
 
@@ -84,7 +76,7 @@ def test_keys_are_accepted_with_any_scheme_case(server: ServerThread) -> None:
 
 
 def test_sdk_with_wrong_key_raises_authentication_error(server: ServerThread) -> None:
-    with sdk(server, api_key="nope") as client, \
+    with strict_sdk(server, api_key="nope") as client, \
             pytest.raises(openai.AuthenticationError) as raised:
         client.responses.create(model=MODEL, input="hi")
     assert raised.value.status_code == 401
@@ -127,7 +119,7 @@ def test_every_route_but_health_needs_a_key(server: ServerThread, tmp_path: Path
 def test_no_key_configured_means_open(tmp_path_factory: pytest.TempPathFactory,
                                       caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING", logger="trio_responses"), \
-            running_server(tmp_path_factory) as open_server, http(open_server) as client:
+            serve_scripted(tmp_path_factory) as open_server, http(open_server) as client:
         assert client.get("/v1/models").status_code == 200
     assert any("no API key configured" in r.getMessage() for r in caplog.records)
 
@@ -137,7 +129,7 @@ def test_no_key_configured_means_open(tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(scope="module")
 def k1_responses(server: ServerThread) -> dict[str, str]:
     """A finished stored response and a running background one, both owned by k1."""
-    with sdk(server, api_key="k1") as client:
+    with strict_sdk(server, api_key="k1") as client:
         done = client.responses.create(model=MODEL, input="k1's secret")
         background = client.responses.create(model=MODEL, input="hold [[stall]]",
                                              background=True)
@@ -167,7 +159,7 @@ def test_other_key_gets_404_everywhere(server: ServerThread,
 def test_other_key_gets_404_in_the_sdk(server: ServerThread,
                                        k1_responses: dict[str, str]) -> None:
     done = k1_responses["done"]
-    with sdk(server, api_key="k2") as k2:
+    with strict_sdk(server, api_key="k2") as k2:
         with pytest.raises(openai.NotFoundError):
             k2.responses.retrieve(done)
         with pytest.raises(openai.NotFoundError):
@@ -184,7 +176,7 @@ def test_owner_unaffected_by_the_other_key(server: ServerThread,
                                            k1_responses: dict[str, str]) -> None:
     # Runs after the 404 tests in this module: k2's DELETE and cancel changed nothing.
     done, background = k1_responses["done"], k1_responses["background"]
-    with sdk(server, api_key="k1") as k1:
+    with strict_sdk(server, api_key="k1") as k1:
         kept = k1.responses.retrieve(done)
         assert kept.status == "completed"
         assert kept.output_text == "You said: k1's secret"

@@ -12,21 +12,15 @@ import httpx2
 import openai
 import pytest
 
+from tests.support.errors import assert_openai_error
 from tests.support.events import EXTRA_TYPES, as_dict, check_stream
-from tests.support.server import ServerThread
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, engine_of, serve_scripted
+from tests.support.sse import parse_raw_sse
 from trio_responses.engine.scripted import ScriptedEngine
 from trio_responses.protocol.request import VLLM_EXTENSION_FIELDS
 
-from .helpers import (
-    MODEL,
-    assert_openai_error,
-    engine_of,
-    http,
-    parse_sse,
-    running_server,
-    sdk,
-    stream_until,
-)
+from .helpers import MODEL, http, stream_until
 
 # One valid value per extension field; the test below fails if the list grows without it.
 EXTENSION_VALUES: dict[str, Any] = {
@@ -48,7 +42,7 @@ PING_INTERVAL = 0.05
 def compat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     # 0.1 s between tokens: every reply has silences longer than the ping interval.
     engine = ScriptedEngine(model_name=MODEL, token_delay=0.1)
-    with running_server(tmp_path_factory, engine=engine, responses_compatibility_mode=True,
+    with serve_scripted(tmp_path_factory, engine=engine, responses_compatibility_mode=True,
                         responses_ping_interval_seconds=PING_INTERVAL,
                         rate_limit_requests_per_minute=1000,
                         rate_limit_tokens_per_minute=1_000_000) as server:
@@ -57,7 +51,7 @@ def compat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory, responses_ping_interval_seconds=PING_INTERVAL,
+    with serve_scripted(tmp_path_factory, responses_ping_interval_seconds=PING_INTERVAL,
                         rate_limit_requests_per_minute=1000) as server:
         yield server
 
@@ -82,7 +76,7 @@ def test_compat_mode_refuses_each_extension_by_name(compat: ServerThread, field:
 
 
 def test_compat_mode_refusal_in_the_sdk(compat: ServerThread) -> None:
-    with sdk(compat) as client, pytest.raises(openai.BadRequestError) as raised:
+    with strict_sdk(compat) as client, pytest.raises(openai.BadRequestError) as raised:
         client.responses.create(model=MODEL, input="hi", extra_body={"top_k": 5})
     assert raised.value.param == "top_k"
     assert raised.value.code == "unknown_parameter"
@@ -122,7 +116,7 @@ def test_extensions_accepted_without_the_flag(extended: ServerThread) -> None:
 
 
 def test_enable_response_messages(extended: ServerThread) -> None:
-    with sdk(extended) as client:
+    with strict_sdk(extended) as client:
         response = client.responses.create(model=MODEL, input="hello there",
                                            instructions="be brief",
                                            extra_body={"enable_response_messages": True})
@@ -162,7 +156,7 @@ class _Tee(httpx2.HTTPTransport):
 def test_compat_stream_is_strict_sdk_clean(compat: ServerThread) -> None:
     tee = _Tee()
     with openai.DefaultHttpxClient(transport=tee) as transport_client, \
-            sdk(compat, http_client=transport_client) as client, \
+            strict_sdk(compat, http_client=transport_client) as client, \
             client.responses.stream(model=MODEL, input="one two three") as stream:
         events = [as_dict(event) for event in stream]
         final = stream.get_final_response()
@@ -170,7 +164,7 @@ def test_compat_stream_is_strict_sdk_clean(compat: ServerThread) -> None:
     assert not {e["type"] for e in events} & EXTRA_TYPES
     assert final.output_text == "You said: one two three"
     # The bytes the strict SDK just read had heartbeats in them, as comments.
-    wire_events, comments = parse_sse(bytes(tee.captured))
+    wire_events, comments = parse_raw_sse(bytes(tee.captured))
     assert [e["type"] for e in wire_events] == [e["type"] for e in events]
     assert len(comments) >= 2 and set(comments) == {b": ping"}
 
@@ -183,7 +177,7 @@ def test_compat_stream_bytes_pings_are_comments(compat: ServerThread) -> None:
     # Rate-limit state travels in headers only.
     assert response.headers["x-ratelimit-limit-requests"] == "1000"
     assert response.headers["x-ratelimit-limit-tokens"] == "1000000"
-    events, comments = parse_sse(response.content)
+    events, comments = parse_raw_sse(response.content)
     check_stream(events)
     assert not {e["type"] for e in events} & EXTRA_TYPES
     assert comments and set(comments) == {b": ping"}
@@ -210,7 +204,7 @@ def test_extension_events_without_the_flag(extended: ServerThread) -> None:
                        lambda raw: raw.count(b"event: response.ping\n") >= 2)
     assert b"event: response.rate_limits.updated\n" in raw
     assert b": ping" not in raw
-    with sdk(extended) as strict, pytest.raises(openai.APIResponseValidationError):
+    with strict_sdk(extended) as strict, pytest.raises(openai.APIResponseValidationError):
         for _ in strict.responses.create(model=MODEL, input="x [[stall]]", stream=True):
             pass
     with openai.OpenAI(base_url=extended.base_url + "/v1", api_key="x",

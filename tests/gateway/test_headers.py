@@ -8,16 +8,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.server import ServerThread
+from tests.support.errors import assert_openai_error
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, serve_scripted
 
-from .helpers import MODEL, assert_openai_error, http, running_server, sdk
+from .helpers import MODEL, http
 
 GENERATED_ID = re.compile(r"^req_[0-9a-f]{32}$")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory) as server:
+    with serve_scripted(tmp_path_factory) as server:
         yield server
 
 
@@ -78,7 +80,7 @@ def test_processing_ms(server: ServerThread) -> None:
 
 
 def test_sdk_sees_the_request_id(server: ServerThread) -> None:
-    with sdk(server) as client:
+    with strict_sdk(server) as client:
         raw = client.responses.with_raw_response.create(
             model=MODEL, input="hi", extra_headers={"X-Request-Id": "sdk-7"})
         assert raw.headers["x-request-id"] == "sdk-7"

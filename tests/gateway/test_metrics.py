@@ -9,16 +9,17 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.server import ServerThread
+from tests.support.server import ServerThread, engine_of, serve_scripted
+from tests.support.waiting import wait_until
 
-from .helpers import MODEL, engine_of, http, running_server, wait_until
+from .helpers import MODEL, http
 
 KEY = "metrics-key"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory, api_keys=(KEY,)) as server:
+    with serve_scripted(tmp_path_factory, api_keys=(KEY,)) as server:
         yield server
 
 

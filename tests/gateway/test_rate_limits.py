@@ -14,12 +14,16 @@ import httpx
 import httpx2
 import openai
 import pytest
+from httpx_sse import EventSource
 
+from tests.support.errors import assert_openai_error
 from tests.support.events import check_stream
-from tests.support.server import ServerThread
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, serve_scripted
+from tests.support.sse import read_sse
 from trio_responses.engine.scripted import ScriptedEngine
 
-from .helpers import MODEL, assert_openai_error, http, parse_sse, running_server, sdk
+from .helpers import MODEL, http
 
 RPM = 60  # one request a second after a burst of 60
 TPM = 1000
@@ -35,7 +39,7 @@ HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     engine = ScriptedEngine(model_name=MODEL, max_model_len=CONTEXT)
-    with running_server(tmp_path_factory, engine=engine, api_keys=KEYS,
+    with serve_scripted(tmp_path_factory, engine=engine, api_keys=KEYS,
                         rate_limit_requests_per_minute=RPM,
                         rate_limit_tokens_per_minute=TPM) as server:
         yield server
@@ -145,7 +149,7 @@ def test_more_than_the_limit_says_do_not_retry(server: ServerThread,
     assert "retry-after" not in refused.headers
     # The SDK obeys: no retry even with retries allowed.
     with caplog.at_level(logging.INFO, logger="openai"), \
-            sdk(server, api_key="huge", max_retries=2) as client, \
+            strict_sdk(server, api_key="huge", max_retries=2) as client, \
             pytest.raises(openai.RateLimitError):
         client.responses.create(model=MODEL, input="hi", max_output_tokens=TPM + 1)
     assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
@@ -166,7 +170,7 @@ def test_a_request_the_engine_refuses_gives_its_tokens_back(server: ServerThread
 def test_stream_carries_the_rate_limit_event(server: ServerThread) -> None:
     with http(server, "stream") as client:
         response = create(client, stream=True)
-    events, _ = parse_sse(response.content)
+    events = read_sse(EventSource(response))
     check_stream(events)
     assert [e["type"] for e in events[:3]] == [
         "response.created", "response.rate_limits.updated", "response.in_progress"]
@@ -190,7 +194,7 @@ def test_the_sdk_retry_waits_as_told_then_succeeds(server: ServerThread,
 
     with caplog.at_level(logging.INFO, logger="openai"), \
             openai.DefaultHttpxClient(event_hooks={"response": [record]}) as transport, \
-            sdk(server, api_key="retry", max_retries=2, http_client=transport) as retrying, \
+            strict_sdk(server, api_key="retry", max_retries=2, http_client=transport) as retrying, \
             http(server, "retry") as client:
         told = int(drain_requests(client).headers["retry-after-ms"]) / 1000
         assert 0 < told <= 1

@@ -14,26 +14,24 @@ import httpx
 import openai
 import pytest
 
+from tests.support.errors import assert_openai_error
 from tests.support.events import check_stream
-from tests.support.server import ServerThread
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, engine_of, serve_scripted
+from tests.support.sse import parse_raw_sse
+from tests.support.waiting import wait_until
 from trio_responses.engine.base import EngineRequest
 from trio_responses.engine.scripted import ScriptedEngine, echo_reply, last_user_text
 
 from .helpers import (
     MODEL,
-    assert_openai_error,
-    engine_of,
     frames,
     http,
     json_request,
-    parse_sse,
     raw_connect,
     read_body,
     read_response_head,
     request_head,
-    running_server,
-    sdk,
-    wait_until,
 )
 
 BODY_LIMIT = 10_000
@@ -54,7 +52,7 @@ def reply(request: EngineRequest) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory, engine=ScriptedEngine(model_name=MODEL, reply=reply),
+    with serve_scripted(tmp_path_factory, engine=ScriptedEngine(model_name=MODEL, reply=reply),
                         max_request_body_bytes=BODY_LIMIT, max_stream_event_bytes=EVENT_LIMIT,
                         responses_stream_buffer_max_bytes=BUFFER_LIMIT) as server:
         yield server
@@ -149,7 +147,8 @@ def test_413_before_a_chunked_body_ends(server: ServerThread) -> None:
 
 
 def test_sdk_gets_413_without_retrying(server: ServerThread) -> None:
-    with sdk(server, max_retries=2) as client, pytest.raises(openai.APIStatusError) as raised:
+    with strict_sdk(server, max_retries=2) as client, \
+            pytest.raises(openai.APIStatusError) as raised:
         client.responses.create(model=MODEL, input="x" * (2 * BODY_LIMIT))
     assert raised.value.status_code == 413
     assert raised.value.code == "request_too_large"
@@ -163,7 +162,7 @@ def test_event_over_the_limit_ends_the_stream_never_cut(server: ServerThread) ->
                                                       "stream": True})
     assert response.status_code == 200
     assert all(len(block) + 2 <= EVENT_LIMIT for block in frames(response.content))
-    events, _ = parse_sse(response.content)  # every frame whole, valid JSON
+    events, _ = parse_raw_sse(response.content)  # every frame whole, valid JSON
     check_stream(events)
     assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
     message = events[-2]["message"]
@@ -181,14 +180,14 @@ def test_event_over_the_limit_ends_the_stream_never_cut(server: ServerThread) ->
 
 
 def test_event_limit_in_the_strict_sdk(server: ServerThread) -> None:
-    with sdk(server) as client:
+    with strict_sdk(server) as client:
         events = list(client.responses.create(model=MODEL, input="[[big]]", stream=True))
     assert [e.type for e in events[-2:]] == ["error", "response.failed"]
 
 
 def test_event_limit_does_not_touch_plain_json(server: ServerThread) -> None:
     """A non-streaming response sends no events: a long token is just text."""
-    with sdk(server) as client:
+    with strict_sdk(server) as client:
         response = client.responses.create(model=MODEL, input="[[big]]")
     assert response.status == "completed"
     assert response.output_text == BIG_REPLY

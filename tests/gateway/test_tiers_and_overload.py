@@ -10,24 +10,27 @@ import httpx2
 import openai
 import pytest
 
-from tests.support.server import ServerThread
+from tests.support.errors import assert_openai_error
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, engine_of, serve_scripted
+from tests.support.waiting import wait_until
 from trio_responses.runtime.prepare import TIER_PRIORITY
 
-from .helpers import MODEL, assert_openai_error, engine_of, http, running_server, sdk, wait_until
+from .helpers import MODEL, http
 
 Tier = Literal["auto", "default", "flex", "scale", "priority"]
 
 
 @pytest.fixture(scope="module")
 def restricted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory,
+    with serve_scripted(tmp_path_factory,
                         responses_allowed_service_tiers=("auto", "default")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def all_tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory, responses_default_service_tier="flex") as server:
+    with serve_scripted(tmp_path_factory, responses_default_service_tier="flex") as server:
         yield server
 
 
@@ -46,13 +49,13 @@ def test_tier_outside_the_list_is_400(restricted: ServerThread) -> None:
         unknown = client.post("/v1/responses", json={"model": MODEL, "input": "hi",
                                                      "service_tier": "gold"})
         assert_openai_error(unknown, 400, param="service_tier")
-    with sdk(restricted) as client, pytest.raises(openai.BadRequestError) as raised:
+    with strict_sdk(restricted) as client, pytest.raises(openai.BadRequestError) as raised:
         client.responses.create(model=MODEL, input="hi", service_tier="flex")
     assert raised.value.param == "service_tier"
 
 
 def test_response_echoes_the_tier_it_ran_with(restricted: ServerThread) -> None:
-    with sdk(restricted) as client:
+    with strict_sdk(restricted) as client:
         assert client.responses.create(model=MODEL, input="hi").service_tier == "default"
         auto = client.responses.create(model=MODEL, input="hi", service_tier="auto")
         assert auto.service_tier == "default"
@@ -67,7 +70,7 @@ def test_response_echoes_the_tier_it_ran_with(restricted: ServerThread) -> None:
 
 
 def test_tiers_map_to_engine_priority(all_tiers: ServerThread) -> None:
-    with sdk(all_tiers) as client:
+    with strict_sdk(all_tiers) as client:
         # The server's default tier (flex here) applies when the request names none.
         default = client.responses.create(model=MODEL, input="hi")
         assert default.service_tier == "flex"
@@ -88,7 +91,7 @@ def test_tiers_map_to_engine_priority(all_tiers: ServerThread) -> None:
 
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with running_server(tmp_path_factory, max_queued_requests=1) as server:
+    with serve_scripted(tmp_path_factory, max_queued_requests=1) as server:
         yield server
 
 
@@ -128,7 +131,7 @@ def test_sdk_retries_503_after_retry_after(bounded: ServerThread) -> None:
 
     def sdk_call() -> None:
         with openai.DefaultHttpxClient(event_hooks={"response": [record]}) as transport, \
-                sdk(bounded, max_retries=2, http_client=transport) as client:
+                strict_sdk(bounded, max_retries=2, http_client=transport) as client:
             result.append(client.responses.create(model=MODEL, input="later").output_text)
 
     with http(bounded) as client, client.stream("POST", "/v1/responses", json={

@@ -10,8 +10,8 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import serve_scripted, strict_sdk
-from tests.support.server import ServerThread
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, serve_scripted
 from trio_responses.engine.reasoning import ReasoningParsers
 from trio_responses.engine.scripted import ScriptedEngine
 
@@ -25,7 +25,7 @@ def qwen3(tokenizer: Any) -> ReasoningParsers:
 def thinking_server(qwen3: ReasoningParsers,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     engine = ScriptedEngine(token_delay=0.002, model_name="scripted", reasoning=qwen3)
-    with serve_scripted(engine, tmp_path_factory) as server:
+    with serve_scripted(tmp_path_factory, engine) as server:
         yield server
 
 

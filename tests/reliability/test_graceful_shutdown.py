@@ -19,9 +19,10 @@ import psutil
 import trio
 
 from tests.reliability.conftest import Figures
-from tests.reliability.procs import ServerProcess
+from tests.reliability.procs import CLOSE, ServerProcess
 from tests.reliability.wire import TERMINAL, Wire
 from tests.support.events import check_stream
+from tests.support.waiting import wait_until
 
 GRACE = 2.0
 SHUTDOWN = "The server shut down while this response was running."
@@ -97,7 +98,9 @@ async def test_sigterm_drains_every_stream_and_exits_zero(
                 assert server.proc is not None
                 server.proc.terminate()
                 # While draining: no new responses, and /health says so.
-                await trio.sleep(0.3)
+                await trio.to_thread.run_sync(lambda: wait_until(
+                    lambda: httpx.get(server.base_url + "/health", headers=CLOSE,
+                                      timeout=5).status_code == 503, what="the drain"))
                 refused = await client.post("/v1/responses", json={
                     "model": "scripted", "input": "too late"})
                 health = await client.get("/health")
@@ -152,7 +155,10 @@ async def test_sigterm_is_not_held_up_by_a_client_that_stopped_reading(
             "max_output_tokens": 20_000, "ignore_eos": True})
         while not await wire.next_events():
             pass
-        await trio.sleep(0.5)  # the server is now blocked writing to this client
+        # The server is now blocked writing to this client: the client's window is closed,
+        # and the server holds bytes for it that it cannot send.
+        await trio.to_thread.run_sync(lambda: wait_until(lambda: wire.unsent() > 0,
+                                                         what="the client's window to close"))
         signalled = time.monotonic()
         assert server.proc is not None
         server.proc.terminate()

@@ -17,6 +17,7 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -186,6 +187,18 @@ class Wire:
         if chunk is None:
             return None
         return self.parser.feed(chunk)
+
+    def unsent(self) -> int:
+        """The bytes the server holds for this connection that this client has not taken
+        (Linux: the server's end in /proc/net/tcp). On loopback nothing stays in flight,
+        so these are what a closed receive window keeps out."""
+        ours = self.stream.socket.getsockname()[1]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+            if (local, remote) == (self.port, ours):
+                return int(fields[4].split(":")[0], 16)
+        return 0
 
     # -- leaving -----------------------------------------------------------------------
 

@@ -9,14 +9,15 @@ import httpx
 import openai
 import pytest
 
-from tests.server.helpers import http_client, strict_client
+from tests.server.helpers import http_client
+from tests.support.sdk import strict_sdk
 from tests.support.server import ServerThread
 
 
 @pytest.fixture(scope="module")
 def client(scripted_server: ServerThread) -> Iterator[openai.OpenAI]:
     """The official SDK in strict mode, against this module's scripted server."""
-    with strict_client(scripted_server) as sdk:
+    with strict_sdk(scripted_server) as sdk:
         yield sdk
 
 

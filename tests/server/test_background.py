@@ -3,27 +3,17 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import pytest
 from httpx_sse import connect_sse
 
-from tests.server.helpers import (
-    MODEL,
-    SSEReader,
-    aborted,
-    assert_error,
-    assert_sdk_error,
-    read_sse,
-    sdk_events,
-    types_of,
-    wait_status,
-    wait_until,
-)
-from tests.support.events import check_stream, joined_text
-from tests.support.server import ServerThread
+from tests.server.helpers import MODEL, aborted, types_of, wait_status
+from tests.support.errors import assert_openai_error, assert_sdk_error
+from tests.support.events import check_stream, joined_text, sdk_events
+from tests.support.server import ServerThread, run_ended
+from tests.support.sse import SSEReader, read_sse
+from tests.support.waiting import wait_until
 
 TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
 # 5 ms a token: about 0.2 s of generation, long enough to join while it runs.
@@ -66,7 +56,9 @@ def test_cancel_background(client: openai.OpenAI, scripted_server: ServerThread)
     assert aborted(scripted_server, created.id)
     again = client.responses.cancel(created.id)
     assert again.model_dump() == cancelled.model_dump()
-    time.sleep(0.05)  # a late engine result would land now; none may overwrite "cancelled"
+    # Nothing is left that could still write (no late engine result may overwrite
+    # "cancelled"): the run has ended and left the registry.
+    wait_until(lambda: run_ended(scripted_server, created.id), what="the run's end")
     retrieved = client.responses.retrieve(created.id)
     assert retrieved.status == "cancelled"
     assert retrieved.model_dump() == cancelled.model_dump()
@@ -100,7 +92,8 @@ def test_cancel_foreground_is_400(client: openai.OpenAI, http: httpx.Client) -> 
         client.responses.cancel(created.id)
     assert_sdk_error(caught.value, 400, param="response_id")
     assert client.responses.retrieve(created.id).status == "completed"
-    assert_error(http.post("/v1/responses/resp_missing/cancel"), 404, param="response_id")
+    assert_openai_error(http.post("/v1/responses/resp_missing/cancel"), 404,
+                        param="response_id", type="invalid_request_error")
 
 
 def test_background_without_store_is_400(client: openai.OpenAI) -> None:
@@ -226,8 +219,8 @@ def http_client_like(http: httpx.Client) -> httpx.Client:
 
 def test_resume_foreground_is_400(client: openai.OpenAI, http: httpx.Client) -> None:
     created = client.responses.create(model=MODEL, input="foreground")
-    assert_error(http.get(f"/v1/responses/{created.id}", params={"stream": "true"}), 400,
-                 param="stream")
+    assert_openai_error(http.get(f"/v1/responses/{created.id}", params={"stream": "true"}),
+                        400, param="stream", type="invalid_request_error")
 
 
 @pytest.mark.parametrize("value", ["x", "-2", "1.5"])
@@ -236,4 +229,4 @@ def test_resume_bad_starting_after(client: openai.OpenAI, http: httpx.Client,
     created = client.responses.create(model=MODEL, input="bg", background=True, store=True)
     response = http.get(f"/v1/responses/{created.id}",
                         params={"stream": "true", "starting_after": value})
-    assert_error(response, 400, param="starting_after")
+    assert_openai_error(response, 400, param="starting_after", type="invalid_request_error")

@@ -10,8 +10,9 @@ import httpx
 import openai
 import pytest
 
-from tests.server.helpers import MODEL, assert_error, engine_of, on_server
-from tests.support.server import ServerThread
+from tests.server.helpers import MODEL, on_server
+from tests.support.errors import assert_openai_error
+from tests.support.server import ServerThread, engine_of
 
 
 def body(**fields: Any) -> bytes:
@@ -134,7 +135,8 @@ def test_bad_create_request(scripted_server: ServerThread, http: httpx.Client,
     engine = engine_of(scripted_server)
     submitted = on_server(scripted_server, lambda: len(engine.requests))
     response = http.post("/v1/responses", content=content, headers=headers)
-    error = assert_error(response, status, param=param, code=code)
+    error = assert_openai_error(response, status, param=param, code=code,
+                                type="invalid_request_error")
     assert len(error["message"]) < 2000  # a message, not an echo of the body
     assert on_server(scripted_server, lambda: len(engine.requests)) == submitted
     assert http.get("/health").status_code == 200

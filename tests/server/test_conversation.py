@@ -9,16 +9,11 @@ from typing import Any
 import openai
 import pytest
 
-from tests.server.helpers import (
-    MODEL,
-    assert_sdk_error,
-    engine_of,
-    on_server,
-    sdk_events,
-    wait_until,
-)
-from tests.support.events import check_stream
-from tests.support.server import ServerThread
+from tests.server.helpers import MODEL, on_server
+from tests.support.errors import assert_sdk_error
+from tests.support.events import check_stream, sdk_events
+from tests.support.server import ServerThread, engine_of
+from tests.support.waiting import wait_until
 
 
 def prompt_of(server: ServerThread, response_id: str) -> list[dict[str, Any]]:

@@ -10,14 +10,9 @@ import openai
 import pytest
 from openai.types.responses import Response
 
-from tests.server.helpers import (
-    MODEL,
-    assert_error,
-    assert_sdk_error,
-    sdk_events,
-    types_of,
-)
-from tests.support.events import check_stream, joined_text
+from tests.server.helpers import MODEL, types_of
+from tests.support.errors import assert_openai_error, assert_sdk_error
+from tests.support.events import check_stream, joined_text, sdk_events
 
 
 def five_messages() -> list[dict[str, Any]]:
@@ -83,8 +78,8 @@ def test_delete_then_gone(client: openai.OpenAI, http: httpx.Client) -> None:
     with pytest.raises(openai.NotFoundError):
         client.responses.input_items.list(created.id)
     for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/input_items")):
-        assert_error(http.request(method, f"/v1/responses/{created.id}{path}"), 404,
-                     param="response_id")
+        assert_openai_error(http.request(method, f"/v1/responses/{created.id}{path}"), 404,
+                            param="response_id", type="invalid_request_error")
 
 
 def test_delete_with_the_sdk(client: openai.OpenAI) -> None:
@@ -95,7 +90,8 @@ def test_delete_with_the_sdk(client: openai.OpenAI) -> None:
 
 
 def test_unknown_response_is_404(http: httpx.Client) -> None:
-    assert_error(http.get("/v1/responses/resp_missing"), 404, param="response_id")
+    assert_openai_error(http.get("/v1/responses/resp_missing"), 404, param="response_id",
+                        type="invalid_request_error")
 
 
 def test_store_false_is_not_retrievable(client: openai.OpenAI, http: httpx.Client) -> None:
@@ -104,8 +100,10 @@ def test_store_false_is_not_retrievable(client: openai.OpenAI, http: httpx.Clien
     assert created.output_text == "You said: ephemeral"
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(created.id)
-    assert_error(http.get(f"/v1/responses/{created.id}/input_items"), 404, param="response_id")
-    assert_error(http.delete(f"/v1/responses/{created.id}"), 404, param="response_id")
+    assert_openai_error(http.get(f"/v1/responses/{created.id}/input_items"), 404,
+                        param="response_id", type="invalid_request_error")
+    assert_openai_error(http.delete(f"/v1/responses/{created.id}"), 404, param="response_id",
+                        type="invalid_request_error")
 
 
 def test_store_false_stream_is_not_retrievable(client: openai.OpenAI) -> None:
@@ -195,7 +193,7 @@ def test_input_items_bad_query(client: openai.OpenAI, http: httpx.Client,
                                params: dict[str, Any], param: str) -> None:
     created = client.responses.create(model=MODEL, input="x")
     response = http.get(f"/v1/responses/{created.id}/input_items", params=params)
-    assert_error(response, 400, param=param)
+    assert_openai_error(response, 400, param=param, type="invalid_request_error")
 
 
 def test_input_items_keep_given_ids_and_item_kinds(client: openai.OpenAI) -> None:
@@ -224,7 +222,8 @@ def test_input_items_keep_given_ids_and_item_kinds(client: openai.OpenAI) -> Non
     ("GET", "/v1/responses/resp_1/nothing"),
 ])
 def test_unknown_route_is_404_json(http: httpx.Client, method: str, path: str) -> None:
-    assert_error(http.request(method, path), 404, param=None)
+    assert_openai_error(http.request(method, path), 404, param=None,
+                        type="invalid_request_error")
 
 
 @pytest.mark.parametrize("method, path", [
@@ -235,7 +234,8 @@ def test_unknown_route_is_404_json(http: httpx.Client, method: str, path: str) -
     ("GET", "/v1/responses/resp_1/cancel"),
 ])
 def test_wrong_method_is_405_json(http: httpx.Client, method: str, path: str) -> None:
-    assert_error(http.request(method, path), 405, param=None)
+    assert_openai_error(http.request(method, path), 405, param=None,
+                        type="invalid_request_error")
 
 
 def test_models_and_health(client: openai.OpenAI, http: httpx.Client) -> None:

@@ -10,20 +10,11 @@ import openai
 import pytest
 from httpx_sse import connect_sse
 
-from tests.server.helpers import (
-    MODEL,
-    aborted,
-    engine_of,
-    on_server,
-    read_sse,
-    running,
-    sdk_events,
-    types_of,
-    wait_status,
-    wait_until,
-)
-from tests.support.events import check_stream
-from tests.support.server import ServerThread
+from tests.server.helpers import MODEL, aborted, on_server, running, types_of, wait_status
+from tests.support.events import check_stream, sdk_events
+from tests.support.server import ServerThread, engine_of
+from tests.support.sse import read_sse
+from tests.support.waiting import wait_until
 
 # created, in_progress, output_item.added, content_part.added, the first delta; then
 # "[[stall]]" makes the scripted engine wait forever.

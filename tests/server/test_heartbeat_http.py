@@ -9,20 +9,12 @@ from collections.abc import Iterator
 import pytest
 from httpx_sse import connect_sse
 
-from tests.server.helpers import (
-    MODEL,
-    aborted,
-    http_client,
-    parse_raw_sse,
-    read_sse,
-    scripted_server_with,
-    sdk_events,
-    strict_client,
-    types_of,
-    wait_until,
-)
-from tests.support.events import check_stream, joined_text
-from tests.support.server import ServerThread
+from tests.server.helpers import MODEL, aborted, http_client, types_of
+from tests.support.events import check_stream, joined_text, sdk_events
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, serve_scripted
+from tests.support.sse import parse_raw_sse, read_sse
+from tests.support.waiting import wait_until
 from trio_responses.engine.scripted import ScriptedEngine
 
 PING_INTERVAL = 0.1
@@ -31,19 +23,19 @@ PING_INTERVAL = 0.1
 @pytest.fixture(scope="module")
 def pinging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A ping after 0.1 s of silence; tokens every 5 ms."""
-    with scripted_server_with(tmp_path_factory,
-                              ScriptedEngine(model_name=MODEL, token_delay=0.005),
-                              responses_ping_interval_seconds=PING_INTERVAL) as server:
+    with serve_scripted(tmp_path_factory,
+                        ScriptedEngine(model_name=MODEL, token_delay=0.005),
+                        responses_ping_interval_seconds=PING_INTERVAL) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def compatible(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """Compatibility mode, a ping after 30 ms of silence, tokens every 100 ms."""
-    with scripted_server_with(tmp_path_factory,
-                              ScriptedEngine(model_name=MODEL, token_delay=0.1),
-                              responses_compatibility_mode=True,
-                              responses_ping_interval_seconds=0.03) as server:
+    with serve_scripted(tmp_path_factory,
+                        ScriptedEngine(model_name=MODEL, token_delay=0.1),
+                        responses_compatibility_mode=True,
+                        responses_ping_interval_seconds=0.03) as server:
         yield server
 
 
@@ -68,7 +60,7 @@ def test_no_pings_while_tokens_flow(pinging: ServerThread) -> None:
                                                "stream": True}).content
     events, comments = parse_raw_sse(raw)
     check_stream(events)
-    assert "response.ping" not in types_of(events) and comments == 0
+    assert "response.ping" not in types_of(events) and comments == []
 
 
 def test_compatibility_pings_are_comments(compatible: ServerThread) -> None:
@@ -77,13 +69,13 @@ def test_compatibility_pings_are_comments(compatible: ServerThread) -> None:
                                                "stream": True}).content
     events, comments = parse_raw_sse(raw)
     check_stream(events)
-    assert comments >= 2 and b": ping\n\n" in raw
+    assert len(comments) >= 2 and b": ping\n\n" in raw
     assert "response.ping" not in types_of(events)
     assert joined_text(events) == "You said: a b"
 
 
 def test_strict_sdk_reads_past_comment_pings(compatible: ServerThread) -> None:
-    with strict_client(compatible) as client, \
+    with strict_sdk(compatible) as client, \
             client.responses.stream(model=MODEL, input="slow reply") as stream:
         events = sdk_events(stream)
         final = stream.get_final_response()

@@ -5,9 +5,8 @@ import gc
 import openai
 import pytest
 
-from tests.conftest import serve_scripted
 from tests.support.events import as_dict, check_stream, joined_text
-from tests.support.server import ServerThread
+from tests.support.server import ServerThread, serve_scripted
 from trio_responses.engine.scripted import ScriptedEngine
 
 
@@ -28,5 +27,5 @@ def test_start_up_freezes_the_heap(tmp_path_factory: pytest.TempPathFactory) -> 
     # (with vLLM loaded a full collection would stall every stream for ~0.4 s).
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
-    with serve_scripted(ScriptedEngine(), tmp_path_factory):
+    with serve_scripted(tmp_path_factory, ScriptedEngine()):
         assert gc.get_freeze_count() > 10_000

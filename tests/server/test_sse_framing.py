@@ -11,8 +11,9 @@ from __future__ import annotations
 import httpx
 from httpx_sse import EventSource, connect_sse
 
-from tests.server.helpers import MODEL, parse_raw_sse, read_sse, types_of
+from tests.server.helpers import MODEL, types_of
 from tests.support.events import check_stream, joined_text
+from tests.support.sse import parse_raw_sse, read_sse
 
 
 def test_stream_framing_with_httpx_sse(http: httpx.Client) -> None:
@@ -39,7 +40,7 @@ def test_stream_framing_byte_for_byte(http: httpx.Client) -> None:
     assert b"\nid:" not in raw and not raw.startswith(b"id:") and b"retry:" not in raw
     assert b"\r" not in raw
     events, comments = parse_raw_sse(raw)
-    assert comments == 0  # no heartbeat configured on this server
+    assert comments == []  # no heartbeat configured on this server
     check_stream(events)
     assert joined_text(events) == "You said: " + body["input"].strip()  # type: ignore[operator]
     # The same bytes through httpx-sse give the same events.

@@ -13,19 +13,12 @@ import openai
 import pytest
 from httpx_sse import EventSource, connect_sse
 
-from tests.server.helpers import (
-    MODEL,
-    aborted,
-    http_client,
-    read_sse,
-    running,
-    scripted_server_with,
-    strict_client,
-    types_of,
-    wait_until,
-)
+from tests.server.helpers import MODEL, aborted, http_client, running, types_of
 from tests.support.events import check_stream, joined_text
-from tests.support.server import ServerThread
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, serve_scripted
+from tests.support.sse import read_sse
+from tests.support.waiting import wait_until
 from trio_responses.engine.scripted import ScriptedEngine
 
 BUFFER_LIMIT = 256 * 1024
@@ -35,18 +28,18 @@ EVENT_LIMIT = 64 * 1024
 @pytest.fixture(scope="module")
 def small_limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """No token delay, a 256 KiB stream buffer and 64 KiB events."""
-    with scripted_server_with(tmp_path_factory, ScriptedEngine(model_name=MODEL),
-                              responses_stream_buffer_max_bytes=BUFFER_LIMIT,
-                              max_stream_event_bytes=EVENT_LIMIT) as server:
+    with serve_scripted(tmp_path_factory, ScriptedEngine(model_name=MODEL),
+                        responses_stream_buffer_max_bytes=BUFFER_LIMIT,
+                        max_stream_event_bytes=EVENT_LIMIT) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def short_streams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """Streams may last 0.3 s."""
-    with scripted_server_with(tmp_path_factory, ScriptedEngine(model_name=MODEL,
-                                                               token_delay=0.005),
-                              responses_max_stream_seconds=0.3) as server:
+    with serve_scripted(tmp_path_factory, ScriptedEngine(model_name=MODEL,
+                                                         token_delay=0.005),
+                        responses_max_stream_seconds=0.3) as server:
         yield server
 
 
@@ -84,7 +77,7 @@ def test_event_over_the_limit_fails_the_stream(small_limits: ServerThread) -> No
     assert types_of(events)[-2:] == ["error", "response.failed"]
     assert "--max-stream-event-bytes" in events[-2]["message"]
     assert len(joined_text(events)) > EVENT_LIMIT
-    with strict_client(small_limits) as client:
+    with strict_sdk(small_limits) as client:
         stored = client.responses.retrieve(events[0]["response"]["id"])
         assert stored.status == "failed"
         # A plain JSON response sends no events, so the limit does not apply to it.
@@ -93,7 +86,7 @@ def test_event_over_the_limit_fails_the_stream(small_limits: ServerThread) -> No
 
 
 def test_stream_over_the_maximum_duration(short_streams: ServerThread) -> None:
-    with strict_client(short_streams) as client:
+    with strict_sdk(short_streams) as client:
         with client.responses.stream(model=MODEL, input="[[stall]] too long") as stream:
             events = [event.model_dump(mode="json", warnings=False, exclude_unset=True)
                       for event in stream]
@@ -108,7 +101,7 @@ def test_stream_over_the_maximum_duration(short_streams: ServerThread) -> None:
 
 
 def test_background_over_the_maximum_duration(short_streams: ServerThread) -> None:
-    with strict_client(short_streams) as client:
+    with strict_sdk(short_streams) as client:
         created = client.responses.create(model=MODEL, input="[[stall]]", background=True,
                                           store=True)
         wait_until(lambda: client.responses.retrieve(created.id).status == "failed",
@@ -122,5 +115,5 @@ def test_background_over_the_maximum_duration(short_streams: ServerThread) -> No
 
 
 def test_bad_request_on_limited_server(small_limits: ServerThread) -> None:
-    with strict_client(small_limits) as client, pytest.raises(openai.BadRequestError):
+    with strict_sdk(small_limits) as client, pytest.raises(openai.BadRequestError):
         client.responses.create(model=MODEL, input="x", max_output_tokens=0)

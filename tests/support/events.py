@@ -11,7 +11,7 @@ own models in strict mode.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pydantic
@@ -111,3 +111,8 @@ def as_dict(event: Any) -> dict[str, Any]:
     """An SDK event object back as wire JSON (the SDK's parsed subclasses warn otherwise)."""
     value: dict[str, Any] = event.model_dump(mode="json", warnings=False, exclude_unset=True)
     return value
+
+
+def sdk_events(stream: Iterable[Any]) -> list[dict[str, Any]]:
+    """The events of an SDK stream, as wire JSON."""
+    return [as_dict(event) for event in stream]

@@ -4,6 +4,9 @@ The server runs its own ``trio.run`` in a background thread, so tests of any kin
 (sync tests with the sync openai client, trio tests with AsyncOpenAI, session-scoped
 fixtures) can talk to it over real HTTP. ``call`` runs a function on the server's Trio
 thread, for reading engine or registry state without racing it.
+
+:func:`serve_scripted` is the test server most tests use: the scripted engine, a SQLite
+store of its own, no heartbeats, a short shutdown grace, any other settings given.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import trio
 
 from tests.support.trio_thread import TrioThread
 from trio_responses import Settings
 from trio_responses.engine.base import Engine
+from trio_responses.engine.scripted import ScriptedEngine
 from trio_responses.server import serve_app
+from trio_responses.store import SQLiteStore
 from trio_responses.store.base import ResponseStore
 from trio_responses.web.app import AppState, app_state, create_app
 
@@ -47,3 +53,32 @@ class ServerThread(TrioThread):
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+# The settings every scripted test server starts from.
+TEST_SETTINGS: dict[str, Any] = {"engine": "scripted", "port": 0,
+                                 "responses_ping_interval_seconds": 0,
+                                 "shutdown_grace_seconds": 2}
+
+
+def serve_scripted(tmp_path_factory: pytest.TempPathFactory,
+                   engine: ScriptedEngine | None = None, **settings: Any) -> ServerThread:
+    """A server (started by ``with``) for ``engine`` (default: the scripted model with
+    no delay), with its own store, and ``settings`` over :data:`TEST_SETTINGS`."""
+    if engine is None:
+        engine = ScriptedEngine(model_name="scripted")
+    path = tmp_path_factory.mktemp("store") / "responses.sqlite3"
+    return ServerThread(Settings(**{**TEST_SETTINGS, **settings}), engine=engine,
+                        store=SQLiteStore(path))
+
+
+def engine_of(server: ServerThread) -> ScriptedEngine:
+    assert isinstance(server.engine, ScriptedEngine)
+    return server.engine
+
+
+def run_ended(server: ServerThread, response_id: str) -> bool:
+    """Whether the response's run is over: out of the registry, its engine request
+    closed and its final state saved (the last thing a run does is leave)."""
+    registry = server.app_state.service.registry
+    return server.call(lambda: registry.get(response_id) is None)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 
 from tests.support.events import as_dict, check_stream
 from tests.support.server import ServerThread
+from tests.support.waiting import wait_until
 
 WEATHER = {
     "type": "function",
@@ -38,13 +38,6 @@ def valid_weather_arguments(arguments: str) -> bool:
     value = json.loads(arguments)
     return (set(value) == {"city", "days"} and isinstance(value["city"], str)
             and isinstance(value["days"], int))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_model_call_in_builtin_format(client: openai.OpenAI) -> None:
@@ -159,7 +152,7 @@ class Streamer:
             self.error = exc
 
     def first(self, kind: str) -> dict[str, Any]:
-        wait_until(lambda: any(e["type"] == kind for e in self.events))
+        wait_until(lambda: any(e["type"] == kind for e in self.events), timeout=10)
         return next(e for e in self.events if e["type"] == kind)
 
     def join(self) -> list[dict[str, Any]]:
@@ -243,7 +236,8 @@ def test_cancel_while_waiting(client: openai.OpenAI, http: httpx.Client,
         "model": "scripted", "input": "[[call:get_weather]]", "tools": [WEATHER],
         "background": True, "store": True}).json()
     response_id = created["id"]
-    wait_until(lambda: http.get(f"/v1/responses/{response_id}").json()["output"] != [])
+    wait_until(lambda: http.get(f"/v1/responses/{response_id}").json()["output"] != [],
+               timeout=10)
     cancelled = client.responses.cancel(response_id)
     assert cancelled.status == "cancelled"
     assert client.responses.retrieve(response_id).status == "cancelled"
@@ -258,4 +252,4 @@ def test_disconnect_while_waiting(scripted_server: ServerThread, http: httpx.Cli
             if "response.output_item.done" in line:
                 break
     registry = scripted_server.app_state.service.registry
-    wait_until(lambda: scripted_server.call(lambda: len(registry.live())) == 0)
+    wait_until(lambda: scripted_server.call(lambda: len(registry.live())) == 0, timeout=10)

@@ -13,11 +13,11 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import serve_scripted, strict_sdk
 from tests.engine.fakes import FakeCore, core_writing
 from tests.engine.test_bridge import deltas_of, request, started
 from tests.support.events import as_dict, check_stream
-from tests.support.server import ServerThread
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, serve_scripted
 from tests.tools.test_function_tools import WAIT, WEATHER, Streamer, post_outputs
 from trio_responses.__main__ import main
 from trio_responses.engine.scripted import ScriptedEngine, model_tokens
@@ -44,7 +44,7 @@ def engine(hermes: ToolCallParsers) -> ScriptedEngine:
 @pytest.fixture(scope="module")
 def parsing_server(engine: ScriptedEngine,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with serve_scripted(engine, tmp_path_factory) as server:
+    with serve_scripted(tmp_path_factory, engine) as server:
         yield server
 
 
