@@ -37,7 +37,7 @@ def build_engine(settings: Settings) -> Engine:
         return ScriptedEngine.from_flags(settings.vllm_args,
                                          token_delay=settings.scripted_token_delay,
                                          model_name=settings.model or "scripted")
-    from ..engine.vllm_bridge import build_vllm_engine
+    from ..engine.vllm.args import build_vllm_engine
 
     return build_vllm_engine(settings.model, settings.vllm_args)
 

@@ -36,8 +36,8 @@ from typing import Any
 from trio_responses.engine.default_model import MODEL_NAME, ensure_default_model
 from trio_responses.engine.reasoning import ReasoningParserError, parser_class
 from trio_responses.engine.tool_parsing import ToolParserError, tool_parser_class
-from trio_responses.engine.vllm_bridge import VLLMEngine
-from trio_responses.engine.vllm_core import load_engine
+from trio_responses.engine.vllm.bridge import VLLMEngine
+from trio_responses.engine.vllm.core import load_engine
 
 _FRONTEND_OPTIONS = ("chat_template", "tool_call_parser", "enable_auto_tool_choice",
                      "tool_parser_plugin")
