@@ -6,6 +6,12 @@ environment, which wins over the defaults. Flag names follow vLLM where they ove
 (``--host --port --model --api-key``). Flags this server does not know are vLLM engine
 flags (``--dtype --max-model-len --tensor-parallel-size`` …) and pass through to the
 engine untouched, in ``vllm_args``.
+
+This is the one module that reads ``TRIO_RESPONSES_*`` variables. The rest of the package
+gets values passed in; where a file's place is left unset (``store_path``, ``cache_dir``),
+:func:`default_store_path` and :func:`default_cache_dir` say where it goes, from the same
+variables and the XDG base directories, for the entry points that have no ``Settings``
+(``python -m trio_responses.engine.default_model``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TRIO_RESPONSES_"
@@ -33,6 +40,9 @@ class Settings:
     scripted_token_delay: float = 0.0
     # SQLite file for stored responses; "" means the default under the user's data folder.
     store_path: str = ""
+    # Folder the default model is prepared in; "" means the default under the user's
+    # cache folder.
+    cache_dir: str = ""
     # Bearer keys; none configured means the server is open.
     api_keys: tuple[str, ...] = ()
     responses_ping_interval_seconds: float = 15.0
@@ -75,7 +85,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = environ.get(ENV_PREFIX + f.name.upper())
+            raw = environ.get(env_name(f.name))
             if raw is not None:
                 values[f.name] = _convert(f, raw)
         return cls(**values)
@@ -92,6 +102,44 @@ class Settings:
             values["api_keys"] = tuple(values["api_keys"])
         values["vllm_args"] = (*base.vllm_args, *unknown)
         return dataclasses.replace(base, **values)
+
+    def store_file(self) -> Path:
+        """The SQLite file: ``store_path``, else :func:`default_store_path`."""
+        return Path(self.store_path) if self.store_path else default_store_path()
+
+    def cache_folder(self) -> Path:
+        """The cache folder: ``cache_dir``, else :func:`default_cache_dir`."""
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a ``Settings`` field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$TRIO_RESPONSES_STORE_PATH`` if set, else ``responses.sqlite3`` in the XDG data
+    directory (``$XDG_DATA_HOME``, or ``~/.local/share`` when that is unset or relative,
+    as the XDG spec says to ignore relative values)."""
+    environ = os.environ if environ is None else environ
+    explicit = environ.get(env_name("store_path"))
+    if explicit:
+        return Path(explicit).expanduser()
+    data_home = environ.get("XDG_DATA_HOME", "")
+    base = Path(data_home) if os.path.isabs(data_home) else Path.home() / ".local" / "share"
+    return base / "trio_responses" / "responses.sqlite3"
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$TRIO_RESPONSES_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/trio_responses``, else
+    ``~/.cache/trio_responses``."""
+    environ = os.environ if environ is None else environ
+    explicit = environ.get(env_name("cache_dir"))
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "trio_responses"
 
 
 def _kind(f: dataclasses.Field[Any]) -> str:

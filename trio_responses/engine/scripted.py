@@ -29,6 +29,7 @@ import argparse
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -267,11 +268,13 @@ class ScriptedEngine:
         self._seen_prompts: set[tuple[str | None, str]] = set()
 
     @classmethod
-    def from_flags(cls, engine_flags: Sequence[str], **kwargs: Any) -> ScriptedEngine:
+    def from_flags(cls, engine_flags: Sequence[str], *, cache_dir: Path | None = None,
+                   **kwargs: Any) -> ScriptedEngine:
         """A scripted engine with vLLM's parsers as vLLM's flags ask for them:
         ``--reasoning-parser`` (``--reasoning-parser-plugin``), ``--tool-call-parser`` with
         ``--enable-auto-tool-choice`` (``--tool-parser-plugin``), over ``--tokenizer``
-        (default: the default model's, prepared if need be). Other flags are ignored."""
+        (default: the default model's, prepared under ``cache_dir`` if need be). Other
+        flags are ignored."""
         parser = argparse.ArgumentParser(add_help=False)
         for flag in ("--reasoning-parser", "--reasoning-parser-plugin", "--tokenizer",
                      "--tool-call-parser", "--tool-parser-plugin"):
@@ -285,7 +288,7 @@ class ScriptedEngine:
 
         from .default_model import ensure_default_model
 
-        tokenizer = get_tokenizer(flags.tokenizer or str(ensure_default_model()))
+        tokenizer = get_tokenizer(flags.tokenizer or str(ensure_default_model(cache_dir)))
         if flags.reasoning_parser:
             kwargs["reasoning"] = ReasoningParsers(flags.reasoning_parser, tokenizer,
                                                    plugin=flags.reasoning_parser_plugin)

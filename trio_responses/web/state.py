@@ -35,11 +35,13 @@ def build_engine(settings: Settings) -> Engine:
         from ..engine.scripted import ScriptedEngine
 
         return ScriptedEngine.from_flags(settings.vllm_args,
+                                         cache_dir=settings.cache_folder(),
                                          token_delay=settings.scripted_token_delay,
                                          model_name=settings.model or "scripted")
     from ..engine.vllm.args import build_vllm_engine
 
-    return build_vllm_engine(settings.model, settings.vllm_args)
+    return build_vllm_engine(settings.model, settings.vllm_args,
+                             cache_dir=settings.cache_folder())
 
 
 def freeze_startup_heap() -> None:
@@ -56,9 +58,9 @@ def freeze_startup_heap() -> None:
 
 
 def build_store(settings: Settings) -> ResponseStore:
-    from ..store import SQLiteStore, default_store_path
+    from ..store import SQLiteStore
 
-    return SQLiteStore(settings.store_path or default_store_path())
+    return SQLiteStore(settings.store_file())
 
 
 class AppState:

@@ -79,8 +79,11 @@ def make_parser() -> Any:
     return parser
 
 
-def parse_vllm_args(model: str | None, vllm_args: Sequence[str]) -> tuple[Any, dict[str, Any]]:
-    """vLLM ``EngineArgs`` and our front-end options from a model and engine flags."""
+def parse_vllm_args(
+    model: str | None, vllm_args: Sequence[str], *, cache_dir: Path | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """vLLM ``EngineArgs`` and our front-end options from a model and engine flags (with
+    no model, the default one, prepared under ``cache_dir``)."""
     cpu = not has_gpu()
     if cpu:
         apply_cpu_environment()
@@ -104,7 +107,7 @@ def parse_vllm_args(model: str | None, vllm_args: Sequence[str]) -> tuple[Any, d
         except ToolParserError as exc:
             raise VLLMArgsError(str(exc)) from None
     if namespace.model is None:
-        namespace.model = str(ensure_default_model())
+        namespace.model = str(ensure_default_model(cache_dir))
         if not namespace.served_model_name:
             namespace.served_model_name = [MODEL_NAME]
     if namespace.dtype is None:
@@ -132,10 +135,11 @@ def served_name(engine_args: Any) -> str:
 
 
 def build_vllm_engine(
-    model: str | None, vllm_args: Sequence[str], *, stop_timeout: float = 30.0
+    model: str | None, vllm_args: Sequence[str], *, cache_dir: Path | None = None,
+    stop_timeout: float = 30.0,
 ) -> VLLMEngine:
     """A :class:`VLLMEngine` (not started) for ``model`` with vLLM engine flags."""
-    engine_args, options = parse_vllm_args(model, vllm_args)
+    engine_args, options = parse_vllm_args(model, vllm_args, cache_dir=cache_dir)
     return VLLMEngine(
         lambda: load_engine(engine_args, options),
         model_name=served_name(engine_args),
