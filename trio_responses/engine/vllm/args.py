@@ -34,13 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from trio_responses.engine.default_model import MODEL_NAME, ensure_default_model
+from trio_responses.engine.parser_flags import ParserFlags, add_frontend_flags
 from trio_responses.engine.reasoning import ReasoningParserError, parser_class
 from trio_responses.engine.tool_parsing import ToolParserError, tool_parser_class
 from trio_responses.engine.vllm.bridge import VLLMEngine
 from trio_responses.engine.vllm.core import load_engine
-
-_FRONTEND_OPTIONS = ("chat_template", "tool_call_parser", "enable_auto_tool_choice",
-                     "tool_parser_plugin")
 
 
 class VLLMArgsError(ValueError):
@@ -69,11 +67,7 @@ def make_parser() -> Any:
     engine_args_class: Any = arg_utils.EngineArgs
     parser: Any = parser_class(prog="trio-responses", add_help=False)
     engine_args_class.add_cli_args(parser)
-    group = parser.add_argument_group("front end (as in vLLM's server)")
-    group.add_argument("--chat-template", default=None, help="a Jinja template or a file")
-    group.add_argument("--tool-call-parser", default=None)
-    group.add_argument("--enable-auto-tool-choice", action="store_true", default=False)
-    group.add_argument("--tool-parser-plugin", default=None)
+    add_frontend_flags(parser.add_argument_group("front end (as in vLLM's server)"))
     # None marks "not given", so our defaults apply only then.
     parser.set_defaults(model=None, dtype=None, scheduling_policy=None)
     return parser
@@ -95,15 +89,16 @@ def parse_vllm_args(
         namespace = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on errors; the CLI reports them
         raise VLLMArgsError(f"invalid engine flags: {' '.join(argv)}") from exc
-    if namespace.reasoning_parser:
+    flags = ParserFlags.from_namespace(namespace)
+    if flags.reasoning_parser:
         # Before the model loads: a wrong name should not cost a minute of start-up.
         try:
-            parser_class(namespace.reasoning_parser, namespace.reasoning_parser_plugin)
+            parser_class(flags.reasoning_parser, flags.reasoning_parser_plugin)
         except ReasoningParserError as exc:
             raise VLLMArgsError(str(exc)) from None
-    if namespace.tool_call_parser:
+    if flags.tool_call_parser:
         try:
-            tool_parser_class(namespace.tool_call_parser, namespace.tool_parser_plugin)
+            tool_parser_class(flags.tool_call_parser, flags.tool_parser_plugin)
         except ToolParserError as exc:
             raise VLLMArgsError(str(exc)) from None
     if namespace.model is None:
@@ -114,7 +109,7 @@ def parse_vllm_args(
         namespace.dtype = "float32" if cpu else "auto"
     if namespace.scheduling_policy is None:
         namespace.scheduling_policy = "priority"
-    options = {name: getattr(namespace, name) for name in _FRONTEND_OPTIONS}
+    options = flags.frontend_options()
     if options["chat_template"] is not None:
         options["chat_template"] = _load_template(options["chat_template"])
     if options["enable_auto_tool_choice"] and not options["tool_call_parser"]:
