@@ -26,6 +26,13 @@ from .state import AppState, build_engine, build_store
 
 # Bounds the shielded last send below (it only writes a few bytes and resets state).
 LAST_SEND_TIMEOUT = 10.0
+# Seconds a client has to send a whole request body before a 408: Quart's own default,
+# spelled out; --max-request-body-bytes (16 MiB) takes ~2.2 Mbit/s to arrive in time.
+BODY_TIMEOUT = 60
+# Quart-Trio cancels its app nursery, which holds the state's lifetime task, this long
+# past --shutdown-grace-seconds: the drain gets its grace, then the engine and the store
+# close (the vLLM bridge waits up to 30 s for its thread).
+APP_NURSERY_SHUTDOWN_MARGIN = 30.0
 
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Coroutine[Any, Any, None]]
@@ -75,9 +82,9 @@ def create_app(
     app = QuartTrio("trio_responses")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_body_bytes or None
     app.config["RESPONSE_TIMEOUT"] = None
-    app.config["BODY_TIMEOUT"] = 60
-    # The app nursery holds our lifetime task: give the drain time before Quart cancels.
-    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace_seconds + 30
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = (settings.shutdown_grace_seconds
+                                                      + APP_NURSERY_SHUTDOWN_MARGIN)
     app.extensions["trio_responses"] = state
 
     @app.before_serving
