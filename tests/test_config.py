@@ -4,12 +4,14 @@ variables to ``Settings``, and the rest of the package gets values passed in."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 import trio_responses
-from trio_responses.config import Settings, default_cache_dir
+from trio_responses.__main__ import main
+from trio_responses.config import Settings, default_cache_dir, default_text
 from trio_responses.engine import default_model
 from trio_responses.engine.vllm import args as vllm_args
 from trio_responses.web.state import build_engine
@@ -69,3 +71,64 @@ def test_the_engine_prepares_the_default_model_in_the_settings_cache_dir(
     engine = build_engine(Settings(cache_dir=str(tmp_path)))
     assert engine.model_name == default_model.MODEL_NAME
     assert asked == [tmp_path]
+
+
+@pytest.mark.parametrize(
+    ("name", "old"),
+    [("responses_tool_timeout_seconds", "responses_tool_timeout"),
+     ("scripted_token_delay_seconds", "scripted_token_delay")],
+)
+def test_renamed_settings_keep_their_old_spellings(name: str, old: str) -> None:
+    new_flag, old_flag = "--" + name.replace("_", "-"), "--" + old.replace("_", "-")
+    new_env, old_env = "TRIO_RESPONSES_" + name.upper(), "TRIO_RESPONSES_" + old.upper()
+    assert getattr(Settings.from_args([new_flag, "7"], environ={}), name) == 7.0
+    assert getattr(Settings.from_args([old_flag, "8"], environ={}), name) == 8.0
+    assert getattr(Settings.from_env({old_env: "9"}), name) == 9.0
+    assert getattr(Settings.from_env({old_env: "9", new_env: "10"}), name) == 10.0
+    assert getattr(Settings.from_args([old_flag, "11"], environ={new_env: "10"}), name) == 11.0
+    assert Settings.from_args([old_flag, "8"], environ={}).vllm_args == ()
+
+
+def test_every_setting_has_a_help_line() -> None:
+    for f in dataclasses.fields(Settings):
+        assert f.metadata.get("help"), f"{f.name} has no help: declare it with setting()"
+
+
+def flag_entries(text: str) -> dict[str, str]:
+    """``--help`` output → each flag's entry (its lines joined, spaces collapsed)."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in text.splitlines():
+        if line.startswith("  --"):
+            flag = line.split()[0]
+            entries[flag] = ""
+        elif not line.startswith("    "):
+            flag = None
+        if flag is not None:
+            entries[flag] = " ".join([*entries[flag].split(), *line.split()])
+    return entries
+
+
+def test_help_lists_every_flag_with_its_default_and_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    options, epilog = text.split("\nvLLM engine flags:\n")
+    entries = flag_entries(options)
+    expected = {"--api-key" if f.name == "api_keys" else "--" + f.name.replace("_", "-"): f
+                for f in dataclasses.fields(Settings) if f.name != "vllm_args"}
+    assert set(entries) == set(expected)
+    for flag, f in expected.items():
+        entry = entries[flag]
+        assert f"env: TRIO_RESPONSES_{f.name.upper()}" in entry, entry
+        assert f"[default: {default_text(f)};" in entry, entry
+        assert " ".join(f.metadata["help"].split()) in entry
+    assert "[default: 8000; env: TRIO_RESPONSES_PORT]" in entries["--port"]
+    assert "[default: off;" in entries["--responses-compatibility-mode"]
+    assert "[default: auto,default,flex,scale,priority;" in \
+        entries["--responses-allowed-service-tiers"]
+    assert "formerly --responses-tool-timeout, TRIO_RESPONSES_RESPONSES_TOOL_TIMEOUT]" in \
+        entries["--responses-tool-timeout-seconds"]
+    # The pass-through, explained after the flags.
+    assert "TRIO_RESPONSES_VLLM_ARGS" in epilog and "--max-model-len" in epilog

@@ -243,7 +243,7 @@ class ResponseService:
                 clock=self.clock, on_event=self._observe,
                 tools=tool_turns(request, engine_request, builder, self.ids,
                                  engine=self.engine, wait=tool_wait,
-                                 timeout=self.settings.responses_tool_timeout),
+                                 timeout=self.settings.responses_tool_timeout_seconds),
                 max_seconds=self.settings.responses_max_stream_seconds)
             run.owner = owner
             run.rate_limits = limits
