@@ -7,7 +7,8 @@ user knows passes through unchanged (``--dtype --max-model-len --tensor-parallel
 --gpu-memory-utilization --enforce-eager --served-model-name --reasoning-parser`` ...),
 plus the front-end flags of vLLM's server that concern prompts and parsing:
 ``--chat-template``, ``--tool-call-parser``, ``--enable-auto-tool-choice`` and
-``--tool-parser-plugin`` (kept in ``VLLMEngine.options``). Parser names are checked here,
+``--tool-parser-plugin`` (declared in ``engine/parser_flags.py``, which the scripted engine
+reads them with too; kept in ``VLLMEngine.options``). Parser names are checked here,
 before the model loads.
 
 Defaults differ from vLLM's where this project needs them:
