@@ -109,9 +109,11 @@ def flag_entries(text: str) -> dict[str, str]:
     return entries
 
 
+@pytest.mark.parametrize("columns", ["60", "100", "200"])
 def test_help_lists_every_flag_with_its_default_and_variable(
-    capsys: pytest.CaptureFixture[str],
+    columns: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", columns)  # argparse wraps to the terminal's width
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
     options, epilog = text.split("\nvLLM engine flags:\n")

@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import os
 import shlex
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -254,13 +255,22 @@ def _metavar(f: dataclasses.Field[Any], kind: str) -> str:
     return {"float": "SECONDS", "int": "N"}.get(kind, "VALUE")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's, but a help line wraps only at spaces: a flag or a variable named in it
+    is never cut in two (argparse cuts at hyphens, and inside words longer than a line)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False,
+                             break_long_words=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m trio_responses",
         usage="%(prog)s [--model MODEL] [flags] [vLLM engine flags]",
         description="The OpenAI Responses API on Trio, in front of the vLLM engine.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     for f in fields(Settings):
