@@ -12,7 +12,7 @@ import trio
 
 from .config import Settings, build_parser
 from .server import serve
-from .web.app import build_engine
+from .web.state import build_engine
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,21 @@
 """Settings: one frozen record, from command-line flags or ``TRIO_RESPONSES_*`` variables.
 
-Each field is one flag (``responses_tool_timeout`` → ``--responses-tool-timeout``) and one
-environment variable (``TRIO_RESPONSES_RESPONSES_TOOL_TIMEOUT``); flags win over the
+Each field is one flag (``shutdown_grace_seconds`` → ``--shutdown-grace-seconds``) and one
+environment variable (``TRIO_RESPONSES_SHUTDOWN_GRACE_SECONDS``); flags win over the
 environment, which wins over the defaults. Flag names follow vLLM where they overlap
 (``--host --port --model --api-key``). Flags this server does not know are vLLM engine
 flags (``--dtype --max-model-len --tensor-parallel-size`` …) and pass through to the
 engine untouched, in ``vllm_args``.
+
+Every field is declared with :func:`setting`, which takes its ``--help`` line, so a field
+cannot be added without one (a test checks), and the old spellings of a renamed field,
+which keep working as flags and variables.
+
+This is the one module that reads ``TRIO_RESPONSES_*`` variables. The rest of the package
+gets values passed in; where a file's place is left unset (``store_path``, ``cache_dir``),
+:func:`default_store_path` and :func:`default_cache_dir` say where it goes, from the same
+variables and the XDG base directories, for the entry points that have no ``Settings``
+(``python -m trio_responses.engine.default_model``).
 """
 
 from __future__ import annotations
@@ -14,49 +24,92 @@ import argparse
 import dataclasses
 import os
 import shlex
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TRIO_RESPONSES_"
 SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
 
 
+def setting(default: Any, help: str, *, metavar: str | None = None,
+            default_text: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    """A ``Settings`` field: its default and its ``--help`` line (``metavar``: the value's
+    name there; ``default_text``: the default as a user reads it, where the value alone
+    says little); ``aliases``: former field names, still read as flags and variables."""
+    return field(default=default, metadata={"help": help, "metavar": metavar,
+                                            "default_text": default_text,
+                                            "aliases": aliases})
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    # None: the embedded default model (SmolLM2-135M-Instruct on vLLM's CPU engine).
-    model: str | None = None
-    # "vllm", or "scripted": the deterministic engine with no model.
-    engine: str = "vllm"
-    scripted_token_delay: float = 0.0
-    # SQLite file for stored responses; "" means the default under the user's data folder.
-    store_path: str = ""
-    # Bearer keys; none configured means the server is open.
-    api_keys: tuple[str, ...] = ()
-    responses_ping_interval_seconds: float = 15.0
-    responses_compatibility_mode: bool = False
-    responses_default_service_tier: str = "auto"
-    responses_allowed_service_tiers: tuple[str, ...] = SERVICE_TIERS
-    max_request_body_bytes: int = 16 * 1024 * 1024
-    max_stream_event_bytes: int = 4 * 1024 * 1024
-    responses_stream_buffer_max_bytes: int = 16 * 1024 * 1024
-    responses_tool_timeout: float = 300.0
-    # Longest a stream may run before it is ended with a terminal event (0: no limit).
-    responses_max_stream_seconds: float = 0.0
-    rate_limit_requests_per_minute: int = 0
-    rate_limit_tokens_per_minute: int = 0
-    max_queued_requests: int = 0
-    # Seconds SIGTERM/SIGINT waits for live responses to end before cancelling them.
-    shutdown_grace_seconds: float = 10.0
-    # TCP_USER_TIMEOUT of every connection (Linux): a peer that acknowledges nothing for
-    # this long (a dead network, or a client that stopped reading) is disconnected, so a
-    # blocked write cannot hold a connection, or shutdown, forever. 0: the OS default.
-    tcp_user_timeout_seconds: float = 60.0
-    log_level: str = "info"
-    # vLLM engine flags, passed through as given.
-    vllm_args: tuple[str, ...] = field(default=())
+    host: str = setting("127.0.0.1", "address to listen on", metavar="HOST")
+    port: int = setting(8000, "port to listen on (0: any free one)", metavar="PORT")
+    model: str | None = setting(
+        None, "model for vLLM to serve: a Hugging Face name or a folder", metavar="MODEL",
+        default_text="the embedded SmolLM2-135M-Instruct, on the CPU")
+    engine: str = setting(
+        "vllm", "'vllm', or 'scripted': a deterministic engine with no model, which echoes "
+        "the last user message", metavar="ENGINE")
+    scripted_token_delay_seconds: float = setting(
+        0.0, "seconds between the scripted engine's tokens",
+        aliases=("scripted_token_delay",))
+    store_path: str = setting(
+        "", "SQLite file of stored responses", metavar="PATH",
+        default_text="responses.sqlite3 in $XDG_DATA_HOME/trio_responses "
+        "(~/.local/share/trio_responses)")
+    cache_dir: str = setting(
+        "", "folder the embedded default model is prepared in", metavar="DIR",
+        default_text="$XDG_CACHE_HOME/trio_responses (~/.cache/trio_responses)")
+    api_keys: tuple[str, ...] = setting(
+        (), "a Bearer key clients must send (repeat the flag for more keys; comma-separated "
+        "in the variable)", metavar="KEY", default_text="none: the server is open to anyone")
+    responses_ping_interval_seconds: float = setting(
+        15.0, "send response.ping after this long without another event in a stream "
+        "(0: never)")
+    responses_compatibility_mode: bool = setting(
+        False, "serve only what OpenAI's API has (no vLLM extensions, no extra events), "
+        "for clients that validate strictly")
+    responses_default_service_tier: str = setting(
+        "auto", "service tier of a request that asks for none", metavar="TIER")
+    responses_allowed_service_tiers: tuple[str, ...] = setting(
+        SERVICE_TIERS, "service tiers a request may ask for (comma-separated)",
+        metavar="TIERS")
+    max_request_body_bytes: int = setting(
+        16 * 1024 * 1024, "largest request body; larger ones get 413 (0: no limit)")
+    max_stream_event_bytes: int = setting(
+        4 * 1024 * 1024, "largest event a stream sends (0: no limit)")
+    responses_stream_buffer_max_bytes: int = setting(
+        16 * 1024 * 1024, "most unsent bytes a stream holds for a slow reader before the "
+        "response ends with an error (0: no limit)")
+    responses_tool_timeout_seconds: float = setting(
+        300.0, "how long a response waits for tool outputs (X-Responses-Tool-Wait) before "
+        "it ends incomplete", aliases=("responses_tool_timeout",))
+    responses_max_stream_seconds: float = setting(
+        0.0, "longest a response may run before it ends with a terminal event (0: no limit)")
+    rate_limit_requests_per_minute: int = setting(
+        0, "requests a key may make per minute; more get 429 (0: no limit)")
+    rate_limit_tokens_per_minute: int = setting(
+        0, "tokens a key may use per minute; more get 429 (0: no limit)")
+    max_queued_requests: int = setting(
+        0, "refuse new responses (503) while the engine holds this many requests (0: no "
+        "limit)")
+    shutdown_grace_seconds: float = setting(
+        10.0, "how long SIGTERM/SIGINT waits for live responses to end before cancelling "
+        "them")
+    # Why: Hypercorn's writes have no timeout of their own, so without it a client that
+    # stopped reading (or a dead network) holds its connection, and shutdown, forever.
+    tcp_user_timeout_seconds: float = setting(
+        60.0, "drop a connection whose peer acknowledges nothing for this long "
+        "(TCP_USER_TIMEOUT, Linux; 0: the OS default)")
+    log_level: str = setting("info", "debug, info, warning or error", metavar="LEVEL")
+    # No flag of its own: every flag the parser does not know (see the --help epilog).
+    vllm_args: tuple[str, ...] = setting(
+        (), "vLLM engine flags, passed to the engine as given (shell-quoted in the "
+        "variable)")
 
     def __post_init__(self) -> None:
         if self.engine not in ("vllm", "scripted"):
@@ -75,9 +128,12 @@ class Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = environ.get(ENV_PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _convert(f, raw)
+            # The current name wins over the old ones.
+            for name in (f.name, *f.metadata["aliases"]):
+                raw = environ.get(env_name(name))
+                if raw is not None:
+                    values[f.name] = _convert(f, raw)
+                    break
         return cls(**values)
 
     @classmethod
@@ -92,6 +148,44 @@ class Settings:
             values["api_keys"] = tuple(values["api_keys"])
         values["vllm_args"] = (*base.vllm_args, *unknown)
         return dataclasses.replace(base, **values)
+
+    def store_file(self) -> Path:
+        """The SQLite file: ``store_path``, else :func:`default_store_path`."""
+        return Path(self.store_path) if self.store_path else default_store_path()
+
+    def cache_folder(self) -> Path:
+        """The cache folder: ``cache_dir``, else :func:`default_cache_dir`."""
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a ``Settings`` field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$TRIO_RESPONSES_STORE_PATH`` if set, else ``responses.sqlite3`` in the XDG data
+    directory (``$XDG_DATA_HOME``, or ``~/.local/share`` when that is unset or relative,
+    as the XDG spec says to ignore relative values)."""
+    environ = os.environ if environ is None else environ
+    explicit = environ.get(env_name("store_path"))
+    if explicit:
+        return Path(explicit).expanduser()
+    data_home = environ.get("XDG_DATA_HOME", "")
+    base = Path(data_home) if os.path.isabs(data_home) else Path.home() / ".local" / "share"
+    return base / "trio_responses" / "responses.sqlite3"
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$TRIO_RESPONSES_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/trio_responses``, else
+    ``~/.cache/trio_responses``."""
+    environ = os.environ if environ is None else environ
+    explicit = environ.get(env_name("cache_dir"))
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "trio_responses"
 
 
 def _kind(f: dataclasses.Field[Any]) -> str:
@@ -113,11 +207,70 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     return raw
 
 
+EPILOG = """\
+vLLM engine flags:
+  Any flag not listed above is a vLLM engine flag and goes to the engine as given, with
+  vLLM's names and meanings (env: TRIO_RESPONSES_VLLM_ARGS, shell-quoted): --dtype,
+  --max-model-len, --tensor-parallel-size, --pipeline-parallel-size,
+  --data-parallel-size, --gpu-memory-utilization, --enforce-eager,
+  --served-model-name ... (`vllm serve --help` lists them). vLLM's output parsers and
+  chat template work as in its server: --reasoning-parser, --tool-call-parser with
+  --enable-auto-tool-choice, their --*-parser-plugin, --chat-template. Defaults that
+  differ from vLLM's: --scheduling-policy priority; without a GPU, --dtype float32.
+
+Every flag has an environment variable, shown with it; flags win over variables, which
+win over defaults. Booleans in variables: 1, true, yes or on.
+"""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def default_text(f: dataclasses.Field[Any]) -> str:
+    """A field's default as ``--help`` shows it."""
+    if f.metadata["default_text"] is not None:
+        return str(f.metadata["default_text"])
+    if isinstance(f.default, bool):
+        return "on" if f.default else "off"
+    if isinstance(f.default, tuple):
+        return ",".join(f.default)
+    return str(f.default)
+
+
+def help_line(f: dataclasses.Field[Any]) -> str:
+    """What a field's flag does, its default and its variable (and its old spellings)."""
+    line = f"{f.metadata['help']} [default: {default_text(f)}; env: {env_name(f.name)}"
+    for alias in f.metadata["aliases"]:
+        line += f"; formerly {_flag(alias)}, {env_name(alias)}"
+    # argparse formats help with %-style: a literal % would break it.
+    return line.replace("%", "%%") + "]"
+
+
+def _metavar(f: dataclasses.Field[Any], kind: str) -> str:
+    if f.metadata["metavar"] is not None:
+        return str(f.metadata["metavar"])
+    if f.name.endswith("_bytes"):
+        return "BYTES"
+    return {"float": "SECONDS", "int": "N"}.get(kind, "VALUE")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's, but a help line wraps only at spaces: a flag or a variable named in it
+    is never cut in two (argparse cuts at hyphens, and inside words longer than a line)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False,
+                             break_long_words=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m trio_responses",
-        description="OpenAI Responses API server on Trio, in front of vLLM. Flags not "
-        "listed here are vLLM engine flags and are passed to the engine.",
+        usage="%(prog)s [--model MODEL] [flags] [vLLM engine flags]",
+        description="The OpenAI Responses API on Trio, in front of the vLLM engine.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     for f in fields(Settings):
@@ -126,15 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
         kind = _kind(f)
         if f.name == "api_keys":
             parser.add_argument("--api-key", dest="api_keys", action="append",
-                                help="a Bearer key clients must send (repeatable)")
+                                metavar=_metavar(f, kind), help=help_line(f))
             continue
-        flag = "--" + f.name.replace("_", "-")
+        options: dict[str, Any] = {"dest": f.name, "default": None}
         if kind == "bool":
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None)
+            options["action"] = "store_true"
         elif kind.startswith("tuple"):
-            parser.add_argument(flag, dest=f.name, default=None,
-                                type=lambda raw: tuple(p.strip() for p in raw.split(",") if p))
+            options.update(metavar=_metavar(f, kind), type=_to_tuple)
         else:
-            conv = {"int": int, "float": float}.get(kind, str)
-            parser.add_argument(flag, dest=f.name, default=None, type=conv)
+            options.update(metavar=_metavar(f, kind),
+                           type={"int": int, "float": float}.get(kind, str))
+        parser.add_argument(_flag(f.name), help=help_line(f), **options)
+        for alias in f.metadata["aliases"]:
+            parser.add_argument(_flag(alias), **options, help=argparse.SUPPRESS)
     return parser
+
+
+def _to_tuple(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part)

@@ -23,6 +23,19 @@ from .engine.base import Engine
 from .store.base import ResponseStore
 from .web.app import app_state, create_app
 
+# Hypercorn's timeouts, in seconds. Serving drains the app (every response ends, within
+# --shutdown-grace-seconds) before Hypercorn's own shutdown starts; these only have to
+# never cut what the drain and the lifespan still do.
+# Graceful period for open connections, past the grace: by then the drain is over, and
+# this is slack for the last terminal events to be written and connections to close.
+GRACEFUL_CLOSE_MARGIN = 5.0
+# Lifespan start-up opens the store and starts the engine: vLLM loading a large model
+# (downloaded first, on a cold cache) takes many minutes; Hypercorn's default is 60 s.
+STARTUP_TIMEOUT = 3600.0
+# Lifespan shutdown, past the grace: the engine's stop (the vLLM bridge waits up to 30 s
+# for its thread) and the store's close (a WAL checkpoint) after the drain.
+LIFESPAN_SHUTDOWN_MARGIN = 60.0
+
 
 class ServerConfig(Config):
     """Hypercorn's config, plus TCP_USER_TIMEOUT on the listening sockets, which every
@@ -48,9 +61,9 @@ def hypercorn_config(settings: Settings) -> Config:
     config = ServerConfig()
     config.tcp_user_timeout = settings.tcp_user_timeout_seconds
     config.bind = [f"{settings.host}:{settings.port}"]
-    config.graceful_timeout = settings.shutdown_grace_seconds + 5
-    config.startup_timeout = 3600
-    config.shutdown_timeout = settings.shutdown_grace_seconds + 60
+    config.graceful_timeout = settings.shutdown_grace_seconds + GRACEFUL_CLOSE_MARGIN
+    config.startup_timeout = STARTUP_TIMEOUT
+    config.shutdown_timeout = settings.shutdown_grace_seconds + LIFESPAN_SHUTDOWN_MARGIN
     config.read_timeout = None
     config.accesslog = None
     config.errorlog = "-"

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trio_responses.engine.base import SamplingOptions
-from trio_responses.engine.prompt import PromptRenderer
 from trio_responses.engine.reasoning import ReasoningParsers
 from trio_responses.engine.tool_parsing import ToolCallParsers
-from trio_responses.engine.vllm_bridge import VLLMEngine
-from trio_responses.engine.vllm_worker import LoadedEngine
+from trio_responses.engine.vllm.bridge import VLLMEngine
+from trio_responses.engine.vllm.prompt import PromptRenderer
+from trio_responses.engine.vllm.worker import LoadedEngine
 
 
 class FakeTokenizer:

@@ -137,7 +137,7 @@ class ProxyStream:
 
 
 def _make_default_engine() -> Engine:
-    from trio_responses.engine.vllm_args import build_vllm_engine
+    from trio_responses.engine.vllm.args import build_vllm_engine
 
     return build_vllm_engine(None, REAL_ENGINE_FLAGS)
 

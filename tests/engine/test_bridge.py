@@ -19,7 +19,7 @@ from trio_responses.engine.base import (
     SamplingOptions,
     ToolCallDelta,
 )
-from trio_responses.engine.vllm_bridge import VLLMEngine, VLLMStream
+from trio_responses.engine.vllm.bridge import VLLMEngine, VLLMStream
 
 
 def request(content: str = "hello there", max_tokens: int = 5, **kwargs: Any) -> EngineRequest:

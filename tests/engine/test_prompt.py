@@ -9,8 +9,8 @@ import pytest
 
 from tests.engine.fakes import FakeTokenizer
 from trio_responses import errors
-from trio_responses.engine import prompt
 from trio_responses.engine.base import EngineRequest, SamplingOptions
+from trio_responses.engine.vllm import prompt
 
 
 def renderer(max_model_len: int = 100) -> prompt.PromptRenderer:

@@ -41,7 +41,7 @@ def test_recommended_flags_parse_with_nothing_left_for_vllm() -> None:
     assert settings.max_request_body_bytes == 1048576
     assert settings.max_stream_event_bytes == 524288
     assert settings.responses_stream_buffer_max_bytes == 16777216
-    assert settings.responses_tool_timeout == 300.0
+    assert settings.responses_tool_timeout_seconds == 300.0
 
 
 def test_unknown_flags_go_to_vllm_and_env_fills_the_rest() -> None:

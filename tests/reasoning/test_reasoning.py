@@ -22,7 +22,7 @@ from trio_responses.__main__ import main
 from trio_responses.engine.reasoning import ReasoningParserError, ReasoningParsers
 from trio_responses.engine.scripted import model_tokens
 from trio_responses.engine.tool_parsing import ToolCallParsers
-from trio_responses.engine.vllm_args import VLLMArgsError, parse_vllm_args
+from trio_responses.engine.vllm.args import VLLMArgsError, parse_vllm_args
 
 THOUGHT = "I should greet them. Let me think"
 ANSWER = "Hello there!"

@@ -34,8 +34,9 @@ from trio_responses.engine.base import (
     EngineStream,
 )
 from trio_responses.server import serve_app
-from trio_responses.web.app import app_state, build_engine, create_app
+from trio_responses.web.app import app_state, create_app
 from trio_responses.web.routes import json_response
+from trio_responses.web.state import build_engine
 
 
 class TimedStream:

@@ -20,12 +20,12 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trio_responses.config import default_store_path
 from trio_responses.store import (
     TERMINAL_STATUSES,
     ResponseStore,
     SQLiteStore,
     StoredResponse,
-    default_store_path,
 )
 from trio_responses.store import sqlite as sqlite_module
 

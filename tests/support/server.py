@@ -24,7 +24,8 @@ from trio_responses.engine.scripted import ScriptedEngine
 from trio_responses.server import serve_app
 from trio_responses.store import SQLiteStore
 from trio_responses.store.base import ResponseStore
-from trio_responses.web.app import AppState, app_state, create_app
+from trio_responses.web.app import app_state, create_app
+from trio_responses.web.state import AppState
 
 
 class ServerThread(TrioThread):

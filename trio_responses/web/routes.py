@@ -34,9 +34,9 @@ from ..protocol.request import (
 )
 from ..protocol.sse import encode_json
 from ..protocol.tool_outputs import parse_tool_outputs
-from .app import AppState
 from .gateway import UNAUTHENTICATED_PATHS, check_body_request_id, request_id
 from .metrics import CONTENT_TYPE
+from .state import AppState
 from .streaming import SSEBody, sse_response
 
 log = logging.getLogger("trio_responses")

@@ -35,17 +35,17 @@ from typing import Any, Protocol
 
 import trio
 
-from trio_responses.engine import prompt as prompting
 from trio_responses.engine.base import EngineDelta, SamplingOptions, TokenLogprob
 from trio_responses.engine.output_parsing import ParsedStep, ParsingFailed, TurnParsing
 from trio_responses.engine.reasoning import ReasoningParsers
 from trio_responses.engine.tool_parsing import ToolCallParsers
+from trio_responses.engine.vllm import prompt as prompting
 
 log = logging.getLogger(__name__)
 
 
 class CoreEngine(Protocol):
-    """What the worker needs from vLLM's ``LLMEngine`` (adapted in ``vllm_args``)."""
+    """What the worker needs from vLLM's ``LLMEngine`` (adapted in ``core``)."""
 
     def add_request(self, request_id: str, prompt: Any, params: Any, priority: int) -> None: ...
 

@@ -9,7 +9,7 @@ parsers for the worker (each with a tokenizer of its own, used only on the engin
 thread).
 
 :class:`LLMEngineCore` gives the engine the small surface the worker uses
-(:class:`~trio_responses.engine.vllm_worker.CoreEngine`), and closes one gap of
+(:class:`~trio_responses.engine.vllm.worker.CoreEngine`), and closes one gap of
 vLLM 0.32's synchronous multiprocess client: when the engine core process dies, the
 client's monitor thread notices and cleans up, but a ``step()`` already waiting in
 ``get_output()`` is never woken, so the engine thread would wait forever. A watchdog
@@ -25,11 +25,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from trio_responses.engine import prompt as prompting
 from trio_responses.engine.base import SamplingOptions
 from trio_responses.engine.reasoning import ReasoningParsers
 from trio_responses.engine.tool_parsing import ToolCallParsers
-from trio_responses.engine.vllm_worker import LoadedEngine
+from trio_responses.engine.vllm import prompt as prompting
+from trio_responses.engine.vllm.worker import LoadedEngine
 
 # Seconds the engine core gets to shut down when the bridge stops.
 CORE_SHUTDOWN_TIMEOUT = 20.0
@@ -42,7 +42,7 @@ def load_engine(engine_args: Any, options: Mapping[str, Any]) -> LoadedEngine:
     from vllm.tokenizers.registry import get_tokenizer
     from vllm.v1.engine.llm_engine import LLMEngine
 
-    from trio_responses.engine import vllm_plugin
+    from trio_responses.engine.vllm import plugin as vllm_plugin
 
     # vLLM runs it from the entry point too; called here as well for an engine core in
     # this process when the package's entry points are not installed (a source tree).

@@ -7,7 +7,8 @@ user knows passes through unchanged (``--dtype --max-model-len --tensor-parallel
 --gpu-memory-utilization --enforce-eager --served-model-name --reasoning-parser`` ...),
 plus the front-end flags of vLLM's server that concern prompts and parsing:
 ``--chat-template``, ``--tool-call-parser``, ``--enable-auto-tool-choice`` and
-``--tool-parser-plugin`` (kept in ``VLLMEngine.options``). Parser names are checked here,
+``--tool-parser-plugin`` (declared in ``engine/parser_flags.py``, which the scripted engine
+reads them with too; kept in ``VLLMEngine.options``). Parser names are checked here,
 before the model loads.
 
 Defaults differ from vLLM's where this project needs them:
@@ -34,13 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from trio_responses.engine.default_model import MODEL_NAME, ensure_default_model
+from trio_responses.engine.parser_flags import ParserFlags, add_frontend_flags
 from trio_responses.engine.reasoning import ReasoningParserError, parser_class
 from trio_responses.engine.tool_parsing import ToolParserError, tool_parser_class
-from trio_responses.engine.vllm_bridge import VLLMEngine
-from trio_responses.engine.vllm_core import load_engine
-
-_FRONTEND_OPTIONS = ("chat_template", "tool_call_parser", "enable_auto_tool_choice",
-                     "tool_parser_plugin")
+from trio_responses.engine.vllm.bridge import VLLMEngine
+from trio_responses.engine.vllm.core import load_engine
 
 
 class VLLMArgsError(ValueError):
@@ -69,18 +68,17 @@ def make_parser() -> Any:
     engine_args_class: Any = arg_utils.EngineArgs
     parser: Any = parser_class(prog="trio-responses", add_help=False)
     engine_args_class.add_cli_args(parser)
-    group = parser.add_argument_group("front end (as in vLLM's server)")
-    group.add_argument("--chat-template", default=None, help="a Jinja template or a file")
-    group.add_argument("--tool-call-parser", default=None)
-    group.add_argument("--enable-auto-tool-choice", action="store_true", default=False)
-    group.add_argument("--tool-parser-plugin", default=None)
+    add_frontend_flags(parser.add_argument_group("front end (as in vLLM's server)"))
     # None marks "not given", so our defaults apply only then.
     parser.set_defaults(model=None, dtype=None, scheduling_policy=None)
     return parser
 
 
-def parse_vllm_args(model: str | None, vllm_args: Sequence[str]) -> tuple[Any, dict[str, Any]]:
-    """vLLM ``EngineArgs`` and our front-end options from a model and engine flags."""
+def parse_vllm_args(
+    model: str | None, vllm_args: Sequence[str], *, cache_dir: Path | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """vLLM ``EngineArgs`` and our front-end options from a model and engine flags (with
+    no model, the default one, prepared under ``cache_dir``)."""
     cpu = not has_gpu()
     if cpu:
         apply_cpu_environment()
@@ -92,26 +90,27 @@ def parse_vllm_args(model: str | None, vllm_args: Sequence[str]) -> tuple[Any, d
         namespace = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on errors; the CLI reports them
         raise VLLMArgsError(f"invalid engine flags: {' '.join(argv)}") from exc
-    if namespace.reasoning_parser:
+    flags = ParserFlags.from_namespace(namespace)
+    if flags.reasoning_parser:
         # Before the model loads: a wrong name should not cost a minute of start-up.
         try:
-            parser_class(namespace.reasoning_parser, namespace.reasoning_parser_plugin)
+            parser_class(flags.reasoning_parser, flags.reasoning_parser_plugin)
         except ReasoningParserError as exc:
             raise VLLMArgsError(str(exc)) from None
-    if namespace.tool_call_parser:
+    if flags.tool_call_parser:
         try:
-            tool_parser_class(namespace.tool_call_parser, namespace.tool_parser_plugin)
+            tool_parser_class(flags.tool_call_parser, flags.tool_parser_plugin)
         except ToolParserError as exc:
             raise VLLMArgsError(str(exc)) from None
     if namespace.model is None:
-        namespace.model = str(ensure_default_model())
+        namespace.model = str(ensure_default_model(cache_dir))
         if not namespace.served_model_name:
             namespace.served_model_name = [MODEL_NAME]
     if namespace.dtype is None:
         namespace.dtype = "float32" if cpu else "auto"
     if namespace.scheduling_policy is None:
         namespace.scheduling_policy = "priority"
-    options = {name: getattr(namespace, name) for name in _FRONTEND_OPTIONS}
+    options = flags.frontend_options()
     if options["chat_template"] is not None:
         options["chat_template"] = _load_template(options["chat_template"])
     if options["enable_auto_tool_choice"] and not options["tool_call_parser"]:
@@ -132,10 +131,11 @@ def served_name(engine_args: Any) -> str:
 
 
 def build_vllm_engine(
-    model: str | None, vllm_args: Sequence[str], *, stop_timeout: float = 30.0
+    model: str | None, vllm_args: Sequence[str], *, cache_dir: Path | None = None,
+    stop_timeout: float = 30.0,
 ) -> VLLMEngine:
     """A :class:`VLLMEngine` (not started) for ``model`` with vLLM engine flags."""
-    engine_args, options = parse_vllm_args(model, vllm_args)
+    engine_args, options = parse_vllm_args(model, vllm_args, cache_dir=cache_dir)
     return VLLMEngine(
         lambda: load_engine(engine_args, options),
         model_name=served_name(engine_args),

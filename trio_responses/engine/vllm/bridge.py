@@ -1,15 +1,15 @@
 """The vLLM engine bridge: the Engine protocol over vLLM's ``LLMEngine`` on its own thread.
 
 One :class:`VLLMEngine` owns one engine and one thread (``vllm-engine``), whose body is
-:class:`~trio_responses.engine.vllm_worker.EngineWorker`: only that thread touches the
+:class:`~trio_responses.engine.vllm.worker.EngineWorker`: only that thread touches the
 engine; it steps it while anything is unfinished and posts each step's outputs to Trio
 as one batch (one ``TrioToken.run_sync_soon`` call per step). This module is the Trio
 side of that boundary.
 
 - ``submit`` renders the prompt in a Trio worker thread (a tokenizer copy of our own, one
-  render at a time: see :mod:`trio_responses.engine.prompt`), so ``ContextLengthExceeded``
-  is raised before anything reaches the engine, then puts an ``Add`` on the command
-  queue and returns a :class:`VLLMStream`.
+  render at a time: see :mod:`trio_responses.engine.vllm.prompt`), so
+  ``ContextLengthExceeded`` is raised before anything reaches the engine, then puts an
+  ``Add`` on the command queue and returns a :class:`VLLMStream`.
 - :meth:`VLLMEngine._on_batch` merges each delta into its stream's pending delta and
   wakes the reader. A reader that lags gets fewer, larger deltas (text and logprobs
   concatenated, counts are totals) instead of a growing queue, and the engine thread
@@ -33,7 +33,7 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -42,7 +42,7 @@ import trio
 from trio_responses import errors
 from trio_responses.engine.base import EngineDelta, EngineRequest, EngineStatistics
 from trio_responses.engine.reasoning import thinking_flag
-from trio_responses.engine.vllm_worker import (
+from trio_responses.engine.vllm.worker import (
     Abort,
     Add,
     Batch,
@@ -54,13 +54,6 @@ from trio_responses.engine.vllm_worker import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def build_vllm_engine(model: str | None, vllm_args: Sequence[str]) -> VLLMEngine:
-    """A :class:`VLLMEngine` (not started) from vLLM engine flags; see ``vllm_args``."""
-    from trio_responses.engine.vllm_args import build_vllm_engine as build
-
-    return build(model, vllm_args)
 
 
 def _mergeable(first: EngineDelta, then: EngineDelta) -> bool:
