@@ -97,6 +97,16 @@ class Settings:
     max_queued_requests: int = setting(
         0, "refuse new responses (503) while the engine holds this many requests (0: no "
         "limit)")
+    max_conversation_items: int = setting(
+        10_000, "most items a conversation holds; adding more (as items, or as a response's "
+        "input) is refused with 400 conversation_full (0: no limit)")
+    max_conversation_item_bytes: int = setting(
+        1024 * 1024, "largest item (its JSON) a client may add to a conversation, as an item "
+        "or in a response's input; larger ones are refused with 400 item_too_large (0: no "
+        "limit)")
+    conversation_lock_timeout_seconds: float = setting(
+        120.0, "how long a response (or an items append) waits for the response already "
+        "running on its conversation before 409 conversation_locked (0: no limit)")
     shutdown_grace_seconds: float = setting(
         10.0, "how long SIGTERM/SIGINT waits for live responses to end before cancelling "
         "them")
@@ -119,7 +129,9 @@ class Settings:
                 known = ", ".join(SERVICE_TIERS)
                 raise ValueError(f"unknown service tier {tier!r}; known: {known}")
         for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
-                     "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds"):
+                     "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds",
+                     "max_conversation_items", "max_conversation_item_bytes",
+                     "conversation_lock_timeout_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 

@@ -55,6 +55,14 @@ def test_skeleton_defaults() -> None:
     assert skeleton({**BASE, "store": False})["store"] is False
 
 
+@pytest.mark.parametrize("conversation", ["conv_1", {"id": "conv_1"}])
+def test_skeleton_names_its_conversation(conversation: Any) -> None:
+    response = skeleton({**BASE, "conversation": conversation})
+    assert response["conversation"] == {"id": "conv_1"}
+    assert Response.model_validate(response).conversation is not None
+    assert "conversation" not in skeleton(BASE)
+
+
 def test_usage_block() -> None:
     block = usage(input_tokens=10, output_tokens=4, cached_tokens=6, reasoning_tokens=1)
     assert block == {

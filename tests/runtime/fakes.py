@@ -15,7 +15,12 @@ from trio_responses.engine.base import EngineDelta, EngineRequest, SamplingOptio
 from trio_responses.protocol.events import Event, ResponseEvents
 from trio_responses.runtime.buffer import EventBuffer, Frame
 from trio_responses.runtime.run import ResponseRun, RunOptions
-from trio_responses.store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
+from trio_responses.store.base import (
+    TERMINAL_STATUSES,
+    ConversationAppend,
+    ResponseStore,
+    StoredResponse,
+)
 
 
 class RecordingStore(MemoryStore):
@@ -37,9 +42,10 @@ class RecordingStore(MemoryStore):
         return len(running)
 
     async def finish(self, response_id: str, response: Mapping[str, Any],
-                     events: Sequence[Mapping[str, Any]] = ()) -> bool:
+                     events: Sequence[Mapping[str, Any]] = (), *,
+                     append: ConversationAppend | None = None) -> bool:
         await trio.sleep(self.finish_delay)
-        written = await super().finish(response_id, response, events)
+        written = await super().finish(response_id, response, events, append=append)
         self.finishes.append((response_id, str(response["status"]), written))
         return written
 

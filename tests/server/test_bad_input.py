@@ -122,8 +122,10 @@ CASES = [
                  id="model-not-served"),
     pytest.param(body(previous_response_id="resp_nope"), JSON, 404, "previous_response_id",
                  "previous_response_not_found", id="previous-response-missing"),
-    pytest.param(body(conversation="conv_1"), JSON, 400, "conversation",
-                 "unsupported_parameter", id="conversation-unsupported"),
+    pytest.param(body(conversation="conv_nope"), JSON, 404, "conversation",
+                 "conversation_not_found", id="conversation-missing"),
+    pytest.param(body(conversation={"id": "conv_1"}, previous_response_id="resp_1"), JSON,
+                 400, "conversation", "invalid_value", id="conversation-and-previous-response"),
 ]
 
 

@@ -1,5 +1,6 @@
 """A store in memory, implementing the store protocol, for in-process tests (no threads,
-so MockClock's autojump stays safe)."""
+so MockClock's autojump stays safe). tests/store/ runs the conversation suite against it
+and SQLiteStore alike, so it keeps to the protocol's semantics."""
 
 from __future__ import annotations
 
@@ -10,12 +11,23 @@ from typing import Any
 
 import trio
 
-from trio_responses.store.base import TERMINAL_STATUSES, StoredResponse
+from trio_responses.store.base import (
+    TERMINAL_STATUSES,
+    ConversationAppend,
+    ConversationFull,
+    Item,
+    ItemPage,
+    StoredConversation,
+    StoredResponse,
+    UnknownItem,
+)
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.rows: dict[str, StoredResponse] = {}
+        self.conversations: dict[str, StoredConversation] = {}
+        self.items: dict[str, list[Item]] = {}
 
     async def open(self) -> int:
         await trio.lowlevel.checkpoint()
@@ -30,7 +42,8 @@ class MemoryStore:
         self.rows[record.id] = copy.deepcopy(record)
 
     async def finish(self, response_id: str, response: Mapping[str, Any],
-                     events: Sequence[Mapping[str, Any]] = ()) -> bool:
+                     events: Sequence[Mapping[str, Any]] = (), *,
+                     append: ConversationAppend | None = None) -> bool:
         await trio.lowlevel.checkpoint()
         row = self.rows.get(response_id)
         if row is None or row.status in TERMINAL_STATUSES:
@@ -38,6 +51,8 @@ class MemoryStore:
         self.rows[response_id] = dataclasses.replace(
             row, status=response["status"], response=copy.deepcopy(dict(response)),
             events=copy.deepcopy(tuple(events)))
+        if append is not None:
+            self._append(append, 0)
         return True
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
@@ -59,3 +74,81 @@ class MemoryStore:
             chain.append(row)
             current = row.previous_response_id
         return chain[::-1]
+
+    # -- conversations ------------------------------------------------------------------
+
+    def _conversation(self, conversation_id: str, owner: str) -> StoredConversation | None:
+        conversation = self.conversations.get(conversation_id)
+        return conversation if conversation is not None and conversation.owner == owner \
+            else None
+
+    async def create_conversation(self, conversation: StoredConversation,
+                                  items: Sequence[Item] = ()) -> None:
+        await trio.lowlevel.checkpoint()
+        self.conversations[conversation.id] = copy.deepcopy(conversation)
+        self.items[conversation.id] = copy.deepcopy(list(items))
+
+    async def get_conversation(self, conversation_id: str, owner: str
+                               ) -> StoredConversation | None:
+        await trio.lowlevel.checkpoint()
+        return self._conversation(conversation_id, owner)
+
+    async def update_conversation(self, conversation_id: str, owner: str,
+                                  metadata: Mapping[str, str]) -> StoredConversation | None:
+        conversation = await self.get_conversation(conversation_id, owner)
+        if conversation is None:
+            return None
+        updated = dataclasses.replace(conversation, metadata=dict(metadata))
+        self.conversations[conversation_id] = updated
+        return updated
+
+    async def delete_conversation(self, conversation_id: str, owner: str) -> bool:
+        if await self.get_conversation(conversation_id, owner) is None:
+            return False
+        del self.conversations[conversation_id], self.items[conversation_id]
+        return True
+
+    def _append(self, append: ConversationAppend, max_items: int) -> bool:
+        if self._conversation(append.conversation_id, append.owner) is None:
+            return False
+        items = self.items[append.conversation_id]
+        if max_items and len(items) + len(append.items) > max_items:
+            raise ConversationFull(len(items), max_items)
+        items.extend(copy.deepcopy(list(append.items)))
+        return True
+
+    async def append_items(self, append: ConversationAppend, *, max_items: int = 0) -> bool:
+        await trio.lowlevel.checkpoint()
+        return self._append(append, max_items)
+
+    async def conversation_items(self, conversation_id: str, owner: str
+                                 ) -> list[Item] | None:
+        if await self.get_conversation(conversation_id, owner) is None:
+            return None
+        return copy.deepcopy(self.items[conversation_id])
+
+    async def list_items(self, conversation_id: str, owner: str, *, after: str | None,
+                         limit: int, descending: bool) -> ItemPage | None:
+        items = await self.conversation_items(conversation_id, owner)
+        if items is None:
+            return None
+        if descending:
+            items.reverse()
+        if after is not None:
+            ids = [item["id"] for item in items]
+            if after not in ids:
+                raise UnknownItem(after)
+            items = items[ids.index(after) + 1:]
+        return ItemPage(items=tuple(items[:limit]), has_more=len(items) > limit)
+
+    async def get_item(self, conversation_id: str, owner: str, item_id: str) -> Item | None:
+        items = await self.conversation_items(conversation_id, owner)
+        return next((item for item in items or () if item["id"] == item_id), None)
+
+    async def delete_item(self, conversation_id: str, owner: str, item_id: str) -> bool:
+        if await self.get_conversation(conversation_id, owner) is None:
+            return False
+        items = self.items[conversation_id]
+        kept = [item for item in items if item["id"] != item_id]
+        self.items[conversation_id] = kept
+        return len(kept) < len(items)

@@ -5,7 +5,9 @@ a function of the request (by default it echoes the last user message), split in
 word tokens and sent one token per delta, ``token_delay`` seconds apart (``trio.sleep``,
 so tests can run it under ``MockClock``). It honours ``max_tokens`` (a length stop),
 structured output (it writes a JSON value that matches the schema), and simulates
-prefix caching (the same prompt and salt a second time reports it cached).
+prefix caching (the same prompt and salt a second time reports it cached). Its context is
+``max_model_len`` words: a longer prompt is refused, or truncated as the vLLM bridge does
+(``truncation: "auto"``, :mod:`.truncation`); ``requests`` records what the model saw.
 
 Failure injection, by the last user message or by constructor: ``[[fail]]`` makes the
 request fail after its first token (EngineError), ``[[stall]]`` makes it wait forever
@@ -25,6 +27,7 @@ qwen3``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ from .output_parsing import ParsedStep, ParsingFailed, TurnParsing
 from .parser_flags import parse_parser_flags
 from .reasoning import ReasoningParsers, thinking_flag
 from .tool_parsing import ToolCallParsers
+from .truncation import drop_oldest
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
@@ -135,8 +139,8 @@ def model_tokens(tokenizer: Any, text: str) -> tuple[list[str], list[tuple[int, 
     return pieces, [(token,) for token in ids]
 
 
-def _count_tokens(request: EngineRequest) -> int:
-    return sum(len(_TOKEN.findall(str(m.get("content") or ""))) + 2 for m in request.messages)
+def _count_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    return sum(len(_TOKEN.findall(str(m.get("content") or ""))) + 2 for m in messages)
 
 
 @dataclass
@@ -322,13 +326,7 @@ class ScriptedEngine:
         await trio.lowlevel.checkpoint()
         if not self.alive:
             raise EngineUnavailable("The engine is not running.")
-        prompt_tokens = _count_tokens(request)
-        if prompt_tokens + 1 > self.max_model_len and not request.truncate:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {self.max_model_len} tokens; "
-                f"your input has {prompt_tokens}.",
-                param="input",
-            )
+        request, prompt_tokens = self._fit(request)
         self.requests.append(request)
         key = (request.cache_salt, repr(request.messages))
         cached = prompt_tokens if key in self._seen_prompts else 0
@@ -360,6 +358,24 @@ class ScriptedEngine:
         self._running.add(request.request_id)
         return ScriptedStream(self, request, script, prompt_tokens, cached)
 
+    def _fit(self, request: EngineRequest) -> tuple[EngineRequest, int]:
+        """The request as the model sees it and its prompt length: with ``truncate``, the
+        oldest history dropped until it fits (as the vLLM bridge does, by word count)."""
+        prompt_tokens = _count_tokens(request.messages)
+        if prompt_tokens + 1 <= self.max_model_len:
+            return request, prompt_tokens
+        fitted = drop_oldest(request.messages, lambda kept: (kept, _count_tokens(kept)),
+                             lambda counted: counted[1] + 1 <= self.max_model_len
+                             ) if request.truncate else None
+        if fitted is None:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.max_model_len} tokens; "
+                f"your input has {prompt_tokens}.",
+                param="input",
+            )
+        (kept, prompt_tokens), _ = fitted
+        return dataclasses.replace(request, messages=tuple(kept)), prompt_tokens
+
     def _parsing(self, request: EngineRequest) -> TurnParsing | None:
         splitter = calls = None
         if self.reasoning is not None:
@@ -370,7 +386,10 @@ class ScriptedEngine:
 
     async def count_tokens(self, request: EngineRequest) -> int:
         await trio.lowlevel.checkpoint()
-        return _count_tokens(request)
+        try:
+            return self._fit(request)[1]
+        except ContextLengthExceeded:
+            return _count_tokens(request.messages)
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(

@@ -12,6 +12,15 @@ from collections.abc import Callable
 
 IdFactory = Callable[[str], str]
 
+# The id prefix of an item, by its type, when the server gives it an id.
+ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
+                  "reasoning": "rs"}
+
+
+def item_id(ids: IdFactory, item_type: str) -> str:
+    """A new id for an item of ``item_type`` (``msg_…``, ``fc_…``; ``item_…`` otherwise)."""
+    return ids(ITEM_ID_PREFIX.get(item_type, "item"))
+
 
 def random_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(24)}"

@@ -211,8 +211,11 @@ _ITEM_KINDS: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
 }
 
 
-def normalize_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Validate ``input`` and return its items in the stored shape (ids where given)."""
+def normalize_input(value: str | list[dict[str, Any]], root: str = "input"
+                    ) -> list[dict[str, Any]]:
+    """Validate ``input`` and return its items in the stored shape (ids where given).
+    ``root``: the field the items came in, as errors name it (``items`` for the
+    Conversations API)."""
     if isinstance(value, str):
         return [
             {
@@ -224,7 +227,7 @@ def normalize_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
         ]
     items: list[dict[str, Any]] = []
     for index, item in enumerate(value):
-        param = f"input[{index}]"
+        param = f"{root}[{index}]"
         kind = item.get("type", "message")
         build = _ITEM_KINDS.get(kind) if isinstance(kind, str) else None
         if build is None:

@@ -12,7 +12,7 @@ Fields are OpenAI's ``ResponseCreateParams`` plus vLLM's sampling extensions
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -115,8 +115,10 @@ class CreateResponseRequest(_Closed, kw_only=True):
     # accepted and ignored.
     prompt_cache_options: dict[str, Any] | None = None
     background_options: dict[str, Any] | None = None
-    # OpenAI fields for features this server does not have: accepted only when null.
+    # A Conversations API conversation, "conv_..." or {"id": "conv_..."}: its items are
+    # the history, and the turn is appended to it (see conversation_id()).
     conversation: str | dict[str, Any] | None = None
+    # OpenAI fields for features this server does not have: accepted only when null.
     prompt: dict[str, Any] | None = None
     context_management: list[dict[str, Any]] | None = None
     moderation: Any = None
@@ -136,6 +138,7 @@ class CreateResponseRequest(_Closed, kw_only=True):
 
 
 _decoder = msgspec.json.Decoder(CreateResponseRequest)
+_Body = TypeVar("_Body")
 # msgspec says "- at `$.a.b`", or "- at `key` in `$.a`" when a mapping key is invalid.
 _PATH = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
 _FIELD = re.compile(r"(?:unknown|required) field `(?P<name>[^`]+)`")
@@ -173,18 +176,57 @@ def decode_error_to_invalid(exc: msgspec.MsgspecError) -> InvalidRequest:
     )
 
 
-def decode_create_request(body: bytes) -> CreateResponseRequest:
-    """Decode and validate a request body; every failure is an InvalidRequest (400)."""
+def decode_body(decoder: msgspec.json.Decoder[_Body], body: bytes) -> _Body:
+    """Decode a JSON body with ``decoder``; every failure is an InvalidRequest (400)."""
     try:
-        request = _decoder.decode(body)
+        return decoder.decode(body)
     except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError) as exc:
         if isinstance(exc, msgspec.MsgspecError):
             raise decode_error_to_invalid(exc) from None
         raise InvalidRequest(
             "We could not parse the JSON body of your request.", code="invalid_json"
         ) from None
+
+
+def decode_create_request(body: bytes) -> CreateResponseRequest:
+    """Decode and validate a request body; every failure is an InvalidRequest (400)."""
+    request = decode_body(_decoder, body)
     check_create_request(request)
     return request
+
+
+def check_metadata(metadata: dict[str, str] | None) -> None:
+    """At most 16 keys (their lengths are the schema's)."""
+    if metadata is not None and len(metadata) > 16:
+        raise InvalidRequest(
+            "Invalid 'metadata': too many properties. Expected an object with at most 16 "
+            f"properties, but got an object with {len(metadata)} properties instead.",
+            param="metadata",
+            code="object_above_max_properties",
+        )
+
+
+def conversation_id(request: CreateResponseRequest) -> str | None:
+    """The id of the request's ``conversation`` (``"conv_..."`` or ``{"id": ...}``)."""
+    value = request.conversation
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        for key in value:
+            if key != "id":
+                raise InvalidRequest(f"Unknown parameter: 'conversation.{key}'.",
+                                     param=f"conversation.{key}", code="unknown_parameter")
+        value = value.get("id")
+        if not isinstance(value, str):
+            raise InvalidRequest(
+                "Missing required parameter: 'conversation.id' (a string)."
+                if value is None else "Invalid type for 'conversation.id': expected a string.",
+                param="conversation.id",
+                code="missing_required_parameter" if value is None else "invalid_type")
+    if not value:
+        raise InvalidRequest("Invalid 'conversation': the conversation id is empty.",
+                             param="conversation", code="invalid_value")
+    return value
 
 
 def check_create_request(request: CreateResponseRequest) -> None:
@@ -198,13 +240,12 @@ def check_create_request(request: CreateResponseRequest) -> None:
             "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
         )
     normalize_input(request.input)
-    if request.metadata is not None and len(request.metadata) > 16:
+    check_metadata(request.metadata)
+    if conversation_id(request) is not None and request.previous_response_id is not None:
         raise InvalidRequest(
-            "Invalid 'metadata': too many properties. Expected an object with at most 16 "
-            f"properties, but got an object with {len(request.metadata)} properties instead.",
-            param="metadata",
-            code="object_above_max_properties",
-        )
+            "'conversation' and 'previous_response_id' cannot be used together: the "
+            "conversation already holds the earlier turns.", param="conversation",
+            code="invalid_value")
     if request.background and request.store is False:
         raise InvalidRequest("Background mode requires 'store' to be true.", param="background")
     if request.tools is not None:
@@ -233,8 +274,7 @@ def check_create_request(request: CreateResponseRequest) -> None:
                 param="text.format.schema",
                 code="missing_required_parameter",
             )
-    for name in ("conversation", "prompt", "context_management", "moderation", "image",
-                 "access_programs"):
+    for name in ("prompt", "context_management", "moderation", "image", "access_programs"):
         if getattr(request, name) is not None:
             raise InvalidRequest(
                 f"'{name}' is not supported by this server.",

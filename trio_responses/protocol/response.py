@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from .request import CreateResponseRequest
+from .request import CreateResponseRequest, conversation_id
 
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 1.0
@@ -50,7 +50,7 @@ def new_response(
     if request.reasoning is not None:
         reasoning.update({"effort": request.reasoning.effort, "summary": request.reasoning.summary})
     background = bool(request.background)
-    return {
+    response: dict[str, Any] = {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -87,6 +87,10 @@ def new_response(
         "usage": None,
         "user": request.user,
     }
+    conversation = conversation_id(request)
+    if conversation is not None:
+        response["conversation"] = {"id": conversation}
+    return response
 
 
 def usage(

@@ -2,8 +2,9 @@
 its first engine request (sampling, priority, tools).
 
 Pure functions over the request: the checks that need the engine or the store (the
-model, the ``previous_response_id`` chain) stay in :class:`ResponseService.prepare`,
-which puts the pieces together in a :class:`PreparedRequest`.
+model, the ``previous_response_id`` chain, the conversation) stay in
+:class:`ResponseService.prepare`, which puts the pieces together in a
+:class:`PreparedRequest`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.base import EngineRequest, SamplingOptions
-from ..protocol.ids import IdFactory
+from ..protocol.ids import IdFactory, item_id
 from ..protocol.items import normalize_input
 from ..protocol.request import CreateResponseRequest, stop_sequences
+from .conversations import ConversationTurn
 from .tools import ToolPlan
 
 # Service tier → engine priority (vLLM: lower runs first).
 TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
-ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
-                  "reasoning": "rs"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class PreparedRequest:
     service_tier: str
     # How its function calls work; None: no tools in play.
     tools: ToolPlan | None
+    # Its hold on its conversation (the history read, the lock its run lets go); None:
+    # no conversation, or prepared only to count its tokens.
+    conversation: ConversationTurn | None = None
 
 
 def items_with_ids(request: CreateResponseRequest, ids: IdFactory) -> list[dict[str, Any]]:
@@ -42,7 +45,7 @@ def items_with_ids(request: CreateResponseRequest, ids: IdFactory) -> list[dict[
     assert request.input is not None
     items = normalize_input(request.input)
     for item in items:
-        item.setdefault("id", ids(ITEM_ID_PREFIX.get(item["type"], "item")))
+        item.setdefault("id", item_id(ids, item["type"]))
     return items
 
 

@@ -10,8 +10,9 @@ handler's, and runs two tasks under one cancel scope:
 Every way a run can end early — ``/cancel``, the client disconnecting, the stream
 buffer overflowing, shutdown, the engine failing — goes through :meth:`ResponseRun.end`
 or an exception the run catches, and all of them finish the same way: abort the engine
-request (shielded, bounded), build the terminal events, save the final object, and only
-then publish the terminal events. The first cause wins and is final: once a cause is
+request (shielded, bounded), build the terminal events, save the final object (and
+append the turn to its conversation, in the same write), and only then publish the
+terminal events. The first cause wins and is final: once a cause is
 set, no engine delta is turned into an event any more, so the final status and the last
 event do not depend on which task noticed first.
 """
@@ -33,6 +34,7 @@ from ..protocol.response import usage as usage_block
 from ..protocol.sse import COMMENT_PING
 from ..store.base import ResponseStore
 from .buffer import BufferOverflow, EventBuffer, Frame
+from .conversations import ConversationTurn
 from .ratelimit import LimitState
 from .tools import ToolTurns
 
@@ -103,6 +105,7 @@ class ResponseRun:
         clock: Callable[[], float],
         store: ResponseStore | None = None,
         tools: ToolTurns | None = None,
+        conversation: ConversationTurn | None = None,
         owner: str = "",
         rate_limits: Sequence[LimitState] = (),
         on_event: Callable[[ResponseRun, Event], None] | None = None,
@@ -121,6 +124,8 @@ class ResponseRun:
         self.engine_aborted = False
         self._stream = stream
         self._store = store
+        # The turn on its conversation it holds until its final write (see _finish).
+        self._conversation = conversation
         self._options = options
         self._clock = clock
         self._on_event = on_event
@@ -168,6 +173,8 @@ class ResponseRun:
                 await self._close_stream()
                 if not self.builder.finished:
                     await self._finish(self._early_end_events())
+                if self._conversation is not None:
+                    self._conversation.end()
                 self.buffer.close()
                 self.done.set()
 
@@ -274,23 +281,39 @@ class ResponseRun:
                 log.exception("aborting the engine request of %s failed", self.id)
 
     async def _finish(self, events: list[Emitted]) -> None:
-        """Save the final object, then publish the terminal events (in that order, so a
-        client never sees a response end that a retrieve would not show)."""
+        """Save the final object and append the turn to the conversation, then publish
+        the terminal events (in that order, so a client never sees a response end that a
+        retrieve, or the conversation, would not show)."""
         if not events:
             return
-        if self._store is not None:
+        if self._store is not None or self._conversation is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 try:
-                    # The replay log: heartbeats are for the live connection only
-                    # (a strict client could not parse them on a replay anyway).
-                    log_events = [
-                        event for event in (*self.buffer.events(), *(e for e, _ in events))
-                        if event["type"] != "response.ping"
-                    ] if self.background else []
-                    await self._store.finish(self.id, self.builder.response, log_events)
+                    await self._save(events)
                 except Exception:
                     log.exception("saving response %s failed", self.id)
+        if self._conversation is not None:
+            self._conversation.end()
         self._publish(events)
+
+    async def _save(self, events: list[Emitted]) -> None:
+        response = self.builder.response
+        conversation = self._conversation
+        if self._store is None:
+            if conversation is not None:  # not stored: the turn is the only write
+                await conversation.append(response)
+            return
+        # The replay log: heartbeats are for the live connection only (a strict client
+        # could not parse them on a replay anyway).
+        log_events = [
+            event for event in (*self.buffer.events(), *(e for e, _ in events))
+            if event["type"] != "response.ping"
+        ] if self.background else []
+        if conversation is None:
+            await self._store.finish(self.id, response, log_events)
+        else:  # the final object and the turn, in one store transaction
+            await self._store.finish(self.id, response, log_events,
+                                     append=conversation.append_for(response))
 
     # -- events out ------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """ResponseService: what each endpoint does, over the engine, the store and the registry.
 
 The web layer parses a request and calls one method here; this module decides
-everything else: which model and tier, what prompt (the ``previous_response_id`` chain),
-what the engine gets, what is stored, who may see what. It starts runs in the registry
-and hands back either the run (to stream or wait on) or a finished JSON object.
+everything else: which model and tier, what prompt (the ``previous_response_id`` chain,
+or the conversation's items), what the engine gets, what is stored, who may see what. It
+starts runs in the registry and hands back either the run (to stream or wait on) or a
+finished JSON object. The Conversations API is :attr:`ResponseService.conversations`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from ..protocol.conversation import build_messages
 from ..protocol.events import Emitted, Event, ResponseEvents, replay_without_log
 from ..protocol.ids import IdFactory, random_id
 from ..protocol.machine import TERMINAL_EVENTS
-from ..protocol.request import CreateResponseRequest
+from ..protocol.request import CreateResponseRequest, conversation_id
 from ..protocol.response import new_response
 from ..protocol.sse import frame
 from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
 from .buffer import EventBuffer, EventReader, Frame
+from .conversations import ConversationService
 from .prepare import PreparedRequest, first_engine_request, items_with_ids
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
@@ -66,6 +68,9 @@ class ResponseService:
         self.clock = clock
         self.limiter = limiter
         self.observer = observer
+        # The Conversations API, and the turns responses take on conversations.
+        self.conversations = ConversationService(config=config, store=store, ids=ids,
+                                                 clock=clock)
         # Token estimates charged to the rate limiter, settled when each run ends.
         self._charges: dict[str, tuple[str, int]] = {}
 
@@ -133,19 +138,36 @@ class ResponseService:
             history.extend(turn.response.get("output", ()))
         return history
 
-    async def prepare(self, request: CreateResponseRequest, owner: str) -> PreparedRequest:
-        """Everything up to the engine: checks, prompt, sampling. Raises 4xx errors."""
+    async def prepare(self, request: CreateResponseRequest, owner: str, *,
+                      take_turn: bool = False) -> PreparedRequest:
+        """Everything up to the engine: checks, prompt, sampling. Raises 4xx errors.
+        ``take_turn``: a request on a conversation waits for its turn and holds it (in
+        ``PreparedRequest.conversation``: the caller ends it unless a run takes it);
+        otherwise the conversation is only read."""
         self._check_model(request)
         tier = self._service_tier(request)
         items = items_with_ids(request, self.ids)
-        history = await self._history(request, owner)
-        messages = build_messages(request.instructions, history, items)
-        tools = plan_tools(request, self.engine)
-        return PreparedRequest(
-            request=request,
-            engine_request=first_engine_request(request, self.ids("resp"), messages, tier,
-                                                tools),
-            input_items=tuple(items), service_tier=tier, tools=tools)
+        conversation = conversation_id(request)
+        turn = None
+        if conversation is not None and take_turn:
+            turn = await self.conversations.begin_turn(conversation, owner, items)
+            history: list[Mapping[str, Any]] = list(turn.history)
+        elif conversation is not None:
+            history = await self.conversations.history(conversation, owner)
+        else:
+            history = await self._history(request, owner)
+        try:
+            messages = build_messages(request.instructions, history, items)
+            tools = plan_tools(request, self.engine)
+            return PreparedRequest(
+                request=request,
+                engine_request=first_engine_request(request, self.ids("resp"), messages,
+                                                    tier, tools),
+                input_items=tuple(items), service_tier=tier, tools=tools, conversation=turn)
+        except BaseException:
+            if turn is not None:
+                turn.end()
+            raise
 
     async def post_tool_outputs(self, response_id: str, owner: str,
                                 outputs: list[dict[str, Any]]) -> Mapping[str, Any]:
@@ -167,15 +189,21 @@ class ResponseService:
         """Start a response. ``stream``: its creator will read the events (a bounded,
         primary reader) — otherwise a foreground run keeps no events. ``tool_wait``:
         after function calls, wait for their outputs in the same response."""
-        prepared = await self.prepare(request, owner)
-        builder, created = self._open_events(
-            prepared, sends_events=stream or bool(request.background))
-        admission = self._admit(prepared, owner)
-        if admission.limits and not self.config.compatibility_mode:
-            created += builder.notice("response.rate_limits.updated",
-                                      **RateLimiter.event_fields(admission.limits))
-        return await self._start(prepared, builder, created, admission, stream=stream,
-                                 tool_wait=tool_wait)
+        prepared = await self.prepare(request, owner, take_turn=True)
+        try:
+            builder, created = self._open_events(
+                prepared, sends_events=stream or bool(request.background))
+            admission = self._admit(prepared, owner)
+            if admission.limits and not self.config.compatibility_mode:
+                created += builder.notice("response.rate_limits.updated",
+                                          **RateLimiter.event_fields(admission.limits))
+            return await self._start(prepared, builder, created, admission, stream=stream,
+                                     tool_wait=tool_wait)
+        except BaseException:
+            # Refused before its run began: the next response on the conversation may go.
+            if prepared.conversation is not None:
+                prepared.conversation.end()
+            raise
 
     def _open_events(self, prepared: PreparedRequest, *, sends_events: bool
                      ) -> tuple[ResponseEvents, list[Emitted]]:
@@ -217,7 +245,7 @@ class ResponseService:
             run = ResponseRun(
                 builder, engine_stream, self._new_buffer(builder, created, stream=stream),
                 self._run_options(prepared), clock=self.clock,
-                store=self.store if stored else None,
+                store=self.store if stored else None, conversation=prepared.conversation,
                 tools=None if prepared.tools is None else tool_turns(
                     prepared.tools, prepared.engine_request, builder, self.ids,
                     engine=self.engine, wait=tool_wait, timeout=self.config.tool_timeout),

@@ -33,6 +33,13 @@ class ServiceConfig:
     max_stream_seconds: float
     # New responses are refused while this many run in the engine (0: no bound).
     max_queued_requests: int
+    # Conversations: most items one holds, largest item a client adds (0: no limit), and
+    # how long a response waits for the one running on its conversation (0: forever);
+    # --max-conversation-items, --max-conversation-item-bytes,
+    # --conversation-lock-timeout-seconds.
+    max_conversation_items: int
+    max_conversation_item_bytes: int
+    conversation_lock_timeout: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceConfig:
@@ -46,4 +53,7 @@ class ServiceConfig:
             tool_timeout=settings.responses_tool_timeout_seconds,
             max_stream_seconds=settings.responses_max_stream_seconds,
             max_queued_requests=settings.max_queued_requests,
+            max_conversation_items=settings.max_conversation_items,
+            max_conversation_item_bytes=settings.max_conversation_item_bytes,
+            conversation_lock_timeout=settings.conversation_lock_timeout_seconds,
         )

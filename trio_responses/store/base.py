@@ -1,10 +1,18 @@
-"""What the runtime needs from a response store.
+"""What the runtime needs from a store: responses, and conversations with their items.
 
 Rows are plain data: the response object as JSON (exactly what a client is shown), the
 input items of the turn that created it, and for background responses the event log, so
 ``GET ?stream=true`` can replay a finished response. Visibility is by ``owner`` (a digest
 of the API key that created the row; ``""`` when the server has no keys): a row is found
 only by its owner.
+
+Conversations (the Conversations API) are a list of items in the order they were
+appended, each item a JSON object with its ``id``. Appends are all or nothing: a
+response's input and output items are appended in the same transaction that writes its
+final object (:meth:`ResponseStore.finish` with ``append``), so no crash leaves half a
+turn, or a finished response whose turn is missing. The protocol says nothing of how
+items are kept (SQLite and PostgreSQL stores implement it alike); who may append when is
+the runtime's business (one response at a time per conversation).
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})
+
+Item = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +42,84 @@ class StoredResponse:
     events: tuple[Mapping[str, Any], ...] = ()
 
 
-class ResponseStore(Protocol):
+@dataclass(frozen=True, slots=True)
+class StoredConversation:
+    id: str
+    owner: str
+    # Whole seconds since the epoch, as the Conversations API shows it.
+    created_at: int
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationAppend:
+    """Items to add at the end of a conversation, in order, each with its own ``id``."""
+
+    conversation_id: str
+    owner: str
+    items: tuple[Item, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    """A page of a conversation's items, in the order asked for."""
+
+    items: tuple[Item, ...]
+    has_more: bool
+
+
+class ConversationFull(Exception):
+    """An append would take a conversation past its item limit; nothing was appended."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"the conversation has {count} items; the limit is {limit}")
+        self.count = count
+        self.limit = limit
+
+
+class UnknownItem(LookupError):
+    """A cursor (``after``) names no item of the conversation."""
+
+
+class ConversationStore(Protocol):
+    """Conversations and their items. Every call is by ``owner``: another owner's
+    conversation is not found, and nothing of it changes."""
+
+    async def create_conversation(self, conversation: StoredConversation,
+                                  items: Sequence[Item] = ()) -> None:
+        """Insert a conversation with its first items (one transaction)."""
+
+    async def get_conversation(self, conversation_id: str, owner: str
+                               ) -> StoredConversation | None: ...
+
+    async def update_conversation(self, conversation_id: str, owner: str,
+                                  metadata: Mapping[str, str]) -> StoredConversation | None:
+        """Replace the metadata; None if not found."""
+
+    async def delete_conversation(self, conversation_id: str, owner: str) -> bool:
+        """Delete it and its items (not the responses that used it)."""
+
+    async def append_items(self, append: ConversationAppend, *, max_items: int = 0) -> bool:
+        """Append in order, in one transaction. ``max_items`` (0: none): raise
+        :class:`ConversationFull` instead if the conversation would hold more. False if
+        the conversation is not found (nothing appended)."""
+
+    async def conversation_items(self, conversation_id: str, owner: str
+                                 ) -> list[Item] | None:
+        """Every item, oldest first; None if the conversation is not found."""
+
+    async def list_items(self, conversation_id: str, owner: str, *, after: str | None,
+                         limit: int, descending: bool) -> ItemPage | None:
+        """Up to ``limit`` items after the item ``after`` (in the order asked for); None
+        if the conversation is not found; :class:`UnknownItem` for an unknown ``after``."""
+
+    async def get_item(self, conversation_id: str, owner: str, item_id: str) -> Item | None:
+        ...
+
+    async def delete_item(self, conversation_id: str, owner: str, item_id: str) -> bool: ...
+
+
+class ResponseStore(ConversationStore, Protocol):
     async def open(self) -> int:
         """Create or migrate the schema, then mark every row a dead process left
         ``queued``/``in_progress`` as ``failed``; returns how many were marked.
@@ -48,10 +135,14 @@ class ResponseStore(Protocol):
         response_id: str,
         response: Mapping[str, Any],
         events: Sequence[Mapping[str, Any]] = (),
+        *,
+        append: ConversationAppend | None = None,
     ) -> bool:
         """Write the final response object (its ``status`` is terminal) if, and only if,
         the stored row is not terminal yet. Returns whether it was written: a response
-        cancelled first stays cancelled, and a late engine result is dropped."""
+        cancelled first stays cancelled, and a late engine result is dropped. ``append``:
+        the response's turn, appended to its conversation in the same transaction (only
+        if the object was written; skipped if the conversation is gone)."""
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None: ...
 

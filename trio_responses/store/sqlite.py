@@ -26,7 +26,9 @@ process still running on the same file (a rollout) are left alone (``instances.p
 
 Rows hold JSON text (compact, UTF-8, no NaN/Infinity, so SQLite's JSON functions can read
 it): the response object exactly as a client is shown it, the turn's input items, and the
-event log of background responses (NULL when there is none).
+event log of background responses (NULL when there is none). Conversations and their items
+are two more tables (schema v3); their SQL is in ``sqlite_conversations.py``. A response
+on a conversation writes its final object and appends its turn in one transaction.
 """
 
 from __future__ import annotations
@@ -40,8 +42,17 @@ from typing import Any, TypeVar
 
 import trio
 
-from .base import TERMINAL_STATUSES, StoredResponse
+from . import sqlite_conversations as conversations
+from .base import (
+    TERMINAL_STATUSES,
+    ConversationAppend,
+    Item,
+    ItemPage,
+    StoredConversation,
+    StoredResponse,
+)
 from .instances import InstanceLock
+from .sqlite_conversations import in_transaction
 
 __all__ = ["MAX_CHAIN_DEPTH", "MIGRATIONS", "SQLiteStore"]
 
@@ -73,6 +84,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE responses ADD COLUMN instance TEXT;
     """,
+    # v3. Conversations and their items (sqlite_conversations.py).
+    conversations.SCHEMA_V3,
 )
 
 # Longer chains (or a loop, which the API cannot create) are reported as not found.
@@ -283,6 +296,8 @@ class SQLiteStore:
         response_id: str,
         response: Mapping[str, Any],
         events: Sequence[Mapping[str, Any]] = (),
+        *,
+        append: ConversationAppend | None = None,
     ) -> bool:
         status = response.get("status")
         if status not in TERMINAL_STATUSES:
@@ -303,9 +318,13 @@ class SQLiteStore:
                 f"WHERE id = ? AND status NOT IN ({_TERMINAL_SQL})",
                 params,
             )
-            return cursor.rowcount == 1
+            written = cursor.rowcount == 1
+            if written and append is not None:
+                conversations.append_items(conn, append, 0, _dumps)
+            return written
 
-        return await self._call(work)
+        # One transaction: the final object and the turn's items land together or not.
+        return await self._call(in_transaction(work, write=True) if append else work)
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         def work(conn: sqlite3.Connection) -> StoredResponse | None:
@@ -333,6 +352,49 @@ class SQLiteStore:
                 conn.execute("COMMIT")
 
         return await self._call(work)
+
+    # -- conversations (sqlite_conversations.py) ----------------------------------------
+
+    async def create_conversation(self, conversation: StoredConversation,
+                                  items: Sequence[Item] = ()) -> None:
+        await self._call(in_transaction(lambda conn: conversations.create_conversation(
+            conn, conversation, items, _dumps), write=True))
+
+    async def get_conversation(self, conversation_id: str, owner: str
+                               ) -> StoredConversation | None:
+        return await self._call(lambda conn: conversations.get_conversation(
+            conn, conversation_id, owner))
+
+    async def update_conversation(self, conversation_id: str, owner: str,
+                                  metadata: Mapping[str, str]) -> StoredConversation | None:
+        return await self._call(in_transaction(lambda conn: conversations.update_conversation(
+            conn, conversation_id, owner, metadata, _dumps), write=True))
+
+    async def delete_conversation(self, conversation_id: str, owner: str) -> bool:
+        return await self._call(in_transaction(lambda conn: conversations.delete_conversation(
+            conn, conversation_id, owner), write=True))
+
+    async def append_items(self, append: ConversationAppend, *, max_items: int = 0) -> bool:
+        return await self._call(in_transaction(lambda conn: conversations.append_items(
+            conn, append, max_items, _dumps), write=True))
+
+    async def conversation_items(self, conversation_id: str, owner: str
+                                 ) -> list[Item] | None:
+        return await self._call(in_transaction(lambda conn: conversations.conversation_items(
+            conn, conversation_id, owner), write=False))
+
+    async def list_items(self, conversation_id: str, owner: str, *, after: str | None,
+                         limit: int, descending: bool) -> ItemPage | None:
+        return await self._call(in_transaction(lambda conn: conversations.list_items(
+            conn, conversation_id, owner, after, limit, descending), write=False))
+
+    async def get_item(self, conversation_id: str, owner: str, item_id: str) -> Item | None:
+        return await self._call(in_transaction(lambda conn: conversations.get_item(
+            conn, conversation_id, owner, item_id), write=False))
+
+    async def delete_item(self, conversation_id: str, owner: str, item_id: str) -> bool:
+        return await self._call(in_transaction(lambda conn: conversations.delete_item(
+            conn, conversation_id, owner, item_id), write=True))
 
 
 def _get_sync(conn: sqlite3.Connection, response_id: str, owner: str) -> StoredResponse | None:

@@ -1,8 +1,9 @@
 """The Quart-Trio application: ``create_app`` and the ASGI middleware around it.
 
 ``create_app`` wires settings, engine and store into an :class:`~.state.AppState` and an
-app whose routes (``web/routes.py``) reach that state. Serving starts the state's lifetime
-task in Quart-Trio's app nursery, and stopping drains it (``web/state.py``).
+app whose routes (``web/routes.py``, ``web/conversation_routes.py``) reach that state.
+Serving starts the state's lifetime task in Quart-Trio's app nursery, and stopping drains
+it (``web/state.py``).
 ``python -m trio_responses`` drains before Hypercorn starts closing connections, so open
 streams end with their terminal event.
 """
@@ -21,6 +22,7 @@ from ..config import Settings
 from ..engine.base import Engine
 from ..protocol.ids import IdFactory, random_id
 from ..store.base import ResponseStore
+from .conversation_routes import register_conversation_routes
 from .routes import register_routes
 from .state import AppState, build_engine, build_store
 
@@ -96,6 +98,7 @@ def create_app(
         await state.drain()
 
     register_routes(app, state)
+    register_conversation_routes(app, state)
     app.asgi_app = shield_last_send(app.asgi_app)  # type: ignore[method-assign,assignment]
     return app
 

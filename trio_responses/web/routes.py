@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
 
 import trio
 from quart import Response, g, request
@@ -27,14 +26,20 @@ from ..errors import (
     ServerError,
 )
 from ..protocol.request import (
-    INCLUDABLE,
     CreateResponseRequest,
     decode_create_request,
     extension_fields_set,
 )
-from ..protocol.sse import encode_json
 from ..protocol.tool_outputs import parse_tool_outputs
 from .gateway import UNAUTHENTICATED_PATHS, check_body_request_id, request_id
+from .json_io import (
+    json_response,
+    query_bool,
+    query_include,
+    query_int,
+    query_order,
+    read_body,
+)
 from .metrics import CONTENT_TYPE
 from .state import AppState
 from .streaming import SSEBody, sse_response
@@ -45,26 +50,8 @@ log = logging.getLogger("trio_responses")
 TOOL_WAIT_HEADER = "x-responses-tool-wait"
 
 
-def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> Response:
-    return Response(encode_json(value), status=status, headers=headers,
-                    content_type="application/json")
-
-
 def error_response(exc: APIError) -> Response:
     return json_response(exc.to_dict(), exc.status, exc.headers)
-
-
-async def read_body() -> bytes:
-    content_type = request.headers.get("content-type", "application/json")
-    if "json" not in content_type.lower():
-        raise InvalidRequest(
-            f"Invalid Content-Type header ({content_type!r}); expected application/json.",
-            code="invalid_content_type")
-    body = await request.get_data(cache=False, as_text=False)
-    assert isinstance(body, bytes)
-    g.body_read = True
-    return body
 
 
 def _body_left_unread() -> bool:
@@ -73,38 +60,6 @@ def _body_left_unread() -> bool:
         return False
     length = (request.headers.get("content-length") or "0").strip()
     return "transfer-encoding" in request.headers or length != "0"
-
-
-def _query_int(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"Invalid '{name}': expected an integer.", param=name,
-                             code="invalid_type") from None
-    if not low <= value <= high:
-        raise InvalidRequest(f"Invalid '{name}': must be between {low} and {high}.",
-                             param=name, code="invalid_value")
-    return value
-
-
-def _query_bool(name: str) -> bool:
-    raw = (request.args.get(name) or "false").lower()
-    if raw not in ("true", "false", "1", "0"):
-        raise InvalidRequest(f"Invalid '{name}': expected true or false.", param=name)
-    return raw in ("true", "1")
-
-
-def _query_include() -> None:
-    """``include`` on the GET routes: checked like the body's, though stored responses
-    have nothing more to add."""
-    for index, value in enumerate(request.args.getlist("include")):
-        if value not in INCLUDABLE:
-            raise InvalidRequest(
-                f"Invalid value for 'include[{index}]': {value!r} is not one of "
-                f"{sorted(INCLUDABLE)}.", param="include", code="invalid_value")
 
 
 def register_routes(app: QuartTrio, state: AppState) -> None:
@@ -221,11 +176,11 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
     @app.get("/v1/responses/<response_id>")
     async def retrieve_response(response_id: str) -> Response:
         # Every parameter is checked, also those only a stream uses.
-        stream = _query_bool("stream")
-        _query_bool("include_obfuscation")
-        _query_include()
+        stream = query_bool("stream")
+        query_bool("include_obfuscation")
+        query_include()
         raw = request.args.get("starting_after")
-        starting_after = None if raw is None else _query_int("starting_after", 0, -1, 2**62)
+        starting_after = None if raw is None else query_int("starting_after", 0, -1, 2**62)
         if stream:
             buffer, cursor = await state.service.follow(response_id, g.owner, starting_after)
             return sse_response(SSEBody(buffer, cursor, owner_run=None))
@@ -252,12 +207,10 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
 
     @app.get("/v1/responses/<response_id>/input_items")
     async def list_input_items(response_id: str) -> Response:
-        order = request.args.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")
-        _query_include()
+        order = query_order()
+        query_include()
         page = await state.service.input_items(
-            response_id, g.owner, limit=_query_int("limit", 20, 1, 100), order=order,
+            response_id, g.owner, limit=query_int("limit", 20, 1, 100), order=order,
             after=request.args.get("after"), before=request.args.get("before"))
         return json_response(page)
 

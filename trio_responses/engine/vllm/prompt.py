@@ -6,8 +6,8 @@ limit, and clips ``max_tokens`` so that prompt + output fit in ``max_model_len``
 
 - a prompt of ``max_model_len`` tokens or more raises ``ContextLengthExceeded``
   (param ``input``); with ``request.truncate`` the oldest non-system messages are dropped
-  first (never the last user message nor what follows it), found by bisection, so a long
-  history costs O(log n) renders;
+  first (never the last user message nor what follows it; ``engine/truncation.py``),
+  found by bisection, so a long history costs O(log n) renders;
 - ``max_tokens`` is clipped to the room left (at least one token, since the prompt is
   shorter than the limit), never refused: a clipped request ends with ``length``, which
   the runtime reports as ``incomplete`` / ``max_output_tokens``.
@@ -37,9 +37,8 @@ from trio_responses.engine.base import (
     TokenLogprob,
     TopLogprob,
 )
+from trio_responses.engine.truncation import drop_oldest, droppable_indices
 
-# Roles kept by truncation: the instructions.
-_SYSTEM_ROLES = frozenset({"system", "developer"})
 # Content part types whose text goes into the prompt.
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text", "refusal"})
 # Model defaults (generation_config.json) applied when a request leaves a field unset.
@@ -196,61 +195,28 @@ class PromptRenderer:
         request: EngineRequest,
         full_length: int,
     ) -> tuple[list[int], int]:
-        droppable = _droppable_indices(messages)
-        if not droppable:
+        if not droppable_indices(messages):
             raise errors.ContextLengthExceeded(
                 f"the input is {full_length} tokens, over this model's context of "
                 f"{self.max_model_len}, and nothing before the last user message can be "
                 "dropped",
                 param="input",
             )
-        # Bisect on how many of the oldest droppable messages go: fewer is better, and
-        # dropping more never makes a prompt longer.
-        low, high = 1, len(droppable)
-        best: list[int] | None = None
-        best_dropped = 0
-        while low <= high:
-            middle = (low + high) // 2
-            ids = self.render(_without(messages, droppable[:middle]), request.tools,
-                              _template_kwargs(request))
-            if self._fits(ids):
-                best, best_dropped, high = ids, middle, middle - 1
-            else:
-                low = middle + 1
-        if best is None:
+        fitted = drop_oldest(messages, lambda kept: self.render(
+            kept, request.tools, _template_kwargs(request)), self._fits)
+        if fitted is None:
             raise errors.ContextLengthExceeded(
                 f"the input is {full_length} tokens; even without its history it does not "
                 f"fit this model's context of {self.max_model_len} tokens",
                 param="input",
             )
-        return best, best_dropped
+        return fitted
 
 
 def _template_kwargs(request: EngineRequest) -> Mapping[str, Any]:
     from trio_responses.engine.reasoning import template_kwargs
 
     return template_kwargs(request.reasoning_effort)
-
-
-def _droppable_indices(messages: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Indices of non-system messages before the last user message, oldest first."""
-    last_user = max(
-        (i for i, m in enumerate(messages) if m.get("role") == "user"),
-        default=len(messages),
-    )
-    return [i for i in range(last_user) if messages[i].get("role") not in _SYSTEM_ROLES]
-
-
-def _without(messages: Sequence[Mapping[str, Any]], drop: Sequence[int]) -> list[Mapping[str, Any]]:
-    gone = set(drop)
-    kept = [m for i, m in enumerate(messages) if i not in gone]
-    # A tool result whose call was dropped would confuse the model: drop leading ones.
-    first_other = next(
-        (i for i, m in enumerate(kept) if m.get("role") not in _SYSTEM_ROLES), len(kept)
-    )
-    while first_other < len(kept) and kept[first_other].get("role") == "tool":
-        del kept[first_other]
-    return kept
 
 
 def sampling_params(options: SamplingOptions, max_tokens: int, defaults: Mapping[str, Any],
