@@ -1,9 +1,10 @@
-"""The deployment the compliance suite runs against when ``RESPONSES_BASE_URL`` is unset:
-our own server, with a scripted engine, on loopback (so CI runs the suite against us).
+"""The suite's fixtures (``deployment.py``: the deployment and its clients), and the
+deployment it runs against when ``RESPONSES_BASE_URL`` is unset: our own server, with a
+scripted engine, on loopback (so CI runs the suite against us).
 
-The suite itself (test_openai_responses_api.py) imports nothing from the server (only
-the tests' helpers in tests/support); it asks for ``local_responses_deployment`` only
-when no deployment is configured.
+The suite itself (test_openai_*.py) imports nothing from the server (only the tests'
+helpers in tests/support); it asks for ``local_responses_deployment`` only when no
+deployment is configured.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.compliance.deployment import deployment, http, model, sdk
 from tests.support.server import ServerThread
 from trio_responses import Settings
 from trio_responses.engine.base import EngineRequest
 from trio_responses.engine.scripted import ScriptedEngine, echo_reply, last_user_text
 from trio_responses.store import SQLiteStore
+
+# The suite's fixtures, defined in deployment.py.
+__all__ = ["deployment", "http", "local_responses_deployment", "model", "sdk"]
 
 API_KEY = "compliance-key"
 MODEL = "scripted-compliance"

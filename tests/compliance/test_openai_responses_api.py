@@ -23,9 +23,7 @@ objects, error shapes.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from types import EllipsisType
 from typing import Any
 
@@ -36,6 +34,7 @@ import pytest
 from httpx_sse import connect_sse
 from openai.types.responses import ResponseStreamEvent
 
+from tests.compliance.deployment import Deployment
 from tests.support.errors import assert_openai_error
 from tests.support.events import joined_text, sdk_events
 from tests.support.sdk import strict_sdk
@@ -46,56 +45,6 @@ TERMINAL_EVENTS = {"response.completed", "response.incomplete", "response.failed
 FINISHED = {"completed", "incomplete"}  # short max_output_tokens may end a reply early
 FINAL_STATUSES = {"completed", "incomplete", "failed", "cancelled"}
 SHORT = 32  # max_output_tokens for replies whose content does not matter
-
-
-@dataclass(frozen=True)
-class Deployment:
-    base_url: str  # with /v1
-    api_key: str
-    model: str
-    timeout: float
-
-
-# -- fixtures ------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def deployment(request: pytest.FixtureRequest) -> Deployment:
-    timeout = float(os.environ.get("RESPONSES_TIMEOUT", "120"))
-    base_url = os.environ.get("RESPONSES_BASE_URL", "").rstrip("/")
-    if base_url:
-        api_key = os.environ.get("RESPONSES_API_KEY", "")
-        model = os.environ.get("RESPONSES_MODEL", "")
-        if not model:
-            with openai.OpenAI(base_url=base_url, api_key=api_key or "unused") as sdk:
-                model = next(iter(sdk.models.list())).id
-        return Deployment(base_url, api_key, model, timeout)
-    try:
-        local = request.getfixturevalue("local_responses_deployment")
-    except pytest.FixtureLookupError:
-        pytest.skip("set RESPONSES_BASE_URL (and RESPONSES_API_KEY, RESPONSES_MODEL) to run "
-                    "the compliance suite")
-    url, key, model = local
-    return Deployment(url, key, model, timeout)
-
-
-@pytest.fixture(scope="session")
-def sdk(deployment: Deployment) -> Iterator[openai.OpenAI]:
-    with strict_sdk(deployment.base_url, api_key=deployment.api_key or "unused",
-                    timeout=deployment.timeout, max_retries=2) as client:
-        yield client
-
-
-@pytest.fixture(scope="session")
-def http(deployment: Deployment) -> Iterator[httpx.Client]:
-    headers = {"authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
-    with httpx.Client(base_url=deployment.base_url + "/", headers=headers,
-                      timeout=deployment.timeout) as client:
-        yield client
-
-
-@pytest.fixture(scope="session")
-def model(deployment: Deployment) -> str:
-    return deployment.model
 
 
 # -- a stream checker (independent of any server's own) -------------------------------
