@@ -6,12 +6,7 @@ upgrade of an existing store, and kill -9 in the middle of appends."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
@@ -20,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.store.children import run_and_kill
 from tests.support.memory_store import MemoryStore
 from trio_responses.store import SQLiteStore, StoredResponse
 from trio_responses.store.base import (
@@ -31,7 +27,6 @@ from trio_responses.store.base import (
 )
 from trio_responses.store.sqlite import MIGRATIONS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 OWNER = "owner-a"
 
 
@@ -226,35 +221,12 @@ trio.run(main, sys.argv[1], sys.argv[2])
 """.replace("TURN", str(TURN))
 
 
-async def append_and_kill(path: Path, cycle: int, kill_after: int) -> list[dict[str, Any]]:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    acked: list[dict[str, Any]] = []
-    buffer = b""
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-c", CHILD, str(path), str(cycle)], stdout=subprocess.PIPE, env=env)
-    assert proc.stdout is not None
-    try:
-        while chunk := await proc.stdout.receive_some():
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            acked += [json.loads(line) for line in lines]
-            if len(acked) >= kill_after and proc.returncode is None:
-                proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        await proc.wait()
-        await proc.stdout.aclose()
-    assert proc.returncode == -signal.SIGKILL
-    return acked
-
-
 async def test_kill_9_mid_append_keeps_every_acknowledged_turn_whole(tmp_path: Path) -> None:
     path = tmp_path / "responses.sqlite3"
     acked: list[dict[str, Any]] = []
     with trio.fail_after(30):
         for cycle, kill_after in enumerate((20, 50, 90)):
-            acked += await append_and_kill(path, cycle, kill_after)
+            acked += await run_and_kill(CHILD, [str(path), str(cycle)], kill_after)
     store = SQLiteStore(path)
     await store.open()
     try:

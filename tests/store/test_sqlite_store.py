@@ -3,13 +3,9 @@ concurrency, and durability across kill -9 (RELIABILITY.md, test plan rows 15-16
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
@@ -20,6 +16,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.store.children import run_and_kill
 from trio_responses.config import default_store_path
 from trio_responses.store import (
     TERMINAL_STATUSES,
@@ -28,8 +25,6 @@ from trio_responses.store import (
     StoredResponse,
 )
 from trio_responses.store import sqlite as sqlite_module
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def response_obj(rid: str, status: str, **extra: Any) -> dict[str, Any]:
@@ -454,35 +449,11 @@ trio.run(main, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
 """
 
 
-async def run_and_kill(path: Path, start: int, n: int, kill_after: int) -> list[dict[str, Any]]:
-    """Run the child, SIGKILL it after ``kill_after`` acknowledgements, return them all
-    (including the "marked" line first)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    lines: list[dict[str, Any]] = []
-    buffer = b""
-    killed = False
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-c", CHILD, str(path), str(start), str(n)],
-        stdout=subprocess.PIPE, env=env,
-    )
-    assert proc.stdout is not None
-    try:
-        # Read to EOF: lines that reached the pipe before the kill are acknowledgements.
-        while chunk := await proc.stdout.receive_some():
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            lines.extend(json.loads(line) for line in complete)
-            if len(lines) > kill_after and not killed:
-                proc.send_signal(signal.SIGKILL)
-                killed = True
-    finally:
-        # Also on failure: never leave the child running.
-        if proc.poll() is None:
-            proc.kill()
-        await proc.wait()
-        await proc.stdout.aclose()
-    assert proc.returncode == -signal.SIGKILL
-    return lines
+async def run_child(path: Path, start: int, n: int, kill_after: int
+                    ) -> list[dict[str, Any]]:
+    """The child, killed after ``kill_after`` acknowledgements; every line it wrote
+    (the "marked" line first)."""
+    return await run_and_kill(CHILD, [str(path), str(start), str(n)], kill_after)
 
 
 async def test_kill_9_crash_loop_keeps_every_acknowledged_row(db_path: Path) -> None:
@@ -490,7 +461,7 @@ async def test_kill_9_crash_loop_keeps_every_acknowledged_row(db_path: Path) -> 
     acked: list[dict[str, Any]] = []
     with trio.fail_after(15):
         for cycle, kill_after in enumerate((10, 25, 40)):
-            marked_line, *rows = await run_and_kill(db_path, cycle * 1000, n, kill_after)
+            marked_line, *rows = await run_child(db_path, cycle * 1000, n, kill_after)
             # At most the row being written when the previous kill landed.
             assert marked_line["marked"] <= (1 if cycle else 0)
             # The writes run back to back, so the kill lands while the child is writing.
