@@ -193,6 +193,23 @@ def test_context_length_exceeded_is_a_400(client: openai.OpenAI) -> None:
     assert isinstance(error, dict) and error["code"] == "context_length_exceeded"
 
 
+def test_a_follow_up_in_a_conversation_needs_the_earlier_turn(client: openai.OpenAI) -> None:
+    conversation = client.conversations.create()
+    told = client.responses.create(model=MODEL, input="The secret word is banana.",
+                                   conversation=conversation.id, temperature=0,
+                                   max_output_tokens=12)
+    asked = client.responses.create(model=MODEL, input="What is the secret word?",
+                                    conversation=conversation.id, temperature=0,
+                                    max_output_tokens=12)
+    assert "banana" in asked.output_text.lower(), asked.output_text
+    # Without the conversation the model cannot know it.
+    alone = client.responses.create(model=MODEL, input="What is the secret word?",
+                                    temperature=0, max_output_tokens=12)
+    assert "banana" not in alone.output_text.lower(), alone.output_text
+    items = client.conversations.items.list(conversation.id, order="asc")
+    assert [item.id for item in items][1::2] == [told.output[0].id, asked.output[0].id]
+
+
 WEATHER = {
     "type": "function", "name": "get_weather", "description": "The weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},

@@ -22,11 +22,11 @@ differs from it. Each change says why, here and at the line that makes it.
   (any extra field) and optional everywhere. This server refuses unknown fields (400
   ``unknown_parameter``), serves one model (404 ``model_not_found`` for others), needs
   ``input``, supports function tools only, text (and assistant refusals) only, and takes
-  ``conversation``, ``prompt`` and other features it lacks only as null. The served body
-  is closed and limited to the fields and values the server implements, built from the
-  spec's own property schemas where they agree (:func:`create_request_schema`). Negative
-  cases are generated from it, so what the server does not implement is sent too, and
-  must be refused with a 4xx.
+  ``prompt`` and other features it lacks only as null (``conversation`` too: the fuzzers
+  make no conversation to name). The served body is closed and limited to the fields and
+  values the server implements, built from the spec's own property schemas where they
+  agree (:func:`create_request_schema`). Negative cases are generated from it, so what
+  the server does not implement is sent too, and must be refused with a 4xx.
 """
 
 from __future__ import annotations
@@ -112,8 +112,7 @@ def spec_properties(schemas: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 # Create fields of OpenAI features this server does not have (request.check_create_request).
-NULL_ONLY = ("conversation", "prompt", "context_management", "moderation", "image",
-             "access_programs")
+NULL_ONLY = ("prompt", "context_management", "moderation", "image", "access_programs")
 
 # -- the create body -------------------------------------------------------------------
 
@@ -236,6 +235,9 @@ def create_request_schema(schemas: dict[str, Any], model: str) -> dict[str, Any]
         "tool_choice": nullable({"enum": ["none", "auto", "required"]}),
         # A previous response must exist (404 otherwise): the stateful test chains them.
         "previous_response_id": NULL,
+        # So must a conversation; the Conversations API is not in the vendored spec, so
+        # the fuzzers make none (tests/server/test_conversations.py covers it).
+        "conversation": NULL,
         # Options that change nothing here (no explicit prompt cache): any object, ignored.
         "prompt_cache_options": nullable({"type": "object"}),
         # The spec's minimum is 16 (OpenAI's); the server takes any positive count up to

@@ -28,13 +28,14 @@ class Scale:
     storm_token_delay: float
     storm_max_events: int
     crash_cycles: int
+    conversation_crash_cycles: int
     hostile_repeats: int
 
 
 SCALE = Scale(full=True, storm_streams=1000, storm_token_delay=1.0, storm_max_events=5,
-              crash_cycles=30, hostile_repeats=50) if FULL else \
+              crash_cycles=30, conversation_crash_cycles=30, hostile_repeats=50) if FULL else \
     Scale(full=False, storm_streams=200, storm_token_delay=0.2, storm_max_events=8,
-          crash_cycles=5, hostile_repeats=10)
+          crash_cycles=5, conversation_crash_cycles=2, hostile_repeats=10)
 
 _FIGURES: list[tuple[str, str, Any]] = []
 
