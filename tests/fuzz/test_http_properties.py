@@ -216,6 +216,35 @@ def test_garbage_gives_a_4xx_in_openai_shape(http: httpx.Client, body: bytes,
     check_error(response)
 
 
+# The Conversations API's bodies: garbage, and objects with its field names holding any
+# JSON (items of every shape among them).
+CONVERSATION_BODIES = st.one_of(
+    GARBAGE,
+    st.dictionaries(st.sampled_from(["items", "metadata", "include"]),
+                    JSON_VALUES | st.lists(JSON_VALUES | st.fixed_dictionaries(
+                        {"role": st.sampled_from(["user", "assistant", "tool"]),
+                         "content": JSON_VALUES}), max_size=25),
+                    max_size=3).map(lambda value: json.dumps(value).encode()),
+)
+
+
+@pytest.fixture(scope="module")
+def conversation_id(http: httpx.Client) -> str:
+    created = http.post("/conversations", json={})
+    assert created.status_code == 200, created.text
+    return str(created.json()["id"])
+
+
+@given(body=CONVERSATION_BODIES, path=st.sampled_from(["", "/{id}", "/{id}/items"]))
+@SETTINGS
+def test_conversation_bodies_give_200_or_a_4xx_in_openai_shape(
+        http: httpx.Client, conversation_id: str, body: bytes, path: str) -> None:
+    response = http.post("/conversations" + path.format(id=conversation_id), content=body,
+                         headers={"content-type": "application/json"})
+    if response.status_code != 200:
+        check_error(response)
+
+
 def test_still_healthy_after_the_garbage(http: httpx.Client, fuzz_server: ServerThread
                                          ) -> None:
     response = http.post("/responses", json={"model": MODEL, "input": "still there?"})

@@ -49,6 +49,7 @@ def test_create_body_items_and_metadata() -> None:
     # The server gives ids: a replayed item's own id is not kept.
     assert all("id" not in item for item in items)
     assert decode_create_conversation(b"{}") == ([], {})
+    assert decode_create_conversation(b"") == ([], {})  # curl -X POST with no body
     assert decode_create_conversation(encode({"items": [], "metadata": None})) == ([], {})
 
 

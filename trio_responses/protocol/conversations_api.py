@@ -55,8 +55,9 @@ _add = msgspec.json.Decoder(AddItemsBody)
 
 
 def decode_create_conversation(body: bytes) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """The initial items (normalized, without ids) and the metadata of a create body."""
-    create = decode_body(_create, body)
+    """The initial items (normalized, without ids) and the metadata of a create body (an
+    empty body is an empty conversation: nothing in it is required)."""
+    create = decode_body(_create, body if body.strip() else b"{}")
     check_metadata(create.metadata)
     return _items(create.items or [], allow_empty=True), dict(create.metadata or {})
 
