@@ -6,7 +6,8 @@ tests add a hypothetical next script (v2: a column and an index, as a real v2 wo
 copy of ``MIGRATIONS`` and check, with the server's own SQLiteStore and over HTTP:
 
 - every row written under v1 is still there and byte-identical, user_version moves to 2,
-  a v1 process refuses the v2 file and leaves it alone;
+  a v1 process refuses the v2 file and leaves it alone; a conversation keeps its items
+  and the next response on it appends after them;
 - a v1 process that is still running when a v2 process migrates the file keeps working
   (the migration is additive), and both see each other's rows;
 - and the limit of sharing one store between live processes: the start-up sweep of a
@@ -83,6 +84,11 @@ def test_a_v1_store_is_upgraded_on_start_and_every_response_survives(tmp_path: P
                 break
             time.sleep(0.01)
         shown = {r["id"]: r for r in (first, second, done)}
+        conversation = http.post("/conversations", json={"items": [
+            {"role": "user", "content": "zero"}]}).json()
+        http.post("/responses", json={"model": "scripted", "input": "one",
+                                      "conversation": conversation["id"]})
+        conversation_items = http.get(f"/conversations/{conversation['id']}/items").json()
     assert user_version(path) == len(MIGRATIONS)
     before = raw_rows(path)
 
@@ -99,6 +105,15 @@ def test_a_v1_store_is_upgraded_on_start_and_every_response_survives(tmp_path: P
         third = http.post("/responses", json={"model": "scripted", "input": "four",
                                               "previous_response_id": second["id"]}).json()
         assert third["status"] == "completed"
+        # And the conversation goes on where it was.
+        assert http.get(f"/conversations/{conversation['id']}/items").json() == \
+            conversation_items
+        http.post("/responses", json={"model": "scripted", "input": "two",
+                                      "conversation": conversation["id"]})
+        later = http.get(f"/conversations/{conversation['id']}/items",
+                         params={"order": "asc"}).json()["data"]
+        assert [item["content"][0]["text"] for item in later] == [
+            "zero", "one", "You said: one", "two", "You said: two"]
     after = raw_rows(path)
     assert {rid: row for rid, row in after.items() if rid in before} == before
     with closing(sqlite3.connect(path)) as conn:
