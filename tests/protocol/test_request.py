@@ -198,7 +198,7 @@ INVALID: list[Any] = [
     pytest.param(b"[" * 100_000, None, None, id="deep-array"),
     pytest.param(b'{"model":"m","input":"x","tools":[{"type":"function","name":"f",'
                  b'"parameters":' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
-                 None, "invalid_json", id="deep-nesting-inside"),
+                 "tools[0].parameters", "invalid_value", id="deep-nesting-inside"),
     pytest.param(b'{"model":"m","input":"x","temperature":1e400}', "temperature",
                  "invalid_value", id="huge-float"),
     pytest.param(json.dumps({"input": "x"}).encode(), "model", "missing_required_parameter",

@@ -69,7 +69,7 @@ CASES = [
     pytest.param(b"[" * 100_000, JSON, 400, None, None, id="deep-nesting-top"),
     pytest.param(raw('{"model": "scripted", "input": "hi", "tools": [{"type": "function", '
                      '"name": "f", "parameters": ' + "[" * 100_000 + "]" * 100_000 + "}]}"),
-                 JSON, 400, None, None, id="deep-nesting-inside"),
+                 JSON, 400, "tools[0].parameters", "invalid_value", id="deep-nesting-inside"),
     pytest.param(raw('{"model": "scripted", "input": "hi", "temperature": 1e400}'), JSON, 400,
                  "temperature", None, id="number-1e400"),
     # bounds

@@ -7,6 +7,9 @@ metadata limits, field combinations) is checked in :func:`parse_create_request`.
 
 Fields are OpenAI's ``ResponseCreateParams`` plus vLLM's sampling extensions
 (:data:`VLLM_EXTENSION_FIELDS`), which compatibility mode refuses.
+
+JSON nested deeper than :data:`~.nesting.MAX_NESTING_DEPTH` levels is refused with a 400
+naming the field (:mod:`.nesting`), before anything copies or encodes it again.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import msgspec
 
 from ..errors import InvalidRequest
 from .items import normalize_input, validate_tool_choice, validate_tools
+from .nesting import check_depth, deep_field, too_deep
 
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -177,15 +181,20 @@ def decode_error_to_invalid(exc: msgspec.MsgspecError) -> InvalidRequest:
 
 
 def decode_body(decoder: msgspec.json.Decoder[_Body], body: bytes) -> _Body:
-    """Decode a JSON body with ``decoder``; every failure is an InvalidRequest (400)."""
+    """Decode a JSON body with ``decoder``; every failure is an InvalidRequest (400),
+    JSON nested deeper than the limit too (naming the field)."""
     try:
-        return decoder.decode(body)
-    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError) as exc:
+        decoded = decoder.decode(body)
+    except RecursionError:  # deeper than the decoder goes: say where
+        raise too_deep(deep_field(body)) from None
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         if isinstance(exc, msgspec.MsgspecError):
             raise decode_error_to_invalid(exc) from None
         raise InvalidRequest(
             "We could not parse the JSON body of your request.", code="invalid_json"
         ) from None
+    check_depth(decoded)
+    return decoded
 
 
 def decode_create_request(body: bytes) -> CreateResponseRequest:

@@ -65,16 +65,19 @@ Piece = str | ParsedCall
 
 
 def parse_call(text: str) -> ParsedCall | None:
+    """A call in the built-in format, or None when ``text`` is not one (it is then
+    given back as text) — also when it nests too deep to parse: the model's output is
+    any text, and must not fail its response with a RecursionError."""
     try:
         value = json.loads(text)
-    except ValueError:
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            return None
+        arguments = value.get("arguments", value.get("parameters", {}))
+        if isinstance(arguments, str):
+            return ParsedCall(value["name"], arguments)
+        return ParsedCall(value["name"], json.dumps(arguments, ensure_ascii=False))
+    except (ValueError, RecursionError):
         return None
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-        return None
-    arguments = value.get("arguments", value.get("parameters", {}))
-    if isinstance(arguments, str):
-        return ParsedCall(value["name"], arguments)
-    return ParsedCall(value["name"], json.dumps(arguments, ensure_ascii=False))
 
 
 class ToolCallParser:
