@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import psutil
+import trio
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The tests' own look-ups close their connection, so none lingers in the server (a closed
@@ -140,6 +141,20 @@ class ServerProcess:
         url = self.base_url + "/_probe" + ("?gc=1" if gc else "")
         value: dict[str, Any] = httpx.get(url, timeout=30, headers=CLOSE).json()
         return value
+
+    async def ended(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Each response as stored once it is no longer in progress (polled)."""
+        ended: list[dict[str, Any]] = []
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10,
+                                     headers=CLOSE) as client:
+            for response_id in ids:
+                while True:
+                    value = (await client.get(f"/v1/responses/{response_id}")).json()
+                    if value["status"] != "in_progress":
+                        break
+                    await trio.sleep(0.05)
+                ended.append(value)
+        return ended
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample from ``/metrics`` (0 if absent)."""

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 import trio
 import trio.testing
 
+from trio_responses.protocol.events import ResponseEvents
+from trio_responses.protocol.ids import counting_ids
+from trio_responses.protocol.request import decode_create_request
+from trio_responses.protocol.response import new_response
 from trio_responses.protocol.sse import COMMENT_PING, frame
-from trio_responses.runtime.buffer import BufferOverflow, EventBuffer, Frame
+from trio_responses.runtime.buffer import (
+    IN_FLIGHT_COPIES,
+    READ_MAX_BYTES,
+    BufferOverflow,
+    EventBuffer,
+    Frame,
+    frame_cost,
+)
 
 
 def event_frame(seq: int, size: int = 0) -> Frame:
@@ -88,26 +101,94 @@ def test_position_after_skips_comments_and_clamps() -> None:
 
 
 async def test_primary_reader_that_falls_behind_overflows() -> None:
-    one = len(event_frame(0, size=50).data)
+    one = frame_cost(event_frame(0, size=50))
+    size = len(event_frame(0, size=50).data)
     buffer = EventBuffer(max_unsent_bytes=3 * one, keep_log=False, primary=True)
     for seq in range(3):
         buffer.append(event_frame(seq, size=50))
-    assert buffer.statistics().unsent_bytes == 3 * one
+    assert buffer.statistics().unsent_bytes == 3 * size
+    assert buffer.statistics().held_bytes == 3 * one
     with pytest.raises(BufferOverflow, match=f"limit {3 * one}"):
         buffer.append(event_frame(3, size=50))
     assert buffer.statistics().frames == 4  # the frame is kept: it is the reader's
 
     frames, cursor = await buffer.read(0, primary=True)
     assert seqs(frames) == [0, 1, 2, 3]
-    assert buffer.statistics().unsent_bytes == 0
-    for seq in range(4, 7):  # room again once the reader caught up
-        buffer.append(event_frame(seq, size=50))
-    frames, _ = await buffer.read(cursor, primary=True)
-    assert seqs(frames) == [4, 5, 6]
+    stats = buffer.statistics()
+    assert (stats.frames, stats.unsent_bytes) == (0, 0)
+    # What it took is still being written out (its chunk, and the HTTP layer's copy).
+    assert stats.held_bytes == IN_FLIGHT_COPIES * 4 * size
+    got: list[list[int | None]] = []
+
+    async def read_on() -> None:
+        got.append(seqs((await buffer.read(cursor, primary=True))[0]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_on)
+        await trio.testing.wait_all_tasks_blocked()
+        # The reader is back: room again for the whole bound.
+        for seq in range(4, 7):
+            buffer.append(event_frame(seq, size=50))
+    assert got == [[4, 5, 6]]
+
+
+async def test_a_reader_holds_what_it_took_until_it_reads_again() -> None:
+    """A client that stops reading right after taking a chunk keeps that chunk alive
+    (in the web layer's send): it counts against the bound until the reader returns."""
+    taken = event_frame(0, size=1000)
+    small = event_frame(1, size=10)
+    bound = IN_FLIGHT_COPIES * len(taken.data) + frame_cost(small)
+    buffer = EventBuffer(max_unsent_bytes=bound, keep_log=False, primary=True)
+    buffer.append(taken)
+    await buffer.read(0, primary=True)
+    buffer.append(small)  # exactly at the bound
+    with pytest.raises(BufferOverflow):
+        buffer.append(event_frame(2, size=10))
+
+
+async def test_the_estimate_covers_what_frames_really_hold() -> None:
+    """The bound is in memory really held: measured with tracemalloc, frames of text
+    deltas (the bulk of a stream) hold several times their bytes, and frame_cost does
+    not undercount them (nor overcount by more than half)."""
+    builder = ResponseEvents(new_response(decode_create_request(
+        b'{"model": "m", "input": "hi"}'), response_id="resp_1", created_at=1.0, model="m",
+        service_tier="default"), counting_ids())
+    builder.created()
+    builder.in_progress()
+    builder.text("first")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [Frame(event, data) for word in ("a", "word", "x" * 100, "é" * 50) * 1000
+                for event, data in builder.text(" " + word)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    data = sum(len(f.data) for f in kept)
+    estimate = sum(frame_cost(f) for f in kept)
+    assert held > 2.5 * data  # what counting frame bytes alone missed
+    assert held <= estimate <= 1.5 * held, (data, held, estimate)
+
+
+async def test_a_read_hands_out_at_most_READ_MAX_BYTES() -> None:
+    buffer = EventBuffer(keep_log=True)
+    big = event_frame(0, size=READ_MAX_BYTES // 3)
+    for seq in range(7):
+        buffer.append(Frame(dict(big.event or {}, sequence_number=seq), big.data))
+    sizes = []
+    cursor = 0
+    buffer.close()
+    while frames := (await buffer.read(cursor))[0]:
+        sizes.append(len(frames))
+        cursor += len(frames)
+    assert sizes == [3, 3, 1]  # past the limit with the third, at least one each time
+    huge = EventBuffer(keep_log=True)
+    huge.append(event_frame(0, size=2 * READ_MAX_BYTES))
+    assert len((await huge.read(0))[0]) == 1
 
 
 async def test_only_the_primary_reader_counts() -> None:
-    one = len(event_frame(0, size=50).data)
+    one = frame_cost(event_frame(0, size=50))
     buffer = EventBuffer(max_unsent_bytes=2 * one, keep_log=True, primary=True)
     buffer.append(event_frame(0, size=50))
     buffer.append(event_frame(1, size=50))
