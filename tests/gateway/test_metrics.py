@@ -138,3 +138,35 @@ def test_background_gauge_and_cancel_cause(client: httpx.Client) -> None:
     assert value(after, "trio_responses_background_responses") == 0
     for name in ("trio_responses_cancellations_total", "trio_responses_engine_aborts_total"):
         assert value(after, name, cause="cancel") - value(before, name, cause="cancel") == 1
+
+
+def request_series(samples: Samples) -> set[frozenset[tuple[str, str]]]:
+    return {labels for (name, labels) in samples if name == "trio_responses_http_requests_total"}
+
+
+def test_labels_come_from_a_fixed_set(server: ServerThread, client: httpx.Client) -> None:
+    """The probe: made-up methods with long names, on made-up paths, without a key, each
+    made a new series (2,000 of them made /metrics 16 MB). Now a request whose key did not
+    check out is counted in one series, and an unknown method as "other"."""
+    before_text = client.get("/metrics").text
+    before = request_series(scrape(client))
+    with http(server) as anonymous:
+        for n in range(50):
+            refused = anonymous.request(f"PWNED_METHOD_{n}_{'A' * 1000}", f"/anything{n}")
+            assert refused.status_code == 401
+        assert anonymous.post("/v1/responses", json={"model": MODEL, "input": "hi"}
+                              ).status_code == 401
+    for n in range(20):
+        assert client.request(f"MADE_UP_{n}", "/v1/responses").status_code in (404, 405)
+        assert client.request("POST", f"/made/up/{n}").status_code == 404
+    after = scrape(client)
+    new = request_series(after) - before
+    assert len(new) <= 4, new
+    for labels in new:
+        values = dict(labels)
+        assert values["method"] in {"GET", "POST", "other"}, values
+        assert values["route"] in {"unauthenticated", "unmatched"}, values
+    assert value(after, "trio_responses_http_requests_total", route="unauthenticated",
+                 method="other", status="401") >= 50
+    growth = len(client.get("/metrics").text) - len(before_text)
+    assert growth < 2000, growth

@@ -6,6 +6,12 @@ from :meth:`Metrics.observe`, which every run calls for each event it publishes:
 first text delta gives time-to-first-token, the terminal event gives duration, tokens
 and — for runs ended early — the cause, and whether the engine request was aborted.
 Live gauges read the registry and the engine when scraped.
+
+Label values come from fixed sets only (:meth:`Metrics.count_request`), never from what
+a client sent: a method outside the HTTP methods, or a path no route matches, is
+``other``/``unmatched``, and a request whose key did not check out is counted in one
+series whatever it asked for; otherwise anyone could grow ``/metrics``, and the server's
+memory, without bound by sending made-up methods.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ from ..runtime.registry import Registry
 from ..runtime.run import ResponseRun
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+                     "PATCH"})
+# The route label of requests that match no route, and of those whose key did not check
+# out (whatever their route: who has no key learns nothing, and adds no series).
+UNMATCHED = "unmatched"
+UNAUTHENTICATED = "unauthenticated"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -52,6 +64,15 @@ class Metrics:
                                      "Engine requests aborted, by cause", ["cause"], registry=r)
         self._sources: tuple[Callable[[], Registry | None], Engine] | None = None
         self._first_token_seen: set[str] = set()
+
+    def count_request(self, *, route: str | None, method: str, status: int,
+                      authenticated: bool) -> None:
+        """One HTTP request: ``route`` is the matched route's pattern (None: none)."""
+        if not authenticated:
+            route = UNAUTHENTICATED
+        self.http_requests.labels(route or UNMATCHED,
+                                  method if method in METHODS else "other",
+                                  str(status) if 100 <= status <= 599 else "other").inc()
 
     def bind(self, registry: Callable[[], Registry | None], engine: Engine) -> None:
         self._sources = (registry, engine)

@@ -76,8 +76,10 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
 
     @app.after_request
     async def _headers(response: Response) -> Response:
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        state.metrics.http_requests.labels(rule, request.method, str(response.status_code)).inc()
+        state.metrics.count_request(
+            route=request.url_rule.rule if request.url_rule is not None else None,
+            method=request.method, status=response.status_code,
+            authenticated=getattr(g, "owner", None) is not None)
         if state.limiter.enabled and request.path.startswith("/v1/"):
             owner = getattr(g, "owner", None)
             if owner is not None and "x-ratelimit-limit-requests" not in response.headers:
