@@ -172,6 +172,34 @@ def test_prompt_cache_key_reuses_the_prefix(client: openai.OpenAI) -> None:
     assert cached("beta-key") == 0
 
 
+def test_prefix_cache_never_crosses_api_keys(
+    real_engine: EngineLoop, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With two keys on one engine: a repeated prompt of one key is served from the
+    prefix cache; the same prompt from the other key, even under the first key's
+    prompt_cache_key, is not (issue 13, finding 1)."""
+    path: Path = tmp_path_factory.mktemp("store") / "responses.sqlite3"
+    settings = Settings(port=0, responses_ping_interval_seconds=0, shutdown_grace_seconds=5,
+                        api_keys=("k1", "k2"))
+    # A prompt of its own: no other test has warmed the engine's cache with it.
+    secret = LONG_PROMPT.replace("lighthouse keeper", "harbour master")
+    with ServerThread(settings, engine=real_engine.proxy(), store=SQLiteStore(path)) as two, \
+            strict_sdk(two, api_key="k1", timeout=300) as k1, \
+            strict_sdk(two, api_key="k2", timeout=300) as k2:
+        def cached(client: openai.OpenAI, key: str | None = None) -> int:
+            response = client.responses.create(model=MODEL, input=secret, prompt_cache_key=key,
+                                               max_output_tokens=2, temperature=0)
+            assert response.usage is not None and response.usage.input_tokens > 300
+            return response.usage.input_tokens_details.cached_tokens
+
+        assert cached(k1) == 0
+        assert cached(k1) > 0
+        assert cached(k2) == 0
+        assert cached(k1, "shared") == 0
+        assert cached(k1, "shared") > 0
+        assert cached(k2, "shared") == 0
+
+
 def test_input_tokens_counts_the_prompt(client: openai.OpenAI, server: ServerThread) -> None:
     counted = httpx.post(
         server.base_url + "/v1/responses/input_tokens",

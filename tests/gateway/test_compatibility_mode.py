@@ -4,6 +4,7 @@ headers only. Without the flag the extensions work."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,8 @@ from tests.support.sdk import strict_sdk
 from tests.support.server import ServerThread, engine_of, serve_scripted
 from tests.support.sse import parse_raw_sse
 from trio_responses.engine.scripted import ScriptedEngine
-from trio_responses.protocol.request import VLLM_EXTENSION_FIELDS
+from trio_responses.protocol.request import VLLM_EXTENSION_FIELDS, decode_create_request
+from trio_responses.runtime.prepare import cache_salt
 
 from .helpers import MODEL, http, stream_until
 
@@ -109,7 +111,9 @@ def test_extensions_accepted_without_the_flag(extended: ServerThread) -> None:
         == (5, 0.25, 1.5, 1234)
     assert sampling.stop == ("never-said",)
     assert sampling.ignore_eos is True
-    assert reached.cache_salt == "salt-1"
+    # The client's salt, within the key's own (an open server's: ""), never as given.
+    assert reached.cache_salt == cache_salt("", decode_create_request(json.dumps(body).encode()))
+    assert reached.cache_salt != "salt-1"
     assert reached.priority == 3
     # ignore_eos: the scripted engine repeats its reply up to max_output_tokens.
     assert response.json()["usage"]["output_tokens"] == 8

@@ -9,6 +9,7 @@ model, the ``previous_response_id`` chain, the conversation) stay in
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,16 +69,30 @@ def sampling_options(request: CreateResponseRequest) -> SamplingOptions:
     )
 
 
+def cache_salt(owner: str, request: CreateResponseRequest) -> str | None:
+    """The engine's prefix-cache salt: the owner (the API key), and within it the
+    client's ``cache_salt`` or ``prompt_cache_key``, so cached prefixes are never shared
+    across keys (a key's ``cached_tokens`` would tell it what another key sent), and
+    within a key only as the client asks. Hashed: the owner is not written into engine
+    logs, and neither part can run into the other. An open server's requests without a
+    key of their own share the whole cache (None), as there is one tenant."""
+    client = request.cache_salt or request.prompt_cache_key
+    if not owner and client is None:
+        return None
+    scoped = hashlib.sha256(f"{owner}\0{client or ''}".encode("utf-8", "surrogatepass"))
+    return scoped.hexdigest()
+
+
 def first_engine_request(
     request: CreateResponseRequest, request_id: str, messages: list[dict[str, Any]],
-    tier: str, tools: ToolPlan | None,
+    tier: str, tools: ToolPlan | None, owner: str = "",
 ) -> EngineRequest:
-    """The engine request of the response's first model turn."""
+    """The engine request of the response's first model turn, for ``owner``."""
     engine_request = EngineRequest(
         request_id=request_id,
         messages=tuple(messages),
         sampling=sampling_options(request),
-        cache_salt=request.cache_salt or request.prompt_cache_key,
+        cache_salt=cache_salt(owner, request),
         priority=request.priority if request.priority is not None else TIER_PRIORITY[tier],
         truncate=request.truncation == "auto",
         reasoning_effort=request.reasoning.effort if request.reasoning else None,

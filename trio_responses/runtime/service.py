@@ -162,7 +162,7 @@ class ResponseService:
             return PreparedRequest(
                 request=request,
                 engine_request=first_engine_request(request, self.ids("resp"), messages,
-                                                    tier, tools),
+                                                    tier, tools, owner),
                 input_items=tuple(items), service_tier=tier, tools=tools, conversation=turn)
         except BaseException:
             if turn is not None:
