@@ -78,6 +78,12 @@ class Settings:
     responses_allowed_service_tiers: tuple[str, ...] = setting(
         SERVICE_TIERS, "service tiers a request may ask for (comma-separated)",
         metavar="TIERS")
+    api_key_service_tiers: tuple[str, ...] = setting(
+        (), "the service tiers one API key may ask for, instead of "
+        "--responses-allowed-service-tiers: KEY=TIER,TIER (repeat the flag for more keys; "
+        "';' between keys in the variable); its 'priority' field may ask for no more than "
+        "its best tier", metavar="KEY=TIERS",
+        default_text="every key gets --responses-allowed-service-tiers")
     max_request_body_bytes: int = setting(
         16 * 1024 * 1024, "largest request body; larger ones get 413 (0: no limit)")
     max_stream_event_bytes: int = setting(
@@ -97,6 +103,29 @@ class Settings:
     max_queued_requests: int = setting(
         0, "refuse new responses (503) while the engine holds this many requests (0: no "
         "limit)")
+    max_queued_requests_per_key: int = setting(
+        0, "with --max-queued-requests: the most of them one API key may hold; more get "
+        "429, so one key cannot fill the queue (0: half of --max-queued-requests, rounded "
+        "up)")
+    max_responses_per_key: int = setting(
+        256, "most responses one API key may have running at once (foreground, streamed "
+        "and background); more get 429 (0: no limit)")
+    max_streams_per_key: int = setting(
+        128, "most event streams one API key may have open at once (streamed creates and "
+        "GET ?stream=true); more get 429 (0: no limit)")
+    max_concurrent_reads_per_key: int = setting(
+        4, "most requests one API key may have reading the store or counting tokens at once "
+        "(GET of a response, input_items, input_tokens, cancel, delete, the start of a "
+        "resume, the Conversations API); more wait their turn (0: no limit)")
+    allowed_hosts: tuple[str, ...] = setting(
+        (), "Host header values accepted besides IP addresses and localhost: names, "
+        "'.example.com' for a domain and its subdomains, '*' for any (comma-separated); "
+        "enforced when no --api-key is configured, or when given; other hosts get 421 "
+        "(DNS rebinding)", metavar="HOSTS",
+        default_text="none: IP addresses and localhost only, when no key is configured")
+    h2c: bool = setting(
+        False, "serve HTTP/2 over cleartext (an h2c upgrade or prior knowledge); off, "
+        "requests that arrive that way get 505")
     max_conversation_items: int = setting(
         10_000, "most items a conversation holds; adding more (as items, or as a response's "
         "input) is refused with 400 conversation_full (0: no limit)")
@@ -131,9 +160,31 @@ class Settings:
         for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
                      "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds",
                      "max_conversation_items", "max_conversation_item_bytes",
-                     "conversation_lock_timeout_seconds"):
+                     "conversation_lock_timeout_seconds",
+                     "max_queued_requests", "max_queued_requests_per_key",
+                     "max_responses_per_key", "max_streams_per_key",
+                     "max_concurrent_reads_per_key"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        self.service_tiers_by_key()  # checks the entries
+
+    def service_tiers_by_key(self) -> dict[str, tuple[str, ...]]:
+        """``--api-key-service-tiers``: each configured key → the tiers it may ask for."""
+        tiers_by_key: dict[str, tuple[str, ...]] = {}
+        for entry in self.api_key_service_tiers:
+            key, separator, listed = entry.rpartition("=")
+            tiers = tuple(tier.strip() for tier in listed.split(",") if tier.strip())
+            if not separator or not tiers:
+                raise ValueError("an --api-key-service-tiers entry is KEY=TIER[,TIER...]")
+            if key not in self.api_keys:
+                raise ValueError("an --api-key-service-tiers entry names a key that is not "
+                                 "configured with --api-key")
+            for tier in tiers:
+                if tier not in SERVICE_TIERS:
+                    raise ValueError(f"unknown service tier {tier!r}; known: "
+                                     f"{', '.join(SERVICE_TIERS)}")
+            tiers_by_key[key] = tiers
+        return tiers_by_key
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,8 +207,9 @@ class Settings:
         parser = build_parser()
         namespace, unknown = parser.parse_known_args(list(argv))
         values = {k: v for k, v in vars(namespace).items() if v is not None}
-        if "api_keys" in values:
-            values["api_keys"] = tuple(values["api_keys"])
+        for name in REPEATABLE:
+            if name in values:
+                values[name] = tuple(values[name])
         values["vllm_args"] = (*base.vllm_args, *unknown)
         return dataclasses.replace(base, **values)
 
@@ -208,6 +260,8 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = _kind(f)
     if f.name == "vllm_args":
         return tuple(shlex.split(raw))
+    if f.name == "api_key_service_tiers":  # each entry holds commas of its own
+        return tuple(part.strip() for part in raw.split(";") if part.strip())
     if kind.startswith("tuple"):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if kind == "bool":
@@ -233,6 +287,10 @@ vLLM engine flags:
 Every flag has an environment variable, shown with it; flags win over variables, which
 win over defaults. Booleans in variables: 1, true, yes or on.
 """
+
+
+# Fields given once per value, by repeating their flag.
+REPEATABLE = {"api_keys": "--api-key", "api_key_service_tiers": "--api-key-service-tiers"}
 
 
 def _flag(name: str) -> str:
@@ -289,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "vllm_args":
             continue
         kind = _kind(f)
-        if f.name == "api_keys":
-            parser.add_argument("--api-key", dest="api_keys", action="append",
+        if f.name in REPEATABLE:
+            parser.add_argument(REPEATABLE[f.name], dest=f.name, action="append",
                                 metavar=_metavar(f, kind), help=help_line(f))
             continue
         options: dict[str, Any] = {"dest": f.name, "default": None}

@@ -81,6 +81,32 @@ class Conflict(APIError):
         self.headers.setdefault("x-should-retry", "false")
 
 
+class MisdirectedRequest(APIError):
+    """A request for a Host this server does not answer (DNS rebinding)."""
+
+    status = 421
+    type = "invalid_request_error"
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
+    type = "invalid_request_error"
+    default_code = "unsupported_media_type"
+
+
+class HTTPVersionNotSupported(APIError):
+    """HTTP/2 over cleartext, on a server that does not serve it (``--h2c``)."""
+
+    status = 505
+    type = "invalid_request_error"
+    default_code = "http_version_not_supported"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        # The SDK retries every status from 500; the same request will fail the same way.
+        self.headers.setdefault("x-should-retry", "false")
+
+
 class PayloadTooLarge(APIError):
     status = 413
     type = "invalid_request_error"

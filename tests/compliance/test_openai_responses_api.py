@@ -406,6 +406,27 @@ def test_unparseable_body(http: httpx.Client, content: bytes) -> None:
     assert_error_shape(response, {400})
 
 
+@pytest.mark.parametrize("content_type", ["text/plain;charset=json", "text/plain", None])
+def test_a_body_that_is_not_json_creates_nothing(http: httpx.Client, model: str,
+                                                 content_type: str | None) -> None:
+    """What a web page may send cross-site without a CORS preflight must not act."""
+    body = json.dumps({"model": model, "input": "Say hello.", "max_output_tokens": SHORT})
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = http.post("responses", content=body.encode(), headers=headers)
+    assert_error_shape(response, {400, 415})
+
+
+@pytest.mark.parametrize("depth", [500, 100_000])
+def test_deeply_nested_tool_parameters_are_a_400(http: httpx.Client, model: str,
+                                                 depth: int) -> None:
+    deep = '{"type": "object", "properties": {"a": ' * depth + "{}" + "}}" * depth
+    body = ('{"model": ' + json.dumps(model) + ', "input": "Say hello.", "tools": '
+            '[{"type": "function", "name": "f", "parameters": ' + deep + "}]}")
+    response = http.post("responses", content=body.encode(),
+                         headers={"content-type": "application/json"})
+    assert_error_shape(response, {400})
+
+
 def test_unknown_response(http: httpx.Client) -> None:
     assert_error_shape(http.get("responses/resp_does_not_exist"), {404})
 

@@ -100,6 +100,10 @@ class ProxyEngine:
     def renders_tools(self) -> bool:
         return self._loop.engine.renders_tools
 
+    @property
+    def max_model_len(self) -> int:
+        return self._loop.engine.max_model_len
+
     async def start(self) -> None:
         await trio.lowlevel.checkpoint()
 

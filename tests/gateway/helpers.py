@@ -64,7 +64,8 @@ def raw_connect(server: ServerThread, *, receive_buffer: int | None = None,
 
 
 def request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: test"]
+    # A loopback name: a server without keys answers no other Host (DNS rebinding).
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 

@@ -42,6 +42,10 @@ BAD_CREDENTIALS: dict[str, bytes | None] = {
     "key-plus-suffix": b"Bearer k1x",
     "non-ascii": "Bearer k\u00e9".encode(),
     "latin-1-byte": b"Bearer k1\xff",
+    # Whitespace to Unicode, not to HTTP: str.strip() would take these off and let k1 in.
+    "next-line-suffix": b"Bearer k1\x85",
+    "no-break-space-suffix": b"Bearer k1\xa0",
+    "no-break-space-prefix": b"Bearer \xa0k1",
 }
 
 
@@ -66,6 +70,13 @@ def test_trailing_whitespace_bearer_is_401(server: ServerThread) -> None:
         body = read_body(sock, headers, rest)
     assert status == 401
     assert b'"code":"invalid_api_key"' in body
+
+
+def test_spaces_and_tabs_around_the_key_are_http_whitespace(server: ServerThread) -> None:
+    with httpx.Client(base_url=server.base_url) as client:
+        for value in (b"Bearer  k1", b"Bearer \tk2", b"Bearer \t k1"):
+            response = client.get("/v1/models", headers=[(b"authorization", value)])
+            assert response.status_code == 200, value
 
 
 def test_keys_are_accepted_with_any_scheme_case(server: ServerThread) -> None:

@@ -101,3 +101,21 @@ def test_body_request_id_must_match_header(server: ServerThread) -> None:
         tokens = client.post("/v1/responses/input_tokens", json=body,
                              headers={"x-request-id": "other"})
         assert_openai_error(tokens, 400, param="request_id")
+
+
+# Values a client may send that must not come back: control-ish and non-ASCII bytes
+# (which h11 lets through as obs-text), line-breaking attempts, and 8 KB of anything.
+UNECHOABLE: list[bytes] = [b"org-\x85x", b"org\xa0x", b"org x", b"o" * 8192, b"org;x=1",
+                           b"\xff\xfe"]
+
+
+@pytest.mark.parametrize("value", UNECHOABLE, ids=["nel", "nbsp", "space", "8kb", "semicolon",
+                                                   "latin-1"])
+def test_unfit_organization_and_version_are_not_echoed(server: ServerThread, value: bytes
+                                                       ) -> None:
+    with http(server) as client:
+        response = client.get("/v1/models", headers=[(b"openai-organization", value),
+                                                     (b"openai-version", value)])
+    assert response.status_code == 200
+    assert "openai-organization" not in response.headers
+    assert response.headers["openai-version"] == "2020-10-01"

@@ -1,6 +1,7 @@
 """Rate limits per API key over real HTTP: x-ratelimit-* headers, 429 with Retry-After
 and retry-after-ms, x-should-retry: false where waiting cannot help, the stream event,
-another key unaffected, and the openai SDK's own retry."""
+another key unaffected, the openai SDK's own retry, the effective output budget charged
+up front (and the unused part given back), and reads counted as requests."""
 
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ from .helpers import MODEL, http
 RPM = 60  # one request a second after a burst of 60
 TPM = 1000
 KEYS = ("fresh", "burst", "bystander", "tokens", "tokens-bystander", "huge", "stream",
-        "retry", "refund")
-CONTEXT = 200  # the scripted model's context, in words
+        "retry", "refund", "default-budget", "reader")
+CONTEXT = 1000  # the scripted model's context, in words
+# max_output_tokens of the requests here unless a test says otherwise: a request without
+# one is charged the effective default (the whole context here, TPM's worth).
+OUTPUT = 16
 DURATION = re.compile(r"^(\d+ms|(\d+h)?(\d+m)?\d+s)$")
 HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
            "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
@@ -56,7 +60,8 @@ def seconds(duration: str) -> float:
 
 
 def create(client: httpx.Client, **fields: object) -> httpx.Response:
-    return client.post("/v1/responses", json={"model": MODEL, "input": "hi", **fields})
+    body = {"model": MODEL, "input": "hi", "max_output_tokens": OUTPUT, **fields}
+    return client.post("/v1/responses", json={k: v for k, v in body.items() if v is not None})
 
 
 def drain_requests(client: httpx.Client) -> httpx.Response:
@@ -76,11 +81,12 @@ def test_every_v1_response_carries_the_headers(server: ServerThread) -> None:
         assert first.headers["x-ratelimit-limit-requests"] == str(RPM)
         assert first.headers["x-ratelimit-remaining-requests"] == str(RPM - 1)
         assert first.headers["x-ratelimit-limit-tokens"] == str(TPM)
-        # "hi" is estimated at one token (four characters a token, rounded up).
-        assert first.headers["x-ratelimit-remaining-tokens"] == str(TPM - 1)
-        # One request of 60 a minute is back in a second; one token of 1000 in 60 ms.
+        # "hi" is estimated at one token (four characters a token, rounded up), and the
+        # output at its budget, max_output_tokens.
+        assert first.headers["x-ratelimit-remaining-tokens"] == str(TPM - 1 - OUTPUT)
+        # One request of 60 a minute is back in a second; 17 tokens of 1000 in 1.02 s.
         assert 0.9 < seconds(first.headers["x-ratelimit-reset-requests"]) <= 1
-        assert first.headers["x-ratelimit-reset-tokens"] == "60ms"
+        assert first.headers["x-ratelimit-reset-tokens"] == "2s"
         second = create(client)
         # (One more if a second passed in between: the bucket refills continuously.)
         assert int(second.headers["x-ratelimit-remaining-requests"]) in (RPM - 2, RPM - 1)
@@ -141,8 +147,11 @@ def test_tokens_per_minute_429_while_tokens_are_held(server: ServerThread) -> No
 
 def test_more_than_the_limit_says_do_not_retry(server: ServerThread,
                                                caplog: pytest.LogCaptureFixture) -> None:
+    # Estimated at more tokens than a minute holds (a request's output is bounded by the
+    # context, which is TPM's size here, so it is the prompt that does not fit).
+    huge = "x" * (4 * TPM)
     with http(server, "huge") as client:
-        refused = create(client, max_output_tokens=TPM + 1)
+        refused = create(client, input=huge)
     error = assert_openai_error(refused, 429, code="rate_limit_exceeded", type="tokens")
     assert str(TPM) in error["message"]
     assert refused.headers["x-should-retry"] == "false"
@@ -151,25 +160,27 @@ def test_more_than_the_limit_says_do_not_retry(server: ServerThread,
     with caplog.at_level(logging.INFO, logger="openai"), \
             strict_sdk(server, api_key="huge", max_retries=2) as client, \
             pytest.raises(openai.RateLimitError):
-        client.responses.create(model=MODEL, input="hi", max_output_tokens=TPM + 1)
+        client.responses.create(model=MODEL, input=huge, max_output_tokens=OUTPUT)
     assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
 
 
 def test_a_request_the_engine_refuses_gives_its_tokens_back(server: ServerThread) -> None:
-    too_long = "a " * (CONTEXT + 50)  # within the token limit, beyond the model's context
+    # Within the token limit (~525 tokens estimated, and 100 out), beyond the context.
+    too_long = "a " * (CONTEXT + 50)
     with http(server, "refund") as client:
-        refused = create(client, input=too_long, max_output_tokens=500)
+        refused = create(client, input=too_long, max_output_tokens=100)
         assert_openai_error(refused, 400, param="input", code="context_length_exceeded")
         after = create(client)
     assert after.status_code == 200
-    # Only this last request's own estimate (1 token) is missing from the bucket.
-    assert after.headers["x-ratelimit-remaining-tokens"] == str(TPM - 1)
+    # Only this last request's own estimate is missing from the bucket.
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(TPM - 1 - OUTPUT)
     assert int(after.headers["x-ratelimit-remaining-requests"]) in (RPM - 2, RPM - 1)
 
 
 def test_stream_carries_the_rate_limit_event(server: ServerThread) -> None:
     with http(server, "stream") as client:
-        response = create(client, stream=True)
+        # 9 tokens in all: a reset under a second, which headers write to the millisecond.
+        response = create(client, stream=True, max_output_tokens=8)
     events = read_sse(EventSource(response))
     check_stream(events)
     assert [e["type"] for e in events[:3]] == [
@@ -204,7 +215,8 @@ def test_the_sdk_retry_waits_as_told_then_succeeds(server: ServerThread,
         while create(client).status_code == 429:
             time.sleep(0.01)
         started = time.monotonic()
-        raw = retrying.responses.with_raw_response.create(model=MODEL, input="again")
+        raw = retrying.responses.with_raw_response.create(model=MODEL, input="again",
+                                                          max_output_tokens=OUTPUT)
         elapsed = time.monotonic() - started
     assert raw.parse().output_text == "You said: again"
     assert raw.retries_taken >= 1
@@ -218,3 +230,92 @@ def test_the_sdk_retry_waits_as_told_then_succeeds(server: ServerThread,
     assert all(0 < wait <= 1 for wait in waits)
     assert elapsed >= sum(waits)
     assert raw.headers["x-ratelimit-limit-requests"] == str(RPM)
+
+
+def test_requests_without_max_output_tokens_are_charged_the_default_budget(
+        server: ServerThread) -> None:
+    """A request that leaves max_output_tokens out may generate the default budget
+    (here the whole context): that is what it is charged until it ends, and what it did
+    not use then comes back, so a burst cannot spend the limit many times over."""
+    with http(server, "default-budget") as client:
+        with client.stream("POST", "/v1/responses", json={
+                "model": MODEL, "input": "[[stall]]", "stream": True}) as held:
+            assert held.status_code == 200
+            # 3 tokens of prompt, and the 997 its context leaves: the whole minute's.
+            assert held.headers["x-ratelimit-remaining-tokens"] == "0"
+            refused = create(client, max_output_tokens=None)
+            error = assert_openai_error(refused, 429, code="rate_limit_exceeded",
+                                        type="tokens")
+            assert "tokens per minute" in error["message"]
+        # The stream was left: its unused tokens come back (refilling alone would take
+        # a minute).
+        deadline = time.monotonic() + 5
+        while (response := create(client, max_output_tokens=None)).status_code == 429:
+            assert time.monotonic() < deadline, "the unused tokens never came back"
+            time.sleep(0.02)
+        assert response.json()["status"] == "completed"
+        assert response.json()["max_output_tokens"] is None
+
+
+def test_a_default_budget_that_can_never_fit_says_so(tmp_path_factory: pytest.TempPathFactory
+                                                     ) -> None:
+    engine = ScriptedEngine(model_name=MODEL)  # the default context, 8192
+    with serve_scripted(tmp_path_factory, engine=engine, api_keys=("k",),
+                        rate_limit_tokens_per_minute=TPM) as small, http(small, "k") as client:
+        refused = create(client, max_output_tokens=None)
+        error = assert_openai_error(refused, 429, type="tokens")
+        assert refused.headers["x-should-retry"] == "false"
+        assert "set max_output_tokens" in error["message"]
+        assert create(client).status_code == 200
+
+
+def test_reads_and_input_tokens_count_as_requests(server: ServerThread) -> None:
+    with http(server, "reader") as client:
+        created = create(client).json()
+        reads = [
+            lambda: client.get(f"/v1/responses/{created['id']}"),
+            lambda: client.get(f"/v1/responses/{created['id']}/input_items"),
+            lambda: client.post("/v1/responses/input_tokens",
+                                json={"model": MODEL, "input": "count me"}),
+            lambda: client.get("/v1/responses/resp_missing"),
+        ]
+        statuses = [reads[n % len(reads)]().status_code for n in range(RPM + 10)]
+        assert 429 in statuses, statuses
+        refused = reads[2]()
+        assert_openai_error(refused, 429, code="rate_limit_exceeded", type="requests")
+        assert refused.headers["retry-after"] == "1"
+        # The models list reads nothing per key: never limited.
+        assert client.get("/v1/models").status_code == 200
+    with http(server, "bystander") as other:
+        assert other.get(f"/v1/responses/{created['id']}").status_code == 404
+
+
+def test_a_burst_cannot_spend_the_token_limit_many_times_over(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The probe: 25 background requests without max_output_tokens, each generating as
+    much as it may (ignore_eos), were all admitted under a tokens-per-minute limit (their
+    output was charged as 0) and used five times the limit. Each is now charged its
+    effective budget up front, so the minute's tokens admit only as many as it holds."""
+    tpm, context = 5000, 1000
+    engine = ScriptedEngine(model_name=MODEL, max_model_len=context)
+    with serve_scripted(tmp_path_factory, engine=engine, api_keys=("k",),
+                        rate_limit_tokens_per_minute=tpm) as burst, http(burst, "k") as client:
+        started = time.monotonic()
+        answers = [client.post("/v1/responses", json={
+            "model": MODEL, "input": "go", "background": True, "ignore_eos": True})
+            for _ in range(25)]
+        admitted = [a.json()["id"] for a in answers if a.status_code == 200]
+        for refused in (a for a in answers if a.status_code != 200):
+            assert_openai_error(refused, 429, type="tokens")
+        used = 0
+        for response_id in admitted:
+            deadline = time.monotonic() + 30
+            while (got := client.get(f"/v1/responses/{response_id}").json())["status"] in (
+                    "queued", "in_progress"):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            used += got["usage"]["total_tokens"]
+        elapsed = time.monotonic() - started
+    # Each took ~1 token of prompt and the 999 its context left.
+    assert len(admitted) == tpm // context, len(admitted)
+    assert used <= tpm + tpm * elapsed / 60, (used, elapsed)

@@ -14,6 +14,7 @@ from tests.support.errors import assert_openai_error
 from tests.support.sdk import strict_sdk
 from tests.support.server import ServerThread, engine_of, serve_scripted
 from tests.support.waiting import wait_until
+from trio_responses import Settings
 from trio_responses.runtime.prepare import TIER_PRIORITY
 
 from .helpers import MODEL, http
@@ -145,3 +146,77 @@ def test_sdk_retries_503_after_retry_after(bounded: ServerThread) -> None:
     assert not caller.is_alive()
     assert statuses == [503, 200]
     assert result == ["You said: later"]
+
+
+# -- tiers per key ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def per_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """k-batch may use flex only; k-std default and flex; k-any the server's list."""
+    with serve_scripted(tmp_path_factory, api_keys=("k-batch", "k-std", "k-any"),
+                        api_key_service_tiers=("k-batch=flex", "k-std=default,flex")
+                        ) as server:
+        yield server
+
+
+def test_the_operator_restricts_tiers_per_key(per_key: ServerThread) -> None:
+    """The probe: any key could ask for service_tier "priority" (or a low priority
+    number) and go first. --api-key-service-tiers lists what each key may use."""
+    with http(per_key, "k-batch") as batch, http(per_key, "k-std") as std, \
+            http(per_key, "k-any") as anyone:
+        for client, tier in ((batch, "priority"), (batch, "default"), (std, "priority")):
+            refused = client.post("/v1/responses", json={"model": MODEL, "input": "hi",
+                                                         "service_tier": tier})
+            error = assert_openai_error(refused, 400, param="service_tier",
+                                        code="invalid_value")
+            assert "this API key" in error["message"]
+        # A request naming no tier runs with the server's default (auto) if the key may
+        # use it, else with the key's first tier.
+        assert batch.post("/v1/responses", json={"model": MODEL, "input": "hi"}
+                          ).json()["service_tier"] == "flex"
+        assert last_priority(per_key) == TIER_PRIORITY["flex"]
+        assert std.post("/v1/responses", json={"model": MODEL, "input": "hi"}
+                        ).json()["service_tier"] == "default"
+        assert std.post("/v1/responses", json={"model": MODEL, "input": "hi",
+                                               "service_tier": "flex"}
+                        ).json()["service_tier"] == "flex"
+        assert anyone.post("/v1/responses", json={"model": MODEL, "input": "hi"}
+                           ).json()["service_tier"] == "default"
+        # The priority field may not ask for more than the key's best tier.
+        for client, priority in ((batch, 9), (std, -1)):
+            refused = client.post("/v1/responses", json={"model": MODEL, "input": "hi",
+                                                         "priority": priority})
+            assert_openai_error(refused, 400, param="priority", code="invalid_value")
+        assert batch.post("/v1/responses", json={"model": MODEL, "input": "hi",
+                                                 "priority": 10}).status_code == 200
+        assert std.post("/v1/responses", json={"model": MODEL, "input": "hi",
+                                               "priority": 0}).status_code == 200
+        # A key without a list of its own has the server's.
+        fast = anyone.post("/v1/responses", json={"model": MODEL, "input": "hi",
+                                                  "service_tier": "priority",
+                                                  "priority": -20})
+        assert fast.status_code == 200 and fast.json()["service_tier"] == "priority"
+        assert last_priority(per_key) == -20
+
+
+@pytest.mark.parametrize(("entries", "problem"), [
+    (("k9=flex",), "not configured"),
+    (("k1=gold",), "unknown service tier"),
+    (("k1",), "KEY=TIER"),
+    (("k1=",), "KEY=TIER"),
+])
+def test_bad_tier_entries_are_refused_at_start(entries: tuple[str, ...], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Settings(api_keys=("k1",), api_key_service_tiers=entries)
+
+
+def test_tier_entries_as_flags_and_variables() -> None:
+    from_flags = Settings.from_args(["--api-key", "k1", "--api-key", "k=2",
+                                     "--api-key-service-tiers", "k1=flex,default",
+                                     "--api-key-service-tiers", "k=2=priority"], environ={})
+    from_env = Settings.from_env({"TRIO_RESPONSES_API_KEYS": "k1,k=2",
+                                  "TRIO_RESPONSES_API_KEY_SERVICE_TIERS":
+                                  "k1=flex,default; k=2=priority"})
+    for settings in (from_flags, from_env):
+        assert settings.service_tiers_by_key() == {"k1": ("flex", "default"),
+                                                   "k=2": ("priority",)}

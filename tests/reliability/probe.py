@@ -78,6 +78,10 @@ class TimedEngine:
     def renders_tools(self) -> bool:
         return self._inner.renders_tools
 
+    @property
+    def max_model_len(self) -> int:
+        return self._inner.max_model_len
+
     async def start(self) -> None:
         await self._inner.start()
 

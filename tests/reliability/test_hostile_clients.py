@@ -22,6 +22,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +35,7 @@ from tests.reliability.wire import Wire, wait_closed
 from tests.support.server import ServerThread
 from trio_responses import Settings
 from trio_responses.engine.scripted import ScriptedEngine
+from trio_responses.store import SQLiteStore
 
 BUFFER = 64 * 1024
 BODY_LIMIT = 1024 * 1024
@@ -207,15 +209,16 @@ async def test_slow_loris_heads_and_idle_connections_are_closed(
     healthy(server)
 
 
-def test_a_trickled_body_times_out_with_408() -> None:
+def test_a_trickled_body_times_out_with_408(tmp_path: Path) -> None:
     """Quart's BODY_TIMEOUT bounds the whole body, however slowly it trickles (the app
     sets 60 s; 1 s here, in process)."""
     settings = Settings(engine="scripted", port=0, responses_ping_interval_seconds=0)
-    with ServerThread(settings, engine=ScriptedEngine(model_name="scripted")) as thread:
+    with ServerThread(settings, engine=ScriptedEngine(model_name="scripted"),
+                      store=SQLiteStore(tmp_path / "responses.sqlite3")) as thread:
         thread.app.config["BODY_TIMEOUT"] = 1
         port = int(thread.base_url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\n"
+            sock.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: localhost\r\n"
                          b"content-type: application/json\r\ncontent-length: 1000\r\n\r\n")
             started = time.monotonic()
             sock.settimeout(0.2)
@@ -297,11 +300,19 @@ async def test_malformed_bodies_get_400(server: ServerProcess, name: str, body: 
     assert time.monotonic() - started < 5
 
 
-async def test_wrong_content_type_gets_400(server: ServerProcess) -> None:
+async def test_wrong_content_type_gets_415(server: ServerProcess) -> None:
+    """Only application/json is read; a cross-site POST a browser sends without asking
+    (text/plain, even one that says json, a form, or no type) creates nothing."""
     body = json.dumps({"model": "scripted", "input": "x"}).encode()
-    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
-        status, value, _ = await post_raw(server.port, body, {"content-type": content_type})
-        assert status == 400 and error_of(value)["code"] == "invalid_content_type", value
+    for content_type in ("text/plain", "text/plain;charset=json",
+                         "application/x-www-form-urlencoded", "multipart/form-data",
+                         "application/jsonp", None):
+        async with await Wire.connect(server.port) as wire:
+            await wire.send_request("POST", "/v1/responses", body, {} if content_type is None
+                                    else {"content-type": content_type})
+            status, value = await wire.read_json()
+        assert status == 415, (content_type, value)
+        assert error_of(value)["code"] == "unsupported_media_type", value
 
 
 async def test_request_id_clash_and_thousands_of_tools(server: ServerProcess,

@@ -62,10 +62,10 @@ CASES = [
     pytest.param(raw('["model"]'), JSON, 400, None, None, id="json-array"),
     pytest.param(b'{"model": "scripted", "input": "\xff\xfe"}', JSON, 400, None,
                  "invalid_json", id="invalid-utf8"),
-    pytest.param(body(), {"content-type": "text/plain"}, 400, None, "invalid_content_type",
+    pytest.param(body(), {"content-type": "text/plain"}, 415, None, "unsupported_media_type",
                  id="text-plain"),
-    pytest.param(body(), {"content-type": "application/x-www-form-urlencoded"}, 400, None,
-                 "invalid_content_type", id="form-encoded"),
+    pytest.param(body(), {"content-type": "application/x-www-form-urlencoded"}, 415, None,
+                 "unsupported_media_type", id="form-encoded"),
     pytest.param(b"[" * 100_000, JSON, 400, None, None, id="deep-nesting-top"),
     pytest.param(raw('{"model": "scripted", "input": "hi", "tools": [{"type": "function", '
                      '"name": "f", "parameters": ' + "[" * 100_000 + "]" * 100_000 + "}]}"),

@@ -146,6 +146,11 @@ class Engine(Protocol):
         """Whether its chat template writes ``EngineRequest.tools`` into the prompt;
         otherwise the runtime teaches the model its built-in call format."""
 
+    @property
+    def max_model_len(self) -> int:
+        """The model's context in tokens, prompt and output together (0 while unknown,
+        before start): no request generates more than the room its prompt leaves."""
+
     async def start(self) -> None:
         """Bring the engine up; called once, in the app's lifespan, before serving."""
 

@@ -3,11 +3,12 @@
 ``python -m trio_responses --engine scripted`` serves the whole API with it. A reply is
 a function of the request (by default it echoes the last user message), split into
 word tokens and sent one token per delta, ``token_delay`` seconds apart (``trio.sleep``,
-so tests can run it under ``MockClock``). It honours ``max_tokens`` (a length stop),
-structured output (it writes a JSON value that matches the schema), and simulates
-prefix caching (the same prompt and salt a second time reports it cached). Its context is
-``max_model_len`` words: a longer prompt is refused, or truncated as the vLLM bridge does
-(``truncation: "auto"``, :mod:`.truncation`); ``requests`` records what the model saw.
+so tests can run it under ``MockClock``). It honours ``max_tokens``, within the room
+the prompt leaves in ``max_model_len`` as vLLM does (a length stop), structured output
+(it writes a JSON value that matches the schema), and simulates prefix caching (the
+same prompt and salt a second time reports it cached). Its context is ``max_model_len``
+words: a longer prompt is refused, or truncated as the vLLM bridge does (``truncation:
+"auto"``, :mod:`.truncation`); ``requests`` records what the model saw.
 
 Failure injection, by the last user message or by constructor: ``[[fail]]`` makes the
 request fail after its first token (EngineError), ``[[stall]]`` makes it wait forever
@@ -338,7 +339,8 @@ class ScriptedEngine:
             full, ids = model_tokens(self._tokenizer, text)
             if not full:
                 full, ids = [""], [()]
-        limit = request.sampling.max_tokens
+        # As vLLM's: the output gets the room the prompt leaves in the context, at most.
+        limit = max(1, min(request.sampling.max_tokens, self.max_model_len - prompt_tokens))
         finish: FinishReason = "stop"
         if request.sampling.ignore_eos:
             full = (full * limit)[:limit]

@@ -23,6 +23,8 @@ from .tools import ToolPlan
 # Service tier → engine priority (vLLM: lower runs first).
 TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
+# max_output_tokens when a request leaves it out (engines clip it to the context's room).
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def sampling_options(request: CreateResponseRequest) -> SamplingOptions:
     fmt = request.text.format if request.text else None
     logprobs = LOGPROBS_INCLUDE in (request.include or ())
     return SamplingOptions(
-        max_tokens=request.max_output_tokens or 4096,
+        max_tokens=request.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
         temperature=request.temperature,
         top_p=request.top_p,
         top_logprobs=(request.top_logprobs or 0) if logprobs else None,

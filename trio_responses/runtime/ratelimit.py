@@ -87,20 +87,27 @@ class RateLimiter:
         bucket.refill(now)
         return bucket
 
-    def acquire(self, owner: str, tokens: int) -> list[LimitState]:
-        """Take one request and ``tokens`` for ``owner``, or raise RateLimited."""
+    def acquire(self, owner: str, tokens: int | None, *, output_defaulted: bool = False
+                ) -> list[LimitState]:
+        """Take one request and ``tokens`` for ``owner``, or raise RateLimited.
+        ``tokens`` None: a request that generates nothing (a read), which takes from the
+        requests bucket only. ``output_defaulted``: the estimate holds the default output
+        budget (max_output_tokens was left out), which a refusal then says."""
         now = self._clock()
-        wanted = {"requests": 1, "tokens": tokens}
+        wanted = {"requests": 1} if tokens is None else {"requests": 1, "tokens": tokens}
         buckets = {name: self._bucket(owner, name, limit, now) for name, limit in self._limits()}
-        waits = {name: bucket.wait_for(wanted[name]) for name, bucket in buckets.items()}
+        waits = {name: bucket.wait_for(wanted[name]) for name, bucket in buckets.items()
+                 if name in wanted}
         name, wait = max(waits.items(), key=lambda kv: kv[1], default=("requests", 0.0))
         if wait > 0:
             headers = self.headers(self._states(owner, buckets))
             if math.isinf(wait):
                 headers["x-should-retry"] = "false"
+                advice = (" (most of them the default output budget: set max_output_tokens)"
+                          if output_defaulted and name == "tokens" else "")
                 error = RateLimited(
-                    f"Request too large: it needs {wanted[name]} {name} but the limit is "
-                    f"{buckets[name].limit} {name} per minute.", headers=headers)
+                    f"Request too large: it needs {wanted[name]} {name}{advice} but the limit "
+                    f"is {buckets[name].limit} {name} per minute.", headers=headers)
             else:
                 headers["retry-after"] = str(max(1, math.ceil(wait)))
                 headers["retry-after-ms"] = str(math.ceil(wait * 1000))
@@ -110,7 +117,7 @@ class RateLimiter:
             error.type = name  # as OpenAI: "requests" or "tokens", the limit that was hit
             raise error
         for key, bucket in buckets.items():
-            bucket.level -= wanted[key]
+            bucket.level -= wanted.get(key, 0)
         return self._states(owner, buckets)
 
     def settle(self, owner: str, estimated: int, actual: int) -> None:

@@ -10,7 +10,7 @@ then end the rest (cause ``shutdown``), which sends each its terminal event.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -45,17 +45,20 @@ class Registry:
                     await registry.drain(0)
                 nursery.cancel_scope.cancel()
 
-    def start(self, run: ResponseRun) -> None:
+    def start(self, run: ResponseRun, *, on_exit: Callable[[], None] | None = None) -> None:
+        """Run ``run`` here; ``on_exit`` is called when it has left, however it ended."""
         if not self.accepting:
             raise EngineUnavailable("The server is shutting down.")
         self._runs[run.id] = run
-        self._nursery.start_soon(self._run, run, name=f"response {run.id}")
+        self._nursery.start_soon(self._run, run, on_exit, name=f"response {run.id}")
 
-    async def _run(self, run: ResponseRun) -> None:
+    async def _run(self, run: ResponseRun, on_exit: Callable[[], None] | None) -> None:
         try:
             await run.run()
         finally:
             self._runs.pop(run.id, None)
+            if on_exit is not None:
+                on_exit()
 
     def get(self, response_id: str) -> ResponseRun | None:
         return self._runs.get(response_id)

@@ -10,7 +10,8 @@ finished JSON object. The Conversations API is :attr:`ResponseService.conversati
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,8 @@ from ..protocol.sse import frame
 from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
 from .buffer import EventBuffer, EventReader, Frame
 from .conversations import ConversationService
-from .prepare import PreparedRequest, first_engine_request, items_with_ids
+from .prepare import TIER_PRIORITY, PreparedRequest, first_engine_request, items_with_ids
+from .quotas import Hold, KeyQuotas
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .run import ResponseRun, RunOptions
@@ -38,13 +40,16 @@ from .tools import plan_tools, tool_turns
 
 @dataclass(frozen=True)
 class Admission:
-    """A request let in past the rate limits and the engine queue bound."""
+    """A request let in past the engine queue bound, its key's quotas and rate limits."""
 
     owner: str
     # The owner's rate-limit figures after this request (for its headers and event).
     limits: list[LimitState]
-    # The tokens charged for it, settled when its run ends (given back if it never runs).
+    # The tokens charged for it (its prompt estimate and the most it may generate),
+    # settled against what it used when its run ends, given back if it never runs.
     estimate: int
+    # Its place among the owner's live responses, given back when it ends.
+    hold: Hold
 
 
 class ResponseService:
@@ -71,47 +76,102 @@ class ResponseService:
         # The Conversations API, and the turns responses take on conversations.
         self.conversations = ConversationService(config=config, store=store, ids=ids,
                                                  clock=clock)
-        # Token estimates charged to the rate limiter, settled when each run ends.
-        self._charges: dict[str, tuple[str, int]] = {}
+        self.quotas = KeyQuotas(config.quotas)
+        # The admissions of live runs, settled when each run ends.
+        self._admissions: dict[str, Admission] = {}
 
     def _observe(self, run: ResponseRun, event: Event) -> None:
         if self.observer is not None:
             self.observer(run, event)
-        if event["type"] in TERMINAL_EVENTS and run.id in self._charges:
-            owner, estimate = self._charges.pop(run.id)
+        if event["type"] in TERMINAL_EVENTS and run.id in self._admissions:
             used = (event["response"].get("usage") or {}).get("total_tokens", 0)
-            if self.limiter is not None:
-                self.limiter.settle(owner, estimate, used)
+            self._settle(self._admissions.pop(run.id), used)
 
     def _admit(self, prepared: PreparedRequest, owner: str) -> Admission:
-        """Rate limits and the engine queue bound; raises 429 or 503."""
+        """The engine queue bound, the owner's quotas and rate limits; raises 503 or 429."""
         bound = self.config.max_queued_requests
         if bound and self.engine.statistics().running >= bound:
             raise EngineUnavailable(
                 "The server is overloaded (the engine queue is full); retry shortly.",
                 headers={"retry-after": "1", "retry-after-ms": "1000"})
+        hold = self.quotas.hold_response(owner)
         if self.limiter is None or not self.limiter.enabled:
-            return Admission(owner, [], 0)
+            return Admission(owner, [], 0, hold)
+        estimate = self._token_estimate(prepared)
+        try:
+            limits = self.limiter.acquire(
+                owner, estimate, output_defaulted=prepared.request.max_output_tokens is None)
+        except BaseException:
+            hold.release()
+            raise
+        return Admission(owner, limits, estimate, hold)
+
+    def _token_estimate(self, prepared: PreparedRequest) -> int:
+        """What a request may cost: its prompt (characters ÷ 4) and the most it may
+        generate, the effective maximum (the default when max_output_tokens is absent)
+        within the room the model's context leaves. The unused part is given back when
+        its run ends, so a burst of requests cannot spend the limit many times over."""
         messages = prepared.engine_request.messages
         chars = sum(len(str(m.get("content") or "")) for m in messages)
-        estimate = -(-chars // 4) + (prepared.request.max_output_tokens or 0)
-        return Admission(owner, self.limiter.acquire(owner, estimate), estimate)
+        prompt = -(-chars // 4)
+        output = prepared.engine_request.sampling.max_tokens
+        context = self.engine.max_model_len
+        if context:
+            output = max(1, min(output, context - prompt))
+        return prompt + output
+
+    def _settle(self, admission: Admission, used: int) -> None:
+        """A request is over: settle its token charge against what it ``used`` and give
+        its place back."""
+        admission.hold.release()
+        if admission.estimate and self.limiter is not None:
+            self.limiter.settle(admission.owner, admission.estimate, used)
 
     def _refund(self, admission: Admission) -> None:
         """A request refused after it was admitted (the engine said the prompt is too
-        long, say) used no tokens: give its estimate back."""
-        if admission.estimate and self.limiter is not None:
-            self.limiter.settle(admission.owner, admission.estimate, 0)
+        long, say) used nothing."""
+        self._settle(admission, 0)
+
+    def count_request(self, owner: str) -> None:
+        """A request other than a create: counted against the owner's requests per
+        minute (429 past them), as every request is."""
+        if self.limiter is not None and self.limiter.enabled:
+            self.limiter.acquire(owner, None)
+
+    @asynccontextmanager
+    async def reading(self, owner: str) -> AsyncIterator[None]:
+        """A request that reads the store or counts tokens (also the Conversations API's,
+        which its routes run in this): counted, then run in one of the owner's read
+        slots."""
+        self.count_request(owner)
+        async with self.quotas.reading(owner):
+            yield
 
     # -- create ----------------------------------------------------------------------
 
-    def _service_tier(self, request: CreateResponseRequest) -> str:
+    def _service_tier(self, request: CreateResponseRequest, owner: str) -> str:
+        """The tier a request runs with: the one it asks for, else the server's default
+        (else, for a key that may not use that, the key's first); only those the key may
+        use (its own list, or the server's), and, unless that has the ``priority`` tier,
+        an engine ``priority`` no better than the best of them."""
+        allowed = self.config.service_tiers_by_owner.get(owner,
+                                                         self.config.allowed_service_tiers)
         tier = request.service_tier or self.config.default_service_tier
-        if tier not in self.config.allowed_service_tiers:
+        if request.service_tier is None and tier not in allowed:
+            tier = allowed[0]
+        if tier not in allowed:
             raise InvalidRequest(
-                f"Service tier {tier!r} is not available on this server; allowed: "
-                f"{', '.join(self.config.allowed_service_tiers)}.",
-                param="service_tier", code="invalid_value")
+                f"Service tier {tier!r} is not available to this API key; allowed: "
+                f"{', '.join(allowed)}.", param="service_tier", code="invalid_value")
+        best = min(TIER_PRIORITY[name] for name in allowed)
+        # A key that may use the top tier may set any priority; others none better than
+        # their best tier's, or the field would walk around the tier list.
+        if request.priority is not None and "priority" not in allowed \
+                and request.priority < best:
+            raise InvalidRequest(
+                f"Invalid 'priority': this API key may not ask for a priority below {best} "
+                "(lower runs first), the priority of the best service tier it may use.",
+                param="priority", code="invalid_value")
         return "default" if tier == "auto" else tier
 
     def _check_model(self, request: CreateResponseRequest) -> None:
@@ -145,7 +205,7 @@ class ResponseService:
         ``PreparedRequest.conversation``: the caller ends it unless a run takes it);
         otherwise the conversation is only read."""
         self._check_model(request)
-        tier = self._service_tier(request)
+        tier = self._service_tier(request, owner)
         items = items_with_ids(request, self.ids)
         conversation = conversation_id(request)
         turn = None
@@ -171,9 +231,11 @@ class ResponseService:
 
     async def post_tool_outputs(self, response_id: str, owner: str,
                                 outputs: list[dict[str, Any]]) -> Mapping[str, Any]:
+        self.count_request(owner)
         run = self.registry.get(response_id)
         if run is None or run.owner != owner:
-            await self._record(response_id, owner)  # 404 unless it exists for this owner
+            async with self.quotas.reading(owner):
+                await self._record(response_id, owner)  # 404 unless it exists for it
             raise Conflict("This response is not waiting for tool outputs.",
                            param="tool_outputs", code="not_waiting_for_tool_outputs")
         if run.tools is None:
@@ -250,14 +312,16 @@ class ResponseService:
                     prepared.tools, prepared.engine_request, builder, self.ids,
                     engine=self.engine, wait=tool_wait, timeout=self.config.tool_timeout),
                 owner=admission.owner, rate_limits=admission.limits, on_event=self._observe)
-            self.registry.start(run)
+            # Its place is given back at its terminal event, or when it leaves the
+            # registry however it ends.
+            self.registry.start(run, on_exit=admission.hold.release)
         except BaseException:
             self._refund(admission)
             with trio.CancelScope(shield=True):
                 await engine_stream.aclose()
             raise
-        if admission.estimate:  # the run has not begun: nothing can settle it before this
-            self._charges[run.id] = (admission.owner, admission.estimate)
+        # The run has not begun: nothing can settle it before this.
+        self._admissions[run.id] = admission
         return run
 
     def _new_record(self, prepared: PreparedRequest, builder: ResponseEvents, owner: str
@@ -295,7 +359,8 @@ class ResponseService:
         return record
 
     async def retrieve(self, response_id: str, owner: str) -> Mapping[str, Any]:
-        record = await self._record(response_id, owner)
+        async with self.reading(owner):
+            record = await self._record(response_id, owner)
         run = self.registry.get(response_id)
         if run is None:
             return record.response
@@ -309,7 +374,8 @@ class ResponseService:
         self, response_id: str, owner: str, starting_after: int | None
     ) -> tuple[EventReader, int]:
         """Where to read a background response's events from, and the cursor."""
-        record = await self._record(response_id, owner)
+        async with self.reading(owner):
+            record = await self._record(response_id, owner)
         if not record.background:
             raise InvalidRequest("Only background responses can be streamed by id.",
                                  param="stream")
@@ -325,7 +391,8 @@ class ResponseService:
         return buffer.after(after), buffer.position_after(after)
 
     async def cancel(self, response_id: str, owner: str) -> Mapping[str, Any]:
-        record = await self._record(response_id, owner)
+        async with self.reading(owner):
+            record = await self._record(response_id, owner)
         if not record.background:
             raise InvalidRequest("Cannot cancel a synchronous response.", param="response_id")
         run = self.registry.get(response_id)
@@ -336,7 +403,8 @@ class ResponseService:
         return run.response
 
     async def delete(self, response_id: str, owner: str) -> dict[str, Any]:
-        await self._record(response_id, owner)
+        async with self.reading(owner):
+            await self._record(response_id, owner)
         run = self.registry.get(response_id)
         if run is not None:
             run.end("cancel")
@@ -349,7 +417,8 @@ class ResponseService:
         self, response_id: str, owner: str, *, limit: int, order: str,
         after: str | None, before: str | None,
     ) -> dict[str, Any]:
-        record = await self._record(response_id, owner)
+        async with self.reading(owner):
+            record = await self._record(response_id, owner)
         items = list(record.input_items)
         if order == "desc":
             items.reverse()
@@ -370,6 +439,9 @@ class ResponseService:
         }
 
     async def count_input_tokens(self, request: CreateResponseRequest, owner: str) -> int:
-        prepared = await self.prepare(request, owner)
-        return await self.engine.count_tokens(prepared.engine_request)
+        """The prompt's length in tokens: a count, nothing about the prefix cache (which
+        would tell a key about other requests)."""
+        async with self.reading(owner):
+            prepared = await self.prepare(request, owner)
+            return await self.engine.count_tokens(prepared.engine_request)
 

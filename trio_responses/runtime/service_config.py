@@ -8,9 +8,11 @@ one place, ``Settings``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from ..config import Settings
+from .quotas import QuotaLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,19 @@ class ServiceConfig:
     max_conversation_items: int
     max_conversation_item_bytes: int
     conversation_lock_timeout: float
+    # What one key may hold at once (--max-responses-per-key and the others).
+    quotas: QuotaLimits = field(default_factory=QuotaLimits)
+    # Owners (as the gateway names keys) with tiers of their own; --api-key-service-tiers.
+    service_tiers_by_owner: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServiceConfig:
+    def from_settings(cls, settings: Settings,
+                      owner_of: Callable[[str], str] | None = None) -> ServiceConfig:
+        """The runtime's part of ``settings``; ``owner_of`` names the owner of an API key
+        (the gateway's naming), for the keys with service tiers of their own."""
+        tiers_by_key = settings.service_tiers_by_key()
+        if tiers_by_key and owner_of is None:
+            raise ValueError("per-key service tiers need the gateway's owner of each key")
         return cls(
             ping_interval=settings.responses_ping_interval_seconds,
             compatibility_mode=settings.responses_compatibility_mode,
@@ -56,4 +68,12 @@ class ServiceConfig:
             max_conversation_items=settings.max_conversation_items,
             max_conversation_item_bytes=settings.max_conversation_item_bytes,
             conversation_lock_timeout=settings.conversation_lock_timeout_seconds,
+            quotas=QuotaLimits(
+                responses=settings.max_responses_per_key,
+                queue=settings.max_queued_requests,
+                queue_share=settings.max_queued_requests_per_key,
+                streams=settings.max_streams_per_key,
+                reads=settings.max_concurrent_reads_per_key),
+            service_tiers_by_owner={owner_of(key): tiers for key, tiers in tiers_by_key.items()}
+            if owner_of is not None else {},
         )

@@ -10,7 +10,7 @@ from typing import Any
 
 from quart import Response, g, request
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, UnsupportedMediaType
 from ..protocol.conversations_api import check_include
 from ..protocol.sse import encode_json
 
@@ -22,11 +22,15 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
 
 
 async def read_body() -> bytes:
-    content_type = request.headers.get("content-type", "application/json")
-    if "json" not in content_type.lower():
-        raise InvalidRequest(
-            f"Invalid Content-Type header ({content_type!r}); expected application/json.",
-            code="invalid_content_type")
+    """The request's JSON body. Only ``application/json`` (any parameters) is read: a
+    browser sends a cross-site POST without asking first (no CORS preflight) only as
+    ``text/plain``, a form, or with no type at all, so none of those may act here."""
+    content_type = request.headers.get("content-type")
+    if content_type is None or \
+            content_type.partition(";")[0].strip().lower() != "application/json":
+        shown = "none" if content_type is None else repr(content_type[:100])
+        raise UnsupportedMediaType(
+            f"Unsupported Content-Type ({shown}); request bodies must be application/json.")
     body = await request.get_data(cache=False, as_text=False)
     assert isinstance(body, bytes)
     g.body_read = True

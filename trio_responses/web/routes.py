@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import (
     APIError,
     EngineUnavailable,
+    HTTPVersionNotSupported,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -31,7 +32,13 @@ from ..protocol.request import (
     extension_fields_set,
 )
 from ..protocol.tool_outputs import parse_tool_outputs
-from .gateway import UNAUTHENTICATED_PATHS, check_body_request_id, request_id
+from .gateway import (
+    UNAUTHENTICATED_PATHS,
+    HostCheck,
+    check_body_request_id,
+    echoable,
+    request_id,
+)
 from .json_io import (
     json_response,
     query_bool,
@@ -64,6 +71,7 @@ def _body_left_unread() -> bool:
 
 def register_routes(app: QuartTrio, state: AppState) -> None:
     settings = state.settings
+    hosts = HostCheck(settings.allowed_hosts, keys_configured=not state.keys.open)
 
     @app.before_request
     async def _gateway() -> None:
@@ -71,6 +79,10 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         g.request_id = request_id(request.headers)
         # Unset until the key checked out: a 401 shows no one's rate limits.
         g.owner = None
+        if request.http_version == "2" and request.scheme == "http" and not settings.h2c:
+            raise HTTPVersionNotSupported(
+                "HTTP/2 over cleartext (h2c) is off on this server (--h2c); use HTTP/1.1.")
+        hosts.check(request.headers.get("host"))
         g.owner = "" if request.path in UNAUTHENTICATED_PATHS \
             else state.keys.owner(request.headers.get("authorization"))
 
@@ -95,8 +107,9 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         if started is not None:
             elapsed = int((time.perf_counter() - started) * 1000)
             response.headers["openai-processing-ms"] = str(elapsed)
-        response.headers["openai-version"] = request.headers.get("openai-version", "2020-10-01")
-        organization = request.headers.get("openai-organization")
+        response.headers["openai-version"] = \
+            echoable(request.headers.get("openai-version")) or "2020-10-01"
+        organization = echoable(request.headers.get("openai-organization"))
         if organization:
             response.headers["openai-organization"] = organization
         return response
@@ -145,8 +158,14 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
         stream = bool(create.stream) or (create.stream is None and wants_sse)
         tool_wait = request.headers.get(TOOL_WAIT_HEADER, "").lower() in ("1", "true")
-        run = await state.service.create(create, owner=g.owner, stream=stream,
-                                          tool_wait=tool_wait)
+        slot = state.service.quotas.hold_stream(g.owner) if stream else None
+        try:
+            run = await state.service.create(create, owner=g.owner, stream=stream,
+                                              tool_wait=tool_wait)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
         g.rate_limits = run.rate_limits
         try:
             # A disconnect that came while create() was in a worker thread (the store
@@ -155,11 +174,14 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
             # response started and before Quart would ever close its body.
             await trio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
+            if slot is not None:
+                slot.release()
             if not run.background:
                 run.end("disconnect")
             raise
         if stream:
-            body = SSEBody(run.buffer, 0, owner_run=None if run.background else run)
+            body = SSEBody(run.buffer, 0, owner_run=None if run.background else run,
+                           slot=slot)
             return sse_response(body)
         if not run.background:
             try:
@@ -184,8 +206,14 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         raw = request.args.get("starting_after")
         starting_after = None if raw is None else query_int("starting_after", 0, -1, 2**62)
         if stream:
-            buffer, cursor = await state.service.follow(response_id, g.owner, starting_after)
-            return sse_response(SSEBody(buffer, cursor, owner_run=None))
+            slot = state.service.quotas.hold_stream(g.owner)
+            try:
+                buffer, cursor = await state.service.follow(response_id, g.owner,
+                                                            starting_after)
+            except BaseException:
+                slot.release()
+                raise
+            return sse_response(SSEBody(buffer, cursor, owner_run=None, slot=slot))
         return json_response(await state.service.retrieve(response_id, g.owner))
 
     @app.delete("/v1/responses/<response_id>")

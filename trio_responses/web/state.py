@@ -111,7 +111,8 @@ class AppState:
                             "who can reach it")
             async with Registry.open() as registry:
                 self._service = ResponseService(
-                    config=ServiceConfig.from_settings(self.settings), engine=self.engine,
+                    config=ServiceConfig.from_settings(self.settings, KeyRing.owner_of),
+                    engine=self.engine,
                     store=self.store, registry=registry, ids=self.ids, clock=self.clock,
                     limiter=self.limiter, observer=self.metrics.observe)
                 self.metrics.bind(lambda: registry, self.engine)

@@ -4,14 +4,21 @@ The body is an async iterator object rather than an async generator, so that Qua
 ``aclose`` always reaches us: when the client goes away the foreground run it was
 reading is ended (cause ``disconnect``), which aborts the engine request. Nothing here
 awaits inside a nursery or cancel scope while suspended in iteration.
+
+A body holds one of its key's stream slots (``--max-streams-per-key``) and gives it back
+when the stream is over, closed, or — should a body be dropped unsent, whose ``aclose``
+Quart never calls — collected.
 """
 
 from __future__ import annotations
+
+import weakref
 
 from quart import Response
 
 from ..protocol.sse import DONE
 from ..runtime.buffer import EventReader
+from ..runtime.quotas import Hold
 from ..runtime.run import ResponseRun
 
 SSE_HEADERS = {
@@ -22,13 +29,16 @@ SSE_HEADERS = {
 
 
 class SSEBody:
-    def __init__(self, buffer: EventReader, cursor: int, *, owner_run: ResponseRun | None
-                 ) -> None:
+    def __init__(self, buffer: EventReader, cursor: int, *, owner_run: ResponseRun | None,
+                 slot: Hold | None = None) -> None:
         self._buffer = buffer
         self._cursor = cursor
         # The foreground run this client created: its lag is bounded and leaving ends it.
         self._owner_run = owner_run
         self._done = False
+        self._slot = slot
+        if slot is not None:
+            weakref.finalize(self, slot.release)
 
     def __aiter__(self) -> SSEBody:
         return self
@@ -41,6 +51,8 @@ class SSEBody:
         )
         if not frames:
             self._done = True
+            if self._slot is not None:
+                self._slot.release()
             return DONE
         return b"".join(frame.data for frame in frames)
 
@@ -50,6 +62,8 @@ class SSEBody:
     def release(self) -> None:
         """The client is gone (or never came): end the run it owned, if still running."""
         self._done = True
+        if self._slot is not None:
+            self._slot.release()
         if self._owner_run is not None:
             self._owner_run.end("disconnect")
 

@@ -176,7 +176,8 @@ class VLLMEngine:
 
     @property
     def max_model_len(self) -> int:
-        return self._require_loaded().renderer.max_model_len
+        """The model's context in tokens; 0 until the engine has loaded."""
+        return 0 if self._loaded is None else self._loaded.renderer.max_model_len
 
     async def start(self) -> None:
         if self._thread is not None:
