@@ -272,18 +272,25 @@ def test_a_default_budget_that_can_never_fit_says_so(tmp_path_factory: pytest.Te
 def test_reads_and_input_tokens_count_as_requests(server: ServerThread) -> None:
     with http(server, "reader") as client:
         created = create(client).json()
+        conversation = client.post("/v1/conversations", json={}).json()
         reads = [
             lambda: client.get(f"/v1/responses/{created['id']}"),
             lambda: client.get(f"/v1/responses/{created['id']}/input_items"),
             lambda: client.post("/v1/responses/input_tokens",
                                 json={"model": MODEL, "input": "count me"}),
             lambda: client.get("/v1/responses/resp_missing"),
+            lambda: client.get(f"/v1/conversations/{conversation['id']}/items"),
         ]
         statuses = [reads[n % len(reads)]().status_code for n in range(RPM + 10)]
         assert 429 in statuses, statuses
         refused = reads[2]()
         assert_openai_error(refused, 429, code="rate_limit_exceeded", type="requests")
         assert refused.headers["retry-after"] == "1"
+        for conversation_request in (
+                lambda: client.get(f"/v1/conversations/{conversation['id']}"),
+                lambda: client.post(f"/v1/conversations/{conversation['id']}/items",
+                                    json={"items": [{"role": "user", "content": "x"}]})):
+            assert_openai_error(conversation_request(), 429, type="requests")
         # The models list reads nothing per key: never limited.
         assert client.get("/v1/models").status_code == 200
     with http(server, "bystander") as other:

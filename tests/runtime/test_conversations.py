@@ -170,7 +170,11 @@ async def test_refusals_let_the_conversation_go(
         assert duplicate.value.param == "input[0].id"
         # Truncation drops the oldest history from the prompt, never from the store.
         long_history = request(conversation, input="word " * 20, truncation="auto")
+        # Room for the whole echo (the engine clips its output to what the context
+        # leaves, as vLLM does), then the small context again for the turn after.
+        engine.max_model_len = 60
         await run_to_end(service, long_history)
+        engine.max_model_len = 40
         last = await run_to_end(service, request(conversation, input="last",
                                                  truncation="auto"))
         # hello (3 words with the template's 2), the words (22), their echo (24), last (3)
