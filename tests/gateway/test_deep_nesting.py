@@ -121,3 +121,15 @@ def test_a_deeply_nested_call_from_the_model_is_not_an_internal_error(
     assert not [item for item in response.output if item.type == "function_call"]
     assert response.output_text.startswith("<tool_call>")
     assert response.output_text.count("[") == 100_000
+
+
+def test_every_json_body_has_the_limit(server: ServerThread) -> None:
+    """The Conversations API's bodies too (they are stored and echoed as well)."""
+    item = b'{"type": "message", "role": "user", "content": [{"x": ' + deep_json(500) + b"}]}"
+    with http(server) as client:
+        for body, param in ((b'{"items": [' + item + b"]}", "items[0].content"),
+                            (b'{"items": [' + deep_json(5000) + b"]}", "items[0].a")):
+            response = client.post("/v1/conversations", content=body,
+                                   headers={"content-type": "application/json"})
+            error = assert_openai_error(response, 400, param=param, code="invalid_value")
+            assert f"more than {MAX_NESTING_DEPTH} levels" in error["message"]
