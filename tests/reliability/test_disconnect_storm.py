@@ -254,7 +254,9 @@ async def test_disconnect_storm(server_factory: Callable[..., ServerProcess], sc
         assert p["threads"] == base_probe["threads"]
         assert r["threads"] - p["idle_worker_threads"] \
             == base["threads"] - base_probe["idle_worker_threads"]
-        assert r["fds"] == base["fds"], (base, r)
+        # At most the baseline: a descriptor the baseline held in passing (a connection
+        # still closing) may be gone by now; more would be a leak.
+        assert r["fds"] <= base["fds"], (base, r)
     # Memory: the allocator keeps some of the storm's peak, but a second storm must not
     # add to it (a leak would grow with every storm).
     figures.add("RSS kept after storm 1 / added by storm 2 KiB",

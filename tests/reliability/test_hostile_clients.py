@@ -138,7 +138,9 @@ async def test_a_client_that_stops_reading_ends_its_response(
                     break
                 await trio.sleep(0.1)
             released = time.monotonic() - started
-            assert fds == before["fds"]
+            # (The loop ends at the baseline or below: a descriptor the baseline held in
+            # passing may be gone; what matters is that none of theirs is left.)
+            assert fds <= before["fds"]
     finally:
         for wire in wires:
             await wire.close("rst")
