@@ -184,11 +184,13 @@ class ResponseService:
 
     async def create(
         self, request: CreateResponseRequest, *, owner: str, stream: bool,
-        tool_wait: bool = False,
+        tool_wait: bool = False, ping_events: bool | None = None,
     ) -> ResponseRun:
         """Start a response. ``stream``: its creator will read the events (a bounded,
         primary reader) — otherwise a foreground run keeps no events. ``tool_wait``:
-        after function calls, wait for their outputs in the same response."""
+        after function calls, wait for their outputs in the same response.
+        ``ping_events``: heartbeats as ``response.ping`` events rather than SSE comments
+        (None: the server's default)."""
         prepared = await self.prepare(request, owner, take_turn=True)
         try:
             builder, created = self._open_events(
@@ -197,8 +199,9 @@ class ResponseService:
             if admission.limits and not self.config.compatibility_mode:
                 created += builder.notice("response.rate_limits.updated",
                                           **RateLimiter.event_fields(admission.limits))
-            return await self._start(prepared, builder, created, admission, stream=stream,
-                                     tool_wait=tool_wait)
+            options = self._run_options(prepared, ping_events)
+            return await self._start(prepared, builder, created, admission, options,
+                                     stream=stream, tool_wait=tool_wait)
         except BaseException:
             # Refused before its run began: the next response on the conversation may go.
             if prepared.conversation is not None:
@@ -228,8 +231,8 @@ class ResponseService:
         return builder, created
 
     async def _start(self, prepared: PreparedRequest, builder: ResponseEvents,
-                     created: list[Emitted], admission: Admission, *, stream: bool,
-                     tool_wait: bool) -> ResponseRun:
+                     created: list[Emitted], admission: Admission, options: RunOptions,
+                     *, stream: bool, tool_wait: bool) -> ResponseRun:
         """Submit to the engine, save the new response, start its run in the registry.
         A request that fails here is given its admission back, and its engine request
         is aborted."""
@@ -244,7 +247,7 @@ class ResponseService:
                 await self.store.create(self._new_record(prepared, builder, admission.owner))
             run = ResponseRun(
                 builder, engine_stream, self._new_buffer(builder, created, stream=stream),
-                self._run_options(prepared), clock=self.clock,
+                options, clock=self.clock,
                 store=self.store if stored else None, conversation=prepared.conversation,
                 tools=None if prepared.tools is None else tool_turns(
                     prepared.tools, prepared.engine_request, builder, self.ids,
@@ -279,9 +282,10 @@ class ResponseService:
             buffer.append(Frame(event, data))
         return buffer
 
-    def _run_options(self, prepared: PreparedRequest) -> RunOptions:
+    def _run_options(self, prepared: PreparedRequest, ping_events: bool | None) -> RunOptions:
         return RunOptions(
             ping_interval=self.config.ping_interval,
+            ping_events=self.config.ping_events if ping_events is None else ping_events,
             compatibility_mode=self.config.compatibility_mode,
             include_logprobs=prepared.engine_request.sampling.top_logprobs is not None,
             max_seconds=self.config.max_stream_seconds)

@@ -48,6 +48,9 @@ log = logging.getLogger("trio_responses")
 
 # Opt-in: keep the response open after its function calls (see runtime/tools.py).
 TOOL_WAIT_HEADER = "x-responses-tool-wait"
+# Heartbeats of this stream as response.ping events ("true") or SSE comments ("false");
+# absent: the server's --responses-ping-events.
+PING_EVENTS_HEADER = "x-responses-ping-events"
 
 
 def error_response(exc: APIError) -> Response:
@@ -60,6 +63,17 @@ def _body_left_unread() -> bool:
         return False
     length = (request.headers.get("content-length") or "0").strip()
     return "transfer-encoding" in request.headers or length != "0"
+
+
+def _ping_events_header() -> bool | None:
+    raw = request.headers.get(PING_EVENTS_HEADER)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidRequest(f"Invalid X-Responses-Ping-Events header {raw!r}: expected true "
+                             "or false.", code="invalid_value")
+    return value in ("true", "1")
 
 
 def register_routes(app: QuartTrio, state: AppState) -> None:
@@ -144,7 +158,7 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         stream = bool(create.stream) or (create.stream is None and wants_sse)
         tool_wait = request.headers.get(TOOL_WAIT_HEADER, "").lower() in ("1", "true")
         run = await state.service.create(create, owner=g.owner, stream=stream,
-                                          tool_wait=tool_wait)
+                                          tool_wait=tool_wait, ping_events=_ping_events_header())
         g.rate_limits = run.rate_limits
         try:
             # A disconnect that came while create() was in a worker thread (the store
