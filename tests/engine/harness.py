@@ -21,7 +21,7 @@ Import it into a conftest to use it.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import pytest
@@ -99,6 +99,10 @@ class ProxyEngine:
     @property
     def renders_tools(self) -> bool:
         return self._loop.engine.renders_tools
+
+    @property
+    def sampling_defaults(self) -> Mapping[str, float]:
+        return self._loop.engine.sampling_defaults
 
     async def start(self) -> None:
         await trio.lowlevel.checkpoint()

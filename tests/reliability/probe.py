@@ -19,7 +19,7 @@ import gc
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import trio
@@ -77,6 +77,10 @@ class TimedEngine:
     @property
     def renders_tools(self) -> bool:
         return self._inner.renders_tools
+
+    @property
+    def sampling_defaults(self) -> Mapping[str, float]:
+        return self._inner.sampling_defaults
 
     async def start(self) -> None:
         await self._inner.start()

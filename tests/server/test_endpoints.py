@@ -246,3 +246,20 @@ def test_models_and_health(client: openai.OpenAI, http: httpx.Client) -> None:
         client.models.retrieve("other-model")
     health = http.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_the_response_reports_the_models_sampling_defaults(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A model whose generation config sets its sampling: a request that leaves it unset
+    is told what it got; one that sets it, its own."""
+    from tests.support.sdk import strict_sdk
+    from tests.support.server import serve_scripted
+    from trio_responses.engine.scripted import ScriptedEngine
+
+    engine = ScriptedEngine(model_name=MODEL, sampling_defaults={"temperature": 0.2,
+                                                                  "top_p": 0.9})
+    with serve_scripted(tmp_path_factory, engine) as server, strict_sdk(server) as client:
+        unset = client.responses.create(model=MODEL, input="hi")
+        given = client.responses.create(model=MODEL, input="hi", temperature=0.7, top_p=1.0)
+    assert (unset.temperature, unset.top_p) == (0.2, 0.9)
+    assert (given.temperature, given.top_p) == (0.7, 1.0)

@@ -214,8 +214,9 @@ class ResponseService:
         that event alone is over the per-event limit."""
         request, tier = prepared.request, prepared.service_tier
         response = new_response(request, response_id=prepared.engine_request.request_id,
-                                created_at=round(self.clock(), 3),
-                                model=self.engine.model_name, service_tier=tier)
+                                created_at=self.clock(), model=self.engine.model_name,
+                                service_tier=tier,
+                                sampling_defaults=self.engine.sampling_defaults)
         if request.enable_response_messages:
             response["input_messages"] = [dict(m) for m in prepared.engine_request.messages]
         # The per-event limit is for events someone reads (a stream, a background log):

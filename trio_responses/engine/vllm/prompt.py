@@ -219,6 +219,13 @@ def _template_kwargs(request: EngineRequest) -> Mapping[str, Any]:
     return template_kwargs(request.reasoning_effort)
 
 
+def model_sampling_defaults(defaults: Mapping[str, Any]) -> dict[str, float]:
+    """Of the model's generation-config values (vLLM's ``get_diff_sampling_param``),
+    those :func:`sampling_params` applies to a request that leaves them unset."""
+    return {key: float(value) for key, value in defaults.items()
+            if key in _DEFAULTED and value is not None}
+
+
 def sampling_params(options: SamplingOptions, max_tokens: int, defaults: Mapping[str, Any],
                     *, keep_special_tokens: bool = False) -> Any:
     """vLLM ``SamplingParams`` for one request; raises InvalidRequest on bad values.
