@@ -9,6 +9,9 @@ events a request can ask for (``X-Responses-Ping-Events: true``) are for clients
 pass unknown events through: the Vercel AI SDK does, the TypeScript SDK's stream helper
 does not (tested here, as the docs say). The official Python SDK, strict and default,
 is tested in tests/server/test_heartbeat_http.py.
+
+And each reports a failed response as the docs say: the error event carries OpenAI's
+fields and the nested ``error`` object the Vercel AI SDK reads.
 """
 
 from __future__ import annotations
@@ -144,3 +147,20 @@ def test_openai_agents_streamed_tool_loop_with_heartbeats(slow_server: ServerThr
     assert json.loads(final.removeprefix("The tool returned: ")) == {"city": "text",
                                                                      "forecast": "sunny"}
     assert "raw_response_event" in kinds
+
+
+FAILURE = "The scripted engine failed this request (failure injection)."
+
+
+def test_typescript_stream_helper_throws_the_error_of_a_failed_response(
+        slow_server: ServerThread) -> None:
+    report = node(slow_server, "openai_ts.mjs", "text", "go [[fail]] now")
+    assert FAILURE in report["error"], report
+
+
+def test_vercel_ai_sdk_reports_the_error_of_a_failed_response(slow_server: ServerThread
+                                                              ) -> None:
+    report = node(slow_server, "vercel_ai.mjs", "stream", "go [[fail]] now")
+    assert "error" not in report, report
+    assert report["errors"] and all(FAILURE in error for error in report["errors"]), report
+    assert report["finishReason"] == "error"
