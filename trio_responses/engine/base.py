@@ -150,9 +150,11 @@ class Engine(Protocol):
     def sampling_defaults(self) -> Mapping[str, float]:
         """What a request gets for the sampling fields it leaves unset, where the model
         says (its ``generation_config.json``: ``temperature``, ``top_p``,
-        ``presence_penalty``, ``frequency_penalty`` …); a field not here gets the usual
-        default (temperature and top_p 1, penalties 0). Known once started; the response
-        object reports the sampling that was used."""
+        ``presence_penalty``, ``frequency_penalty`` …, and ``max_tokens``, its
+        ``max_new_tokens``: the output limit of a request without max_output_tokens); a
+        field not here gets the usual default (temperature and top_p 1, penalties 0,
+        4096 tokens). Known once started; the response object reports the sampling that
+        was used."""
 
     async def start(self) -> None:
         """Bring the engine up; called once, in the app's lifespan, before serving."""

@@ -159,10 +159,12 @@ class ResponseService:
         try:
             messages = build_messages(request.instructions, history, items)
             tools = plan_tools(request, self.engine)
+            model_limit = int(self.engine.sampling_defaults.get("max_tokens", 0)) or None
             return PreparedRequest(
                 request=request,
                 engine_request=first_engine_request(request, self.ids("resp"), messages,
-                                                    tier, tools),
+                                                    tier, tools,
+                                                    default_max_tokens=model_limit),
                 input_items=tuple(items), service_tier=tier, tools=tools, conversation=turn)
         except BaseException:
             if turn is not None:
