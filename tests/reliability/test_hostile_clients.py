@@ -22,6 +22,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +35,7 @@ from tests.reliability.wire import Wire, wait_closed
 from tests.support.server import ServerThread
 from trio_responses import Settings
 from trio_responses.engine.scripted import ScriptedEngine
+from trio_responses.store import SQLiteStore
 
 BUFFER = 64 * 1024
 BODY_LIMIT = 1024 * 1024
@@ -213,11 +215,14 @@ async def test_slow_loris_heads_and_idle_connections_are_closed(
     healthy(server)
 
 
-def test_a_trickled_body_times_out_with_408() -> None:
+def test_a_trickled_body_times_out_with_408(tmp_path: Path) -> None:
     """Quart's BODY_TIMEOUT bounds the whole body, however slowly it trickles (the app
     sets 60 s; 1 s here, in process)."""
     settings = Settings(engine="scripted", port=0, responses_ping_interval_seconds=0)
-    with ServerThread(settings, engine=ScriptedEngine(model_name="scripted")) as thread:
+    # A store of its own: the default one is shared with whatever else runs here.
+    store = SQLiteStore(tmp_path / "responses.sqlite3")
+    with ServerThread(settings, engine=ScriptedEngine(model_name="scripted"),
+                      store=store) as thread:
         thread.app.config["BODY_TIMEOUT"] = 1
         port = int(thread.base_url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as sock:
