@@ -60,7 +60,8 @@ MODEL = "scripted"
 STALL = "[[stall]]"
 EVENT = b"event: "
 DELTA = b"event: response.output_text.delta"
-PING = b"event: response.ping"
+# A heartbeat as the server sends it by default: an SSE comment.
+PING = b": ping\n\n"
 DONE = b"data: [DONE]"
 PARTS = ("throughput", "idle", "disconnect", "jitter")
 ABORTS = re.compile(rb'^trio_responses_engine_aborts_total\{cause="disconnect"\} (\S+)$', re.M)

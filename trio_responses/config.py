@@ -68,8 +68,16 @@ class Settings:
         (), "a Bearer key clients must send (repeat the flag for more keys; comma-separated "
         "in the variable)", metavar="KEY", default_text="none: the server is open to anyone")
     responses_ping_interval_seconds: float = setting(
-        15.0, "send response.ping after this long without another event in a stream "
-        "(0: never)")
+        15.0, "send a heartbeat after this long without another event in a stream: an SSE "
+        "comment (': ping'), which every client skips, or a response.ping event (see "
+        "--responses-ping-events) (0: never)")
+    # Why comments by default: the TypeScript SDK's stream helper and the strict Python
+    # SDK fail on an event type they do not know, and the Open Responses spec wants
+    # extension events prefixed; every SSE client skips a comment.
+    responses_ping_events: bool = setting(
+        False, "send heartbeats as response.ping events (numbered like every event) "
+        "instead of SSE comments; a request's X-Responses-Ping-Events header (true or "
+        "false) decides for its own stream. Not with --responses-compatibility-mode")
     responses_compatibility_mode: bool = setting(
         False, "serve only what OpenAI's API has (no vLLM extensions, no extra events), "
         "for clients that validate strictly")
@@ -157,6 +165,10 @@ class Settings:
             if tier not in SERVICE_TIERS:
                 known = ", ".join(SERVICE_TIERS)
                 raise ValueError(f"unknown service tier {tier!r}; known: {known}")
+        if self.responses_ping_events and self.responses_compatibility_mode:
+            raise ValueError("responses_ping_events sends an event type OpenAI's API does not "
+                             "have: it cannot be the default in compatibility mode (a "
+                             "request can still ask for it with X-Responses-Ping-Events)")
         for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
                      "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds",
                      "max_conversation_items", "max_conversation_item_bytes",

@@ -1,18 +1,25 @@
 """The deployment the compliance suite runs against, and its clients: the fixtures every
 module of the suite uses (``conftest.py`` makes them visible). From the environment
 (``RESPONSES_BASE_URL``, ``RESPONSES_API_KEY``, ``RESPONSES_MODEL``,
-``RESPONSES_TIMEOUT``), else the ``local_responses_deployment`` fixture, else a skip."""
+``RESPONSES_TIMEOUT``), else the ``local_responses_deployment`` fixture, else a skip.
+
+Both clients check every JSON body that is a response object (a create, a retrieve, a
+cancel) against the Open Responses specification (``openresponses-types``), its
+timestamps integers on the wire: :func:`check_response_bodies`, an httpx response hook.
+Stream events are checked where the suite reads them."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from tests.support.open_responses import spec_response
 from tests.support.sdk import strict_sdk
 
 
@@ -44,10 +51,32 @@ def deployment(request: pytest.FixtureRequest) -> Deployment:
     return Deployment(url, key, model, timeout)
 
 
+def check_response_bodies(response: httpx.Response) -> None:
+    """An httpx response hook: a JSON body that is a response object conforms to the
+    Open Responses spec, its timestamps integers on the wire."""
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return
+    response.read()
+    body = response.json()
+    if isinstance(body, dict) and body.get("object") == "response" and "status" in body:
+        check_wire_timestamps(body)
+        spec_response(body)
+
+
+def check_wire_timestamps(response: dict[str, Any]) -> None:
+    """Whole Unix seconds, as integers (the SDK's models would read 1.0 as well)."""
+    assert isinstance(response["created_at"], int), response["created_at"]
+    assert response["completed_at"] is None or isinstance(response["completed_at"], int), \
+        response["completed_at"]
+
+
 @pytest.fixture(scope="session")
 def sdk(deployment: Deployment) -> Iterator[openai.OpenAI]:
+    transport = openai.DefaultHttpxClient(timeout=deployment.timeout,
+                                          event_hooks={"response": [check_response_bodies]})
     with strict_sdk(deployment.base_url, api_key=deployment.api_key or "unused",
-                    timeout=deployment.timeout, max_retries=2) as client:
+                    timeout=deployment.timeout, max_retries=2,
+                    http_client=transport) as client:
         yield client
 
 
@@ -55,7 +84,8 @@ def sdk(deployment: Deployment) -> Iterator[openai.OpenAI]:
 def http(deployment: Deployment) -> Iterator[httpx.Client]:
     headers = {"authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
     with httpx.Client(base_url=deployment.base_url + "/", headers=headers,
-                      timeout=deployment.timeout) as client:
+                      timeout=deployment.timeout,
+                      event_hooks={"response": [check_response_bodies]}) as client:
         yield client
 
 

@@ -12,9 +12,13 @@ request and each wait. With ``RESPONSES_BASE_URL`` unset the suite asks pytest f
 ``local_responses_deployment`` fixture (this project's CI provides one) or skips.
 
 It imports nothing from the server, only the tests' shared helpers (``tests/support``:
-the strict SDK client, the SSE reader, the error and waiting helpers); it needs pytest,
-the official ``openai`` SDK (used in strict mode, ``_strict_response_validation=True``,
-so every body and event must parse in the SDK's own models) and ``httpx-sse`` for the
+the strict SDK client, the SSE reader, the error and waiting helpers, the Open Responses
+checks); it needs pytest, the official ``openai`` SDK (used in strict mode,
+``_strict_response_validation=True``, so every body and event must parse in the SDK's
+own models), ``openresponses-types`` (the Open Responses specification's models: every
+response object the deployment returns, in a body or in an event, and every event must
+conform to them as well, timestamps in whole seconds; see
+``tests/support/open_responses.py`` for where the two disagree) and ``httpx-sse`` for the
 raw framing checks. The assertions do not depend on what the model writes, only on the
 protocol: event order, sequence numbers, deltas that join to the final text, stored
 objects, error shapes.
@@ -34,9 +38,10 @@ import pytest
 from httpx_sse import connect_sse
 from openai.types.responses import ResponseStreamEvent
 
-from tests.compliance.deployment import Deployment
+from tests.compliance.deployment import Deployment, check_wire_timestamps
 from tests.support.errors import assert_openai_error
 from tests.support.events import joined_text, sdk_events
+from tests.support.open_responses import spec_event
 from tests.support.sdk import strict_sdk
 from tests.support.sse import read_sse
 from tests.support.waiting import wait_until
@@ -57,7 +62,8 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
     """Assert the Responses event protocol; returns the final response (None when the
     events are a resumed tail).
 
-    Every event parses in the SDK's strict models; sequence numbers count up by one
+    Every event parses in the SDK's strict models and conforms to the Open Responses
+    spec (``openresponses-types``); sequence numbers count up by one
     (from 0, or from ``resumed_after + 1``); ``response.created`` comes first, then
     ``response.queued`` (background only) and ``response.in_progress``; output items are
     added and done in pairs, one at a time, at increasing ``output_index``; content
@@ -68,6 +74,7 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
     assert events, "no events"
     for event in events:
         _event_adapter.validate_python(event)
+        spec_event(event)
     numbers = [event["sequence_number"] for event in events]
     first = 0 if resumed_after is None else resumed_after + 1
     assert numbers == list(range(first, first + len(events))), numbers
@@ -140,7 +147,11 @@ def read_raw_stream(client: httpx.Client, method: str, path: str, **kwargs: Any
     payload's ``type``, never an ``id:`` or ``retry:`` field (the openai SDK's decoder
     breaks on them), nothing after ``data: [DONE]`` (which a deployment may leave out)."""
     with connect_sse(client, method, path, **kwargs) as source:
-        return read_sse(source, require_done=False)
+        events = read_sse(source, require_done=False)
+    for event in events:
+        if isinstance(event.get("response"), dict):
+            check_wire_timestamps(event["response"])
+    return events
 
 
 def message_text(response: dict[str, Any]) -> str:
@@ -506,3 +517,40 @@ def test_reasoning_options_are_accepted_and_echoed(sdk: openai.OpenAI, model: st
     usage = response.usage
     assert usage is not None
     assert 0 <= usage.output_tokens_details.reasoning_tokens <= usage.output_tokens
+
+
+# -- structured output and logprobs ----------------------------------------------------
+
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"answer": {"type": "string"}},
+    "required": ["answer"], "additionalProperties": False,
+}
+
+
+def test_json_schema_output(sdk: openai.OpenAI, model: str) -> None:
+    response = sdk.responses.create(
+        model=model, input="What is the capital of France? Answer in JSON.",
+        max_output_tokens=60, text={"format": {"type": "json_schema", "name": "answer",
+                                               "schema": ANSWER_SCHEMA, "strict": True}})
+    assert response.text.format is not None and response.text.format.type == "json_schema"
+    echoed = response.text.format.model_dump(by_alias=True)
+    assert echoed["name"] == "answer" and echoed["schema"] == ANSWER_SCHEMA
+    if response.status == "completed":
+        value = json.loads(response.output_text)
+        assert isinstance(value, dict) and isinstance(value["answer"], str)
+
+
+def test_logprobs_in_the_stream_and_the_output(sdk: openai.OpenAI, model: str) -> None:
+    with sdk.responses.stream(model=model, input="Say hello.", max_output_tokens=8,
+                              include=["message.output_text.logprobs"],
+                              top_logprobs=2) as stream:
+        events = sdk_events(stream)
+    final = check_stream(events)
+    assert final is not None
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas and all(e["logprobs"] for e in deltas)
+    for logprob in (lp for e in deltas for lp in e["logprobs"]):
+        assert isinstance(logprob["logprob"], float) and len(logprob["top_logprobs"]) <= 2
+    [part] = [part for item in final["output"] if item["type"] == "message"
+              for part in item["content"]]
+    assert len(part["logprobs"]) == sum(len(e["logprobs"]) for e in deltas)

@@ -21,7 +21,7 @@ Import it into a conftest to use it.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import pytest
@@ -103,6 +103,10 @@ class ProxyEngine:
     @property
     def max_model_len(self) -> int:
         return self._loop.engine.max_model_len
+
+    @property
+    def sampling_defaults(self) -> Mapping[str, float]:
+        return self._loop.engine.sampling_defaults
 
     async def start(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -174,6 +174,16 @@ def test_sampling_params_map_every_option() -> None:
         prompt.sampling_params(SamplingOptions(max_tokens=1, top_p=7.0), 1, {})
 
 
+def test_model_sampling_defaults_are_what_a_request_gets() -> None:
+    """Of vLLM's view of a generation config: what sampling_params applies, and
+    max_new_tokens (vLLM calls it max_tokens) as the default output limit."""
+    generation = {"temperature": 0.2, "top_p": 0.9, "top_k": 40, "max_tokens": 512,
+                  "min_p": None}
+    assert prompt.model_sampling_defaults(generation) == {
+        "temperature": 0.2, "top_p": 0.9, "top_k": 40.0, "max_tokens": 512.0}
+    assert prompt.model_sampling_defaults({}) == {}
+
+
 
 def test_template_lists_tools_tells_templates_with_tool_support_apart(tokenizer: Any) -> None:
     # SmolLM2's template ignores tools; a template that writes them out is told apart.

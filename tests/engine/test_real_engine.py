@@ -272,3 +272,17 @@ async def test_proxy_serves_another_trio_run(real_engine: EngineLoop) -> None:
     await proxy.aclose()
     assert proxy.statistics().healthy  # the shared engine stays up
     assert proxy.model_name == "SmolLM2-135M-Instruct"
+
+
+def test_the_model_cards_sampling_is_the_default(real_engine: EngineLoop) -> None:
+    """The default model's folder carries its card's sampling (generation_config.json):
+    the bridge applies it to a request that leaves temperature and top_p unset, and a
+    request's own values win."""
+    assert real_engine.engine.sampling_defaults == {"temperature": 0.2, "top_p": 0.9,
+                                                    "max_tokens": 512}
+    loaded: Any = real_engine.engine._loaded  # type: ignore[attr-defined]
+    unset = loaded.make_params(SamplingOptions(max_tokens=8), 8, False)
+    assert (unset.temperature, unset.top_p) == (0.2, 0.9)
+    given = loaded.make_params(SamplingOptions(max_tokens=8, temperature=0.0, top_p=1.0), 8,
+                               False)
+    assert (given.temperature, given.top_p) == (0.0, 1.0)

@@ -28,11 +28,12 @@ def http(server: ServerThread, api_key: str | None = None, timeout: float = 10) 
 # -- SSE ----------------------------------------------------------------------------
 
 def stream_until(server: ServerThread, body: dict[str, Any], until: Callable[[bytes], bool],
-                 api_key: str | None = None) -> bytes:
+                 api_key: str | None = None, headers: dict[str, str] | None = None) -> bytes:
     """Create a streaming response, read its raw bytes until ``until(raw)``, hang up."""
     raw = b""
     with http(server, api_key) as client, client.stream(
-            "POST", "/v1/responses", json={**body, "stream": True}) as response:
+            "POST", "/v1/responses", json={**body, "stream": True},
+            headers=headers) as response:
         assert response.status_code == 200, response.read()
         for chunk in response.iter_raw():
             raw += chunk

@@ -53,7 +53,10 @@ def compat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """Not compatible, with the extension events on: ping events (the server flag) and
+    rate limits."""
     with serve_scripted(tmp_path_factory, responses_ping_interval_seconds=PING_INTERVAL,
+                        responses_ping_events=True,
                         rate_limit_requests_per_minute=1000) as server:
         yield server
 
@@ -200,10 +203,18 @@ def test_compat_heartbeat_while_the_engine_stalls(compat: ServerThread) -> None:
     assert b"response.ping" not in raw
 
 
+def test_compat_heartbeat_events_when_a_request_asks(compat: ServerThread) -> None:
+    """The request header works in compatibility mode too: the client chose it."""
+    raw = stream_until(compat, {"model": MODEL, "input": "wait [[stall]]"},
+                       lambda raw: raw.count(b"event: response.ping\n") >= 2,
+                       headers={"x-responses-ping-events": "true"})
+    assert b": ping" not in raw
+
+
 def test_extension_events_without_the_flag(extended: ServerThread) -> None:
-    """The contrast: outside compatibility mode the stream carries response.ping and
-    response.rate_limits.updated, which the lenient SDK passes through and the strict
-    SDK refuses (trap 2)."""
+    """The contrast: outside compatibility mode the stream carries
+    response.rate_limits.updated (and response.ping, with --responses-ping-events),
+    which the lenient SDK passes through and the strict SDK refuses (trap 2)."""
     raw = stream_until(extended, {"model": MODEL, "input": "wait [[stall]]"},
                        lambda raw: raw.count(b"event: response.ping\n") >= 2)
     assert b"event: response.rate_limits.updated\n" in raw

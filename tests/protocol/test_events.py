@@ -20,6 +20,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 
 from tests.protocol.builders import USAGE, deltas, logprob, new_builder
 from tests.support.events import check_stream, joined_text
+from tests.support.open_responses import spec_event
 from trio_responses.protocol.events import Emitted, ResponseEvents
 from trio_responses.protocol.machine import TERMINAL_EVENTS, EventValidator
 from trio_responses.protocol.sse import frame
@@ -172,6 +173,7 @@ def assert_well_formed(emitted: list[Emitted]) -> list[dict[str, Any]]:
         assert json.loads(data.split(b"\ndata: ", 1)[1]) == event
         if event["type"] not in NOT_IN_SDK:
             EVENT_ADAPTER.validate_python(event)
+        spec_event(event)
     return events
 
 

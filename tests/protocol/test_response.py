@@ -1,4 +1,5 @@
-"""The response object: the skeleton echoes the request and parses in the SDK's models."""
+"""The response object: the skeleton echoes the request and parses in the SDK's models and
+in the Open Responses spec's."""
 
 from __future__ import annotations
 
@@ -9,23 +10,53 @@ import pytest
 from openai.types.responses import Response
 
 from tests.protocol.test_request import BASE, EVERY_FIELD
+from tests.support.open_responses import spec_response
 from trio_responses.protocol.request import decode_create_request
 from trio_responses.protocol.response import new_response, usage
 
 
-def skeleton(body: dict[str, Any], tier: str = "default") -> dict[str, Any]:
+def skeleton(body: dict[str, Any], tier: str = "default",
+             sampling_defaults: dict[str, float] | None = None) -> dict[str, Any]:
     request = decode_create_request(json.dumps(body).encode())
-    return new_response(request, response_id="resp_1", created_at=1.5, model="served",
-                        service_tier=tier)
+    return new_response(request, response_id="resp_1", created_at=1700000000.75,
+                        model="served", service_tier=tier, sampling_defaults=sampling_defaults)
 
 
 @pytest.mark.parametrize("body", [BASE, EVERY_FIELD], ids=["minimal", "every-field"])
-def test_skeleton_parses_in_the_sdk(body: dict[str, Any]) -> None:
+def test_skeleton_parses_in_the_sdk_and_the_spec(body: dict[str, Any]) -> None:
     response = skeleton(body)
     parsed = Response.model_validate(response)
     assert parsed.id == "resp_1" and parsed.model == "served"
-    finished = dict(response, status="completed", usage=usage(input_tokens=1, output_tokens=2))
+    spec_response(response)
+    finished = dict(response, status="completed", completed_at=1700000001,
+                    usage=usage(input_tokens=1, output_tokens=2))
     Response.model_validate(finished)
+    spec_response(finished)
+
+
+def test_created_at_is_whole_seconds() -> None:
+    assert skeleton(BASE)["created_at"] == 1700000000
+    assert type(skeleton(BASE)["created_at"]) is int
+
+
+def test_sampling_is_the_requests_else_the_models_else_the_apis() -> None:
+    model = {"temperature": 0.2, "top_p": 0.9, "presence_penalty": 0.5, "top_k": 40.0}
+    response = skeleton(BASE, sampling_defaults=model)
+    assert (response["temperature"], response["top_p"]) == (0.2, 0.9)
+    assert (response["presence_penalty"], response["frequency_penalty"]) == (0.5, 0.0)
+    assert "top_k" not in response
+    given = skeleton({**BASE, "temperature": 0.0, "top_p": 1.0}, sampling_defaults=model)
+    assert (given["temperature"], given["top_p"]) == (0.0, 1.0)
+    plain = skeleton(BASE)
+    assert [plain[k] for k in ("temperature", "top_p", "presence_penalty",
+                               "frequency_penalty")] == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_json_schema_format_has_what_the_spec_requires() -> None:
+    fmt = {"type": "json_schema", "name": "answer", "schema": {"type": "object"}}
+    response = skeleton({**BASE, "text": {"format": fmt}})
+    assert response["text"]["format"] == {**fmt, "description": "", "strict": False}
+    spec_response(response)
 
 
 def test_skeleton_echoes_the_request() -> None:

@@ -19,7 +19,7 @@ import gc
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import trio
@@ -81,6 +81,10 @@ class TimedEngine:
     @property
     def max_model_len(self) -> int:
         return self._inner.max_model_len
+
+    @property
+    def sampling_defaults(self) -> Mapping[str, float]:
+        return self._inner.sampling_defaults
 
     async def start(self) -> None:
         await self._inner.start()

@@ -71,14 +71,17 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def command(self) -> list[str]:
+        """The command line the process runs."""
+        return [sys.executable, "-m", self.module, *self.args]
+
     def launch(self) -> None:
         """Start the process; do not wait for the port."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         with open(self.tmp / f"server-{self.starts}.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args], cwd=REPO_ROOT,
-                stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(self.command(), cwd=REPO_ROOT, stdout=log,
+                                         stderr=subprocess.STDOUT, env=self.env)
 
     def start(self, timeout: float = 30) -> ServerProcess:
         self.launch()

@@ -116,6 +116,7 @@ def make_run(
     store: RecordingStore | None = None,
     background: bool = False,
     ping_interval: float = 0.0,
+    ping_events: bool = False,
     compatibility_mode: bool = False,
     buffer: EventBuffer | None = None,
     events: list[tuple[float, Event]] | None = None,
@@ -140,7 +141,8 @@ def make_run(
         if events is not None:
             events.append((trio.current_time(), event))
 
-    options = RunOptions(ping_interval=ping_interval, compatibility_mode=compatibility_mode)
+    options = RunOptions(ping_interval=ping_interval, ping_events=ping_events,
+                         compatibility_mode=compatibility_mode)
     return ResponseRun(builder, stream, buffer, options, clock=lambda: 1700000000.0,
                        store=store, on_event=observe)
 

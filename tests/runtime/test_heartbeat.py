@@ -1,6 +1,7 @@
 """Heartbeats under MockClock (RELIABILITY row 9): a ping after every ``ping_interval`` of
-silence, exactly, in virtual time; none while tokens flow faster; SSE comments in
-compatibility mode; and a stream the SDK's decoder reads without error."""
+silence, exactly, in virtual time; none while tokens flow faster; SSE comments by
+default, ``response.ping`` events for a run that asked for them; and a stream the SDK's
+decoder reads without error."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ async def test_stalled_engine_gets_a_ping_every_interval(
     engine = await scripted("first then [[stall]]", token_delay=0.25)
     stream = await engine.submit(engine_request("[[stall]]"))
     events: list[tuple[float, Event]] = []
-    run = make_run(stream, ping_interval=5.0, events=events)
+    run = make_run(stream, ping_interval=5.0, ping_events=True, events=events)
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run.run)
@@ -66,7 +67,8 @@ async def test_no_ping_while_tokens_flow_faster_than_the_interval(
 ) -> None:
     engine = await scripted(" ".join(f"w{i}" for i in range(40)), token_delay=0.75)
     events: list[tuple[float, Event]] = []
-    run = make_run(await engine.submit(engine_request("go")), ping_interval=1.0, events=events)
+    run = make_run(await engine.submit(engine_request("go")), ping_interval=1.0,
+                   ping_events=True, events=events)
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run.run)
@@ -80,7 +82,8 @@ async def test_pings_fill_every_silence_between_slow_tokens(
 ) -> None:
     engine = await scripted("a b c d", token_delay=2.5)
     events: list[tuple[float, Event]] = []
-    run = make_run(await engine.submit(engine_request("go")), ping_interval=1.0, events=events)
+    run = make_run(await engine.submit(engine_request("go")), ping_interval=1.0,
+                   ping_events=True, events=events)
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run.run)
@@ -95,12 +98,13 @@ async def test_pings_fill_every_silence_between_slow_tokens(
     check_stream([e for _, e in events])
 
 
-async def test_compatibility_mode_pings_are_comments(
-    autojump_clock: trio.testing.MockClock,
+@pytest.mark.parametrize("compatibility_mode", [False, True])
+async def test_pings_are_comments_unless_asked_for_events(
+    autojump_clock: trio.testing.MockClock, compatibility_mode: bool,
 ) -> None:
     engine = await scripted("first then [[stall]]", token_delay=0.25)
     stream = await engine.submit(engine_request("[[stall]]"))
-    run = make_run(stream, ping_interval=4.0, compatibility_mode=True)
+    run = make_run(stream, ping_interval=4.0, compatibility_mode=compatibility_mode)
     times: list[float] = []
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
@@ -129,13 +133,14 @@ async def test_interval_zero_disables_heartbeats(
     engine = await scripted("first then [[stall]]", token_delay=0.25)
     events: list[tuple[float, Event]] = []
     run = make_run(await engine.submit(engine_request("[[stall]]")), ping_interval=0,
-                   events=events)
+                   ping_events=True, events=events)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run.run)
         await trio.sleep(1000)
         run.end("cancel")
     assert [e for _, e in events if e["type"] == "response.ping"] == []
-    assert len(run.buffer.events()) == len(events)
+    # No comment frames either: every frame is an event.
+    assert run.buffer.statistics().frames == len(run.buffer.events()) == len(events)
 
 
 class CountingEvents(ResponseEvents):
@@ -166,7 +171,7 @@ async def test_heartbeat_sleeps_while_the_final_object_is_saved(
     builder = CountingEvents(new_builder().response, counting_ids())
     events: list[tuple[float, Event]] = []
     run = make_run(await engine.submit(engine_request("go")), builder=builder, store=store,
-                   ping_interval=1.0, events=events)
+                   ping_interval=1.0, ping_events=True, events=events)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run.run)
     assert events[-1][1]["type"] == "response.completed"

@@ -17,6 +17,7 @@ from tests.support.events import check_stream, joined_text
 from tests.support.service import open_service
 from trio_responses.errors import EngineUnavailable, InvalidRequest, NotFound
 from trio_responses.protocol.request import decode_create_request
+from trio_responses.protocol.sse import COMMENT_PING
 from trio_responses.runtime.service import ResponseService
 from trio_responses.store.sqlite import SQLiteStore
 
@@ -206,7 +207,7 @@ async def test_pings_reach_followers_of_a_background_response(
     async with open_service(RecordingStore(), token_delay=1.0,
                             responses_ping_interval_seconds=10) as (service, _):
         run = await service.create(request(input="[[stall]]", background=True), owner=OWNER,
-                                   stream=False)
+                                   stream=False, ping_events=True)
         await trio.sleep(35)
         assert [e["type"] for e in run.buffer.events()].count("response.ping") == 3
         buffer, cursor = await service.follow(run.id, OWNER, None)
@@ -217,6 +218,26 @@ async def test_pings_reach_followers_of_a_background_response(
         # … and the follower gets the heartbeats from then on.
         frames, cursor = await buffer.read(cursor)
         assert [f.event["type"] for f in frames if f.event is not None] == ["response.ping"]
+        await service.cancel(run.id, OWNER)
+        check_stream(run.buffer.events())
+
+
+async def test_comment_heartbeats_reach_followers_of_a_background_response(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_service(RecordingStore(), token_delay=1.0,
+                            responses_ping_interval_seconds=10) as (service, _):
+        run = await service.create(request(input="[[stall]]", background=True), owner=OWNER,
+                                   stream=False)
+        await trio.sleep(35)
+        assert "response.ping" not in [e["type"] for e in run.buffer.events()]
+        buffer, cursor = await service.follow(run.id, OWNER, None)
+        # The replay has the events and none of the comments sent before it joined …
+        frames, cursor = await buffer.read(cursor)
+        assert all(f.event is not None for f in frames)
+        # … and the follower gets the next heartbeat, a comment.
+        frames, cursor = await buffer.read(cursor)
+        assert [f.data for f in frames] == [COMMENT_PING]
         await service.cancel(run.id, OWNER)
         check_stream(run.buffer.events())
 

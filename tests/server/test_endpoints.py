@@ -246,3 +246,26 @@ def test_models_and_health(client: openai.OpenAI, http: httpx.Client) -> None:
         client.models.retrieve("other-model")
     health = http.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_the_response_reports_the_models_sampling_defaults(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A model whose generation config sets its sampling and output limit: a request that
+    leaves them unset is told what it got and stops at the model's limit; one that sets
+    them, its own."""
+    from tests.support.sdk import strict_sdk
+    from tests.support.server import serve_scripted
+    from trio_responses.engine.scripted import ScriptedEngine
+
+    engine = ScriptedEngine(model_name=MODEL, sampling_defaults={
+        "temperature": 0.2, "top_p": 0.9, "max_tokens": 3})
+    text = "one two three four five"
+    with serve_scripted(tmp_path_factory, engine) as server, strict_sdk(server) as client:
+        unset = client.responses.create(model=MODEL, input=text)
+        given = client.responses.create(model=MODEL, input=text, temperature=0.7, top_p=1.0,
+                                        max_output_tokens=50)
+    assert (unset.temperature, unset.top_p) == (0.2, 0.9)
+    assert unset.status == "incomplete" and unset.usage is not None
+    assert unset.usage.output_tokens == 3 and unset.max_output_tokens is None
+    assert (given.temperature, given.top_p) == (0.7, 1.0)
+    assert given.status == "completed" and given.output_text == f"You said: {text}"

@@ -11,7 +11,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from tests.server.helpers import MODEL, aborted, on_server, running, types_of, wait_status
-from tests.support.events import check_stream, sdk_events
+from tests.support.events import check_stream, sdk_events, sdk_events_until_error
 from tests.support.server import ServerThread, engine_of
 from tests.support.sse import read_sse
 from tests.support.waiting import wait_until
@@ -94,16 +94,23 @@ def test_disconnect_leaves_background_running(scripted_server: ServerThread,
 
 def test_engine_failure_stream(scripted_server: ServerThread, client: openai.OpenAI,
                                http: httpx.Client) -> None:
+    # The SDK raises at the error event (it carries an "error" object, as OpenAI's does).
     with client.responses.stream(model=MODEL, input="go [[fail]] now") as stream:
-        events = sdk_events(stream)
+        seen, raised = sdk_events_until_error(stream)
+    assert types_of(seen) == BEFORE_STALL
+    assert raised.body["code"] == "server_error" and raised.message == raised.body["message"]
+    # On the wire: the error event, then response.failed.
+    with connect_sse(http, "POST", "/v1/responses",
+                     json={"model": MODEL, "input": "go [[fail]] now", "stream": True}) as source:
+        events = read_sse(source)
     check_stream(events)
     assert types_of(events) == [*BEFORE_STALL, "error", "response.failed"]
     error = events[-2]
-    assert error["code"] and error["message"]
+    assert error["code"] and error["message"] == raised.message
     failed = events[-1]["response"]
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == error["code"]
-    stored = client.responses.retrieve(failed["id"])
+    stored = client.responses.retrieve(seen[0]["response"]["id"])
     assert stored.status == "failed" and stored.error is not None
     assert stored.error.message == error["message"]
     assert_healthy(http)

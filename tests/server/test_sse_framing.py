@@ -71,8 +71,11 @@ def test_failed_stream_framing(http: httpx.Client) -> None:
         events = read_sse(source)
     check_stream(events)
     assert types_of(events)[-2:] == ["error", "response.failed"]
-    # The error event's payload has no top-level "error" key, which the SDK would raise.
-    assert "error" not in events[-2]
+    # OpenAI's documented fields at the top, and the same under "error", as OpenAI sends
+    # it and the Open Responses spec requires (the SDKs raise APIError on it).
+    error = events[-2]
+    assert error["error"] == {"type": "server_error", "code": error["code"],
+                              "message": error["message"], "param": None}
 
 
 def test_replay_framing(http: httpx.Client) -> None:

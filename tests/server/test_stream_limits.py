@@ -14,7 +14,7 @@ import pytest
 from httpx_sse import EventSource, connect_sse
 
 from tests.server.helpers import MODEL, aborted, http_client, running, types_of
-from tests.support.events import check_stream, joined_text
+from tests.support.events import check_stream, joined_text, sdk_events_until_error
 from tests.support.sdk import strict_sdk
 from tests.support.server import ServerThread, serve_scripted
 from tests.support.sse import read_sse
@@ -88,10 +88,8 @@ def test_event_over_the_limit_fails_the_stream(small_limits: ServerThread) -> No
 def test_stream_over_the_maximum_duration(short_streams: ServerThread) -> None:
     with strict_sdk(short_streams) as client:
         with client.responses.stream(model=MODEL, input="[[stall]] too long") as stream:
-            events = [event.model_dump(mode="json", warnings=False, exclude_unset=True)
-                      for event in stream]
-        check_stream(events)
-        assert types_of(events)[-2:] == ["error", "response.failed"]
+            events, raised = sdk_events_until_error(stream)
+        assert "maximum stream duration" in raised.message
         response_id = events[0]["response"]["id"]
         assert aborted(short_streams, response_id)
         assert client.responses.retrieve(response_id).status == "failed"
@@ -107,11 +105,11 @@ def test_background_over_the_maximum_duration(short_streams: ServerThread) -> No
         wait_until(lambda: client.responses.retrieve(created.id).status == "failed",
                    what="the background response failed")
         assert aborted(short_streams, created.id)
-        with client.responses.retrieve(created.id, stream=True) as stream:
-            events = [event.model_dump(mode="json", warnings=False, exclude_unset=True)
-                      for event in stream]
-        check_stream(events)
-        assert events[-1]["type"] == "response.failed"
+    with http_client(short_streams) as http, \
+            connect_sse(http, "GET", f"/v1/responses/{created.id}?stream=true") as source:
+        events = read_sse(source)
+    check_stream(events)
+    assert types_of(events)[-2:] == ["error", "response.failed"]
 
 
 def test_bad_request_on_limited_server(small_limits: ServerThread) -> None:

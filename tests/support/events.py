@@ -6,7 +6,7 @@ own state machine so that one cannot hide the other's mistakes.
 added and done in pairs with consistent ids and indexes, content parts nested inside
 them, deltas that join to the ``.done`` text and to the final response's text, and
 exactly one terminal event, last. ``sdk_parse`` parses each event with the openai SDK's
-own models in strict mode.
+own models in strict mode, and with the Open Responses spec's (``openresponses-types``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import openai
 import pydantic
 from openai.types.responses import ResponseStreamEvent
+
+from tests.support.open_responses import spec_event
 
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 EXTRA_TYPES = {"response.ping", "response.rate_limits.updated"}
@@ -23,7 +26,9 @@ _adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
 
 
 def sdk_parse(event: dict[str, Any]) -> Any:
-    """The event as the openai SDK types it (our extension events are skipped)."""
+    """The event as the openai SDK types it (our extension events are skipped), after
+    checking that it conforms to the Open Responses spec too."""
+    spec_event(event)
     if event["type"] in EXTRA_TYPES:
         return None
     return _adapter.validate_python(event)
@@ -116,3 +121,16 @@ def as_dict(event: Any) -> dict[str, Any]:
 def sdk_events(stream: Iterable[Any]) -> list[dict[str, Any]]:
     """The events of an SDK stream, as wire JSON."""
     return [as_dict(event) for event in stream]
+
+
+def sdk_events_until_error(stream: Iterable[Any]) -> tuple[list[dict[str, Any]], Any]:
+    """The events of an SDK stream that fails, as wire JSON, and the ``openai.APIError``
+    the SDK raised at its ``error`` event (as it does on OpenAI's, which carries an
+    ``error`` object); fails if the stream ends without one."""
+    events: list[dict[str, Any]] = []
+    try:
+        for event in stream:
+            events.append(as_dict(event))
+    except openai.APIError as exc:
+        return events, exc
+    raise AssertionError(f"the stream ended without an error: {[e['type'] for e in events]}")

@@ -19,7 +19,7 @@ async def test_wait_times_out_incomplete_with_pings(autojump_clock: trio.testing
                             responses_ping_interval_seconds=15) as (service, engine):
         start = trio.current_time()
         run = await service.create(decode_create_request(BODY), owner="", stream=True,
-                                   tool_wait=True)
+                                   tool_wait=True, ping_events=True)
         await run.done.wait()
     waited = trio.current_time() - start
     assert 300 <= waited < 301

@@ -151,6 +151,16 @@ class Engine(Protocol):
         """The model's context in tokens, prompt and output together (0 while unknown,
         before start): no request generates more than the room its prompt leaves."""
 
+    @property
+    def sampling_defaults(self) -> Mapping[str, float]:
+        """What a request gets for the sampling fields it leaves unset, where the model
+        says (its ``generation_config.json``: ``temperature``, ``top_p``,
+        ``presence_penalty``, ``frequency_penalty`` …, and ``max_tokens``, its
+        ``max_new_tokens``: the output limit of a request without max_output_tokens); a
+        field not here gets the usual default (temperature and top_p 1, penalties 0,
+        4096 tokens). Known once started; the response object reports the sampling that
+        was used."""
+
     async def start(self) -> None:
         """Bring the engine up; called once, in the app's lifespan, before serving."""
 

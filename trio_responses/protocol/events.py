@@ -177,7 +177,7 @@ class ResponseEvents:
                 self._emit("response.incomplete", response=self._snapshot())
             else:
                 self.response["status"] = "completed"
-                self.response["completed_at"] = at
+                self.response["completed_at"] = int(at)  # whole Unix seconds
                 self._emit("response.completed", response=self._snapshot())
 
         return self._batch(build)
@@ -246,7 +246,13 @@ class ResponseEvents:
         if self._item is not None:
             self._item["status"] = "incomplete"
         self._item = self._part = None
-        self._emit("error", code=code, message=message, param=None)
+        # OpenAI's documented fields at the top (the SDKs' ResponseErrorEvent), and the
+        # same under "error", as OpenAI's service sends it and the Open Responses spec
+        # requires it (the Vercel AI SDK reads only that one). The openai SDKs raise
+        # APIError on it, as they do on OpenAI's.
+        self._emit("error", code=code, message=message, param=None,
+                   error={"type": "server_error", "code": code, "message": message,
+                          "param": None})
         self.response["status"] = "failed"
         self.response["error"] = {"code": code, "message": message}
         if usage is not None:
@@ -314,12 +320,14 @@ class ResponseEvents:
 
 
 def _delta_logprob(logprob: Mapping[str, Any]) -> dict[str, Any]:
-    """The delta events' logprob shape: the part's, without ``bytes``."""
+    """The text events' logprob: the part's shape, ``bytes`` included (OpenAI documents
+    these without them and its SDK ignores them; the Open Responses spec requires them)."""
     return {
         "token": logprob["token"],
+        "bytes": list(logprob["bytes"]),
         "logprob": logprob["logprob"],
         "top_logprobs": [
-            {"token": top["token"], "logprob": top["logprob"]}
+            {"token": top["token"], "bytes": list(top["bytes"]), "logprob": top["logprob"]}
             for top in logprob.get("top_logprobs", ())
         ],
     }

@@ -1,20 +1,24 @@
 """The response object: its skeleton from a request, and its usage block.
 
 The skeleton echoes every request parameter OpenAI echoes, with OpenAI's defaults for
-the ones left out, so the strict SDK parses it at every stage (created, in progress,
-final). Status, output, usage and errors are filled in by :mod:`.events`.
+the ones left out (or the model's own, for its sampling), so the strict SDK and the Open
+Responses spec (``openresponses-types``) parse it at every stage (created, in progress,
+final): timestamps are whole Unix seconds, and the sampling penalties are there. Status,
+output, usage and errors are filled in by :mod:`.events`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 from .request import CreateResponseRequest, conversation_id
 
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 1.0
+# Sampling a request gets where neither it nor the model says otherwise.
+DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0,
+                    "frequency_penalty": 0.0}
 
 
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:
@@ -32,6 +36,13 @@ def _text_config(request: CreateResponseRequest) -> dict[str, Any]:
     if request.text is not None:
         if request.text.format is not None:
             text["format"] = msgspec.to_builtins(request.text.format)
+            if request.text.format.type == "json_schema":
+                # The Open Responses spec requires both. An absent description is
+                # echoed as "": OpenAI's schema types it as a string (no null), the
+                # spec requires it, and only a string satisfies both. OpenAI's default
+                # for strict is false.
+                text["format"].setdefault("description", "")
+                text["format"].setdefault("strict", False)
         if request.text.verbosity is not None:
             text["verbosity"] = request.text.verbosity
     return text
@@ -44,8 +55,12 @@ def new_response(
     created_at: float,
     model: str,
     service_tier: str,
+    sampling_defaults: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The response as it is at ``response.created``."""
+    """The response as it is at ``response.created``. ``sampling_defaults``: the model's
+    own sampling for fields the request leaves unset (the engine's)."""
+    sampling = {**DEFAULT_SAMPLING, **{key: value for key, value in (sampling_defaults or {})
+                                       .items() if key in DEFAULT_SAMPLING}}
     reasoning: dict[str, Any] = {"effort": None, "summary": None}
     if request.reasoning is not None:
         reasoning.update({"effort": request.reasoning.effort, "summary": request.reasoning.summary})
@@ -53,7 +68,7 @@ def new_response(
     response: dict[str, Any] = {
         "id": response_id,
         "object": "response",
-        "created_at": created_at,
+        "created_at": int(created_at),  # whole Unix seconds, as OpenAI sends them
         "status": "queued" if background else "in_progress",
         "background": background,
         "completed_at": None,
@@ -76,13 +91,15 @@ def new_response(
         "service_tier": service_tier,
         "store": request.store is not False,
         "temperature": (
-            DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
+            sampling["temperature"] if request.temperature is None else request.temperature
         ),
         "text": _text_config(request),
         "tool_choice": request.tool_choice if request.tool_choice is not None else "auto",
         "tools": [_tool(tool) for tool in request.tools or ()],
         "top_logprobs": request.top_logprobs if request.top_logprobs is not None else 0,
-        "top_p": DEFAULT_TOP_P if request.top_p is None else request.top_p,
+        "top_p": sampling["top_p"] if request.top_p is None else request.top_p,
+        "presence_penalty": sampling["presence_penalty"],
+        "frequency_penalty": sampling["frequency_penalty"],
         "truncation": request.truncation or "disabled",
         "usage": None,
         "user": request.user,

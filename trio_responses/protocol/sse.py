@@ -4,8 +4,8 @@ Each event is ``event: <type>`` + ``data: <json>`` + a blank line; the stream en
 ``data: [DONE]``. Never an ``id:`` line (after one, the openai SDK turns every later
 comment into an empty event and crashes), never ``event:`` without ``data:``, never a
 bare ``retry:``. JSON is compact and on one line (msgspec escapes every control
-character, so no payload can break a frame). A heartbeat in compatibility mode is an
-SSE comment, which clients ignore.
+character, so no payload can break a frame). A heartbeat is an SSE comment, which every
+client skips (unless a stream asked for ``response.ping`` events).
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from .tools import ToolPlan
 # Service tier → engine priority (vLLM: lower runs first).
 TIER_PRIORITY = {"priority": -10, "default": 0, "auto": 0, "scale": 0, "flex": 10}
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
-# max_output_tokens when a request leaves it out (engines clip it to the context's room).
+# Output tokens of a request that sets no max_output_tokens, where the model's generation
+# config names no max_new_tokens (the context's room caps it further, in the engine).
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 
@@ -52,11 +53,14 @@ def items_with_ids(request: CreateResponseRequest, ids: IdFactory) -> list[dict[
     return items
 
 
-def sampling_options(request: CreateResponseRequest) -> SamplingOptions:
+def sampling_options(request: CreateResponseRequest, default_max_tokens: int | None = None
+                     ) -> SamplingOptions:
+    """``default_max_tokens``: the model's own output limit for a request that sets none
+    (its generation config's ``max_new_tokens``, as vLLM's server applies it)."""
     fmt = request.text.format if request.text else None
     logprobs = LOGPROBS_INCLUDE in (request.include or ())
     return SamplingOptions(
-        max_tokens=request.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
+        max_tokens=request.max_output_tokens or default_max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
         temperature=request.temperature,
         top_p=request.top_p,
         top_logprobs=(request.top_logprobs or 0) if logprobs else None,
@@ -88,12 +92,13 @@ def cache_salt(owner: str, request: CreateResponseRequest) -> str | None:
 def first_engine_request(
     request: CreateResponseRequest, request_id: str, messages: list[dict[str, Any]],
     tier: str, tools: ToolPlan | None, owner: str = "",
+    default_max_tokens: int | None = None,
 ) -> EngineRequest:
     """The engine request of the response's first model turn, for ``owner``."""
     engine_request = EngineRequest(
         request_id=request_id,
         messages=tuple(messages),
-        sampling=sampling_options(request),
+        sampling=sampling_options(request, default_max_tokens),
         cache_salt=cache_salt(owner, request),
         priority=request.priority if request.priority is not None else TIER_PRIORITY[tier],
         truncate=request.truncation == "auto",

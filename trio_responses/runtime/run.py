@@ -5,7 +5,9 @@ A run owns an engine stream, the response's event builder (sans-io) and its
 handler's, and runs two tasks under one cancel scope:
 
 - generation: engine deltas → builder → frames in the buffer;
-- heartbeat: a ``response.ping`` after every ``ping_interval`` seconds of silence.
+- heartbeat: after every ``ping_interval`` seconds of silence, an SSE comment (``:
+  ping``, which every client skips), or a ``response.ping`` event for a stream that asked
+  for ping events (``RunOptions.ping_events``).
 
 Every way a run can end early — ``/cancel``, the client disconnecting, the stream
 buffer overflowing, shutdown, the engine failing — goes through :meth:`ResponseRun.end`
@@ -65,8 +67,12 @@ class RunOptions:
 
     # Seconds of silence before a heartbeat (0: none).
     ping_interval: float = 0.0
-    # Only what the SDK's strict models parse: heartbeats as SSE comments, and no
-    # incomplete reason of our own after a tool-output timeout.
+    # Heartbeats as response.ping events, numbered like every event; otherwise SSE
+    # comments, which no client sees (the official SDKs' stream helpers fail on an
+    # event type they do not know).
+    ping_events: bool = False
+    # Only what the SDK's strict models parse: no incomplete reason of our own after a
+    # tool-output timeout.
     compatibility_mode: bool = False
     # Output text deltas carry the tokens' logprobs.
     include_logprobs: bool = False
@@ -257,11 +263,10 @@ class ResponseRun:
                 # _last_sent, so this loop would spin instead of sleeping.
                 return
             if trio.current_time() >= self._last_sent + self._options.ping_interval:
-                if self._options.compatibility_mode:
-                    self._append(Frame(None, COMMENT_PING))
-                    self._last_sent = trio.current_time()
-                else:
+                if self._options.ping_events:
                     self._publish(self.builder.ping())
+                else:
+                    self._append(Frame(None, COMMENT_PING))
 
     # -- ending ----------------------------------------------------------------------
 

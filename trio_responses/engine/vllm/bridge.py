@@ -175,6 +175,11 @@ class VLLMEngine:
         return self._loaded is not None and self._loaded.renderer.template_lists_tools
 
     @property
+    def sampling_defaults(self) -> Mapping[str, float]:
+        """The model's sampling defaults (its generation config), once started."""
+        return {} if self._loaded is None else self._loaded.sampling_defaults
+
+    @property
     def max_model_len(self) -> int:
         """The model's context in tokens; 0 until the engine has loaded."""
         return 0 if self._loaded is None else self._loaded.renderer.max_model_len

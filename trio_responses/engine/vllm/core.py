@@ -87,7 +87,8 @@ def load_engine(engine_args: Any, options: Mapping[str, Any]) -> LoadedEngine:
         return prompting.sampling_params(sampling, max_tokens, defaults,
                                          keep_special_tokens=keep)
 
-    return LoadedEngine(LLMEngineCore(engine), renderer, make_params, reasoning, tool_calls)
+    return LoadedEngine(LLMEngineCore(engine), renderer, make_params, reasoning, tool_calls,
+                        sampling_defaults=prompting.model_sampling_defaults(defaults))
 
 
 class LLMEngineCore:

@@ -219,6 +219,18 @@ def _template_kwargs(request: EngineRequest) -> Mapping[str, Any]:
     return template_kwargs(request.reasoning_effort)
 
 
+def model_sampling_defaults(defaults: Mapping[str, Any]) -> dict[str, float]:
+    """Of the model's generation-config values (vLLM's ``get_diff_sampling_param``),
+    those a request that leaves them unset gets: what :func:`sampling_params` applies,
+    and ``max_tokens`` (the config's ``max_new_tokens``, which vLLM renames): the
+    runtime's default output limit, as vLLM's server uses it."""
+    values = {key: float(value) for key, value in defaults.items()
+              if key in _DEFAULTED and value is not None}
+    if defaults.get("max_tokens"):
+        values["max_tokens"] = float(defaults["max_tokens"])
+    return values
+
+
 def sampling_params(options: SamplingOptions, max_tokens: int, defaults: Mapping[str, Any],
                     *, keep_special_tokens: bool = False) -> Any:
     """vLLM ``SamplingParams`` for one request; raises InvalidRequest on bad values.

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +73,8 @@ class LoadedEngine:
     reasoning: ReasoningParsers | None = None
     # --tool-call-parser with --enable-auto-tool-choice: parses calls on this thread.
     tool_calls: ToolCallParsers | None = None
+    # The model's sampling defaults (its generation config), which make_params applies.
+    sampling_defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
