@@ -81,6 +81,10 @@ class Settings:
     responses_compatibility_mode: bool = setting(
         False, "serve only what OpenAI's API has (no vLLM extensions, no extra events), "
         "for clients that validate strictly")
+    responses_reject_hosted_tools: bool = setting(
+        False, "refuse requests that declare hosted tools (web_search, file_search, "
+        "code_interpreter, mcp, ...), which this server cannot run, with 400 instead of "
+        "accepting them and never calling them")
     responses_default_service_tier: str = setting(
         "auto", "service tier of a request that asks for none", metavar="TIER")
     responses_allowed_service_tiers: tuple[str, ...] = setting(

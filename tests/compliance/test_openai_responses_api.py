@@ -68,8 +68,9 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
     ``response.queued`` (background only) and ``response.in_progress``; output items are
     added and done in pairs, one at a time, at increasing ``output_index``; content
     parts nest in their item; text deltas (answer and reasoning) join to the ``.done``
-    text and to the final response's text; function-call argument deltas join to the
-    ``.done`` arguments and the item's; exactly one terminal event, last.
+    text and to the final response's text; function-call argument deltas (custom tool
+    call input deltas) join to the ``.done`` arguments (input) and the item's; exactly
+    one terminal event, last.
     """
     assert events, "no events"
     for event in events:
@@ -116,14 +117,17 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
             elif kind == "response.content_part.done" and event["part"]["type"] in (
                     "output_text", "reasoning_text"):
                 assert "".join(texts[key]) == event["part"]["text"]
-        elif kind.startswith("response.function_call_arguments."):
+        elif kind.startswith(("response.function_call_arguments.",
+                              "response.custom_tool_call_input.")):
             assert open_item is not None and event["item_id"] == open_item["id"], kind
-            assert open_item["type"] == "function_call", kind
+            custom = kind.startswith("response.custom_tool_call_input.")
+            assert open_item["type"] == ("custom_tool_call" if custom else "function_call")
             key = (event["item_id"], -1)
             if kind.endswith(".delta"):
                 texts.setdefault(key, []).append(event["delta"])
             else:
-                assert "".join(texts.get(key, [])) == event["arguments"]
+                done = event["input"] if custom else event["arguments"]
+                assert "".join(texts.get(key, [])) == done
     final: dict[str, Any] = events[-1]["response"]
     status = {"response.completed": {"completed"},
               "response.incomplete": {"incomplete", "cancelled"},
@@ -138,6 +142,8 @@ def check_stream(events: Sequence[dict[str, Any]], *, resumed_after: int | None 
                     assert "".join(texts[(item["id"], index)]) == part["text"]
             if item["type"] == "function_call":
                 assert "".join(texts.get((item["id"], -1), [])) == item["arguments"]
+            if item["type"] == "custom_tool_call":
+                assert "".join(texts.get((item["id"], -1), [])) == item["input"]
     return final
 
 
@@ -554,3 +560,103 @@ def test_logprobs_in_the_stream_and_the_output(sdk: openai.OpenAI, model: str) -
     [part] = [part for item in final["output"] if item["type"] == "message"
               for part in item["content"]]
     assert len(part["logprobs"]) == sum(len(e["logprobs"]) for e in deltas)
+
+
+# -- what current clients send: Codex CLI's fields, namespace, custom and hosted tools ---
+
+NAMESPACE_TOOL: dict[str, Any] = {
+    "type": "namespace", "name": "weather_tools", "description": "Weather lookups.",
+    "tools": [{**{k: v for k, v in WEATHER_TOOL.items() if k != "type"},
+               "type": "function"}],
+}
+CUSTOM_TOOL: dict[str, Any] = {"type": "custom", "name": "write_note",
+                               "description": "Write a short note, as plain text."}
+
+
+@pytest.mark.parametrize("client_metadata", ['{"turn": 1}', {"session_id": "compliance",
+                                                             "turn_id": "1"}])
+def test_codex_request_fields_are_accepted(sdk: openai.OpenAI, model: str,
+                                           client_metadata: Any) -> None:
+    """Codex CLI's first request: store false with encrypted reasoning asked for, a
+    reasoning summary, a prompt cache key, parallel tool calls, its client_metadata (a
+    field the SDK has no parameter for) and its headers."""
+    with sdk.responses.stream(
+            model=model, input=[{"role": "developer", "content": "Answer briefly."},
+                                {"role": "user", "content": "Say hello."}],
+            store=False, include=["reasoning.encrypted_content"],
+            reasoning={"summary": "auto"}, prompt_cache_key="compliance-session",
+            parallel_tool_calls=True, tool_choice="auto", tools=[WEATHER_TOOL],
+            max_output_tokens=SHORT, extra_body={"client_metadata": client_metadata},
+            extra_headers={"session-id": "compliance-session", "originator": "codex_exec",
+                           "x-client-request-id": "compliance-session",
+                           "x-codex-beta-features": "remote_compaction_v2"}) as stream:
+        events = sdk_events(stream)
+    final = check_stream(events)
+    assert final is not None and final["status"] in FINISHED and final["store"] is False
+    assert final["prompt_cache_key"] == "compliance-session"
+    if "client_metadata" in final:  # a deployment may keep it without echoing it
+        assert final["client_metadata"] == client_metadata
+
+
+def test_namespaced_function_call_names_its_namespace(sdk: openai.OpenAI, model: str) -> None:
+    with sdk.responses.stream(model=model, input="What is the weather in Paris?",
+                              tools=[NAMESPACE_TOOL],  # type: ignore[list-item]
+                              tool_choice="required", max_output_tokens=200) as stream:
+        events = sdk_events(stream)
+    final = check_stream(events)
+    assert final is not None and final["status"] == "completed"
+    assert final["tools"][0]["type"] == "namespace"
+    [call] = [item for item in final["output"] if item["type"] == "function_call"]
+    assert (call["name"], call["namespace"]) == ("get_weather", "weather_tools")
+    assert set(json.loads(call["arguments"])) == {"city"}
+    # The call replayed with its output continues the conversation (store: false, the
+    # whole history, as Codex sends it).
+    replay = {key: call[key] for key in ("type", "call_id", "name", "namespace", "arguments")}
+    response = sdk.responses.create(model=model, store=False, max_output_tokens=50,
+                                    tools=[NAMESPACE_TOOL],  # type: ignore[list-item]
+                                    input=[{"role": "user", "content": "Weather in Paris?"},
+                                           replay,  # type: ignore[list-item]
+                                           {"type": "function_call_output",
+                                            "call_id": call["call_id"], "output": "sunny"}])
+    assert response.status in FINISHED and response.output
+
+
+def test_custom_tool_call(sdk: openai.OpenAI, model: str) -> None:
+    with sdk.responses.stream(model=model, input="Write a note that says hello.",
+                              tools=[CUSTOM_TOOL],  # type: ignore[list-item]
+                              tool_choice={"type": "custom", "name": "write_note"},
+                              max_output_tokens=200) as stream:
+        events = sdk_events(stream)
+    final = check_stream(events)
+    assert final is not None and final["status"] == "completed"
+    assert final["tools"][0]["type"] == "custom"
+    [call] = [item for item in final["output"] if item["type"] == "custom_tool_call"]
+    assert call["name"] == "write_note" and isinstance(call["input"], str) and call["call_id"]
+    response = sdk.responses.create(model=model, max_output_tokens=50,
+                                    tools=[CUSTOM_TOOL],  # type: ignore[list-item]
+                                    input=[{"role": "user", "content": "Write a note."},
+                                           {"type": "custom_tool_call",
+                                            "call_id": call["call_id"], "name": "write_note",
+                                            "input": call["input"]},
+                                           {"type": "custom_tool_call_output",
+                                            "call_id": call["call_id"], "output": "saved"}])
+    assert response.status in FINISHED and response.output
+    items = sdk.responses.input_items.list(response.id, order="asc").data
+    assert [item.type for item in items] == ["message", "custom_tool_call",
+                                             "custom_tool_call_output"]
+
+
+def test_hosted_tools_are_accepted_and_echoed(sdk: openai.OpenAI, model: str) -> None:
+    """Declared hosted tools (here web search, which Codex declares) are accepted and
+    echoed; a deployment may run them, never call them, or refuse them as unsupported."""
+    tools = [{"type": "web_search", "external_web_access": False}, WEATHER_TOOL]
+    try:
+        with sdk.responses.stream(model=model, input="Say hello.", tools=tools,  # type: ignore[arg-type]
+                                  max_output_tokens=SHORT) as stream:
+            events = sdk_events(stream)
+    except openai.BadRequestError as exc:
+        assert isinstance(exc.body, dict) and exc.body.get("param") == "tools[0].type", exc
+        pytest.skip(f"the deployment refuses hosted tools: {exc.message}")
+    final = check_stream(events)
+    assert final is not None and final["status"] in FINISHED
+    assert [tool["type"] for tool in final["tools"]] == ["web_search", "function"]

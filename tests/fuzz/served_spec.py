@@ -21,12 +21,14 @@ differs from it. Each change says why, here and at the line that makes it.
 * **The create body as this server accepts it.** The spec's ``CreateResponse`` is open
   (any extra field) and optional everywhere. This server refuses unknown fields (400
   ``unknown_parameter``), serves one model (404 ``model_not_found`` for others), needs
-  ``input``, supports function tools only, text (and assistant refusals) only, and takes
-  ``prompt`` and other features it lacks only as null (``conversation`` too: the fuzzers
-  make no conversation to name). The served body is closed and limited to the fields and
-  values the server implements, built from the spec's own property schemas where they
-  agree (:func:`create_request_schema`). Negative cases are generated from it, so what
-  the server does not implement is sent too, and must be refused with a 4xx.
+  ``input``, offers function, custom and namespace tools only (hosted tools are accepted,
+  never called; they are left out of the served body), text (and assistant refusals)
+  only, and takes ``prompt`` and other features it lacks only as null (``conversation``
+  too: the fuzzers make no conversation to name). The served body is closed and limited
+  to the fields and values the server implements, built from the spec's own property
+  schemas where they agree (:func:`create_request_schema`). Negative cases are generated
+  from it, so what the server does not implement is sent too, and must be refused with a
+  4xx.
 """
 
 from __future__ import annotations
@@ -136,11 +138,11 @@ def _content_parts(*, refusals: bool) -> dict[str, Any]:
 def input_item_schema() -> dict[str, Any]:
     """The input items the server takes (items.normalize_input): messages (the spec's
     EasyInputMessage, InputMessage and OutputMessage in one shape), FunctionToolCall,
-    FunctionCallOutputItemParam and ReasoningItem, without the field it refuses as unknown
-    (``prompt_cache_breakpoint``). Where the server reads a field it is as strict as the
-    spec; fields it drops unread (``phase``, a non-string ``id``, ``name``, ``namespace``,
-    ``caller``, ``async``, ``encrypted_content``) take anything. ``status`` may be null
-    (read as completed)."""
+    FunctionCallOutputItemParam, custom tool calls and their outputs, and ReasoningItem,
+    without the field it refuses as unknown (``prompt_cache_breakpoint``). Where the
+    server reads a field it is as strict as the spec; fields it drops unread (``phase``, a
+    non-string ``id``, an output's ``name`` and ``namespace``, ``caller``, ``async``,
+    ``encrypted_content``) take anything. ``status`` may be null (read as completed)."""
     status = nullable({"enum": ["in_progress", "completed", "incomplete"]})
 
     def message(roles: list[str], *, refusals: bool) -> dict[str, Any]:
@@ -153,29 +155,32 @@ def input_item_schema() -> dict[str, Any]:
             "phase": ANY,
         }, ("role", "content"))
 
-    function_call = closed({
-        "type": {"const": "function_call"},
-        "id": ANY,
-        "call_id": {"type": "string"},
-        "namespace": ANY,
-        "name": {"type": "string"},
-        "arguments": {"type": "string"},
-        "status": status,
-        "caller": ANY,
-        "async": ANY,
-    }, ("type", "call_id", "name", "arguments"))
+    def tool_call(kind: str, payload: str) -> dict[str, Any]:
+        # A call's namespace is kept (a namespaced tool's calls are replayed under it).
+        return closed({
+            "type": {"const": kind},
+            "id": ANY,
+            "call_id": {"type": "string"},
+            "namespace": nullable({"type": "string"}),
+            "name": {"type": "string"},
+            payload: {"type": "string"},
+            "status": status,
+            "caller": ANY,
+            "async": ANY,
+        }, ("type", "call_id", "name", payload))
     # The spec lets call_id be null; an output answers a call, so the server needs its id
     # (400 ``missing_required_parameter``).
-    function_output = closed({
-        "type": {"const": "function_call_output"},
-        "id": ANY,
-        "call_id": {"type": "string"},
-        "output": {"anyOf": [{"type": "string"}, _content_parts(refusals=False)]},
-        "name": ANY,
-        "namespace": ANY,
-        "status": status,
-        "caller": ANY,
-    }, ("type", "call_id", "output"))
+    def tool_output(kind: str) -> dict[str, Any]:
+        return closed({
+            "type": {"const": kind},
+            "id": ANY,
+            "call_id": {"type": "string"},
+            "output": {"anyOf": [{"type": "string"}, _content_parts(refusals=False)]},
+            "name": ANY,
+            "namespace": ANY,
+            "status": status,
+            "caller": ANY,
+        }, ("type", "call_id", "output"))
     summary = closed({"type": {"const": "summary_text"}, "text": {"type": "string"}},
                      ("type", "text"))
     reasoning_text = closed({"type": {"const": "reasoning_text"}, "text": {"type": "string"}},
@@ -191,21 +196,52 @@ def input_item_schema() -> dict[str, Any]:
     }, ("type",))
     return {"anyOf": [message(["user", "system", "developer"], refusals=False),
                       message(["assistant"], refusals=True),
-                      function_call, function_output, reasoning]}
+                      tool_call("function_call", "arguments"), tool_output("function_call_output"),
+                      tool_call("custom_tool_call", "input"),
+                      tool_output("custom_tool_call_output"), reasoning]}
 
 
-def function_tool_schema() -> dict[str, Any]:
-    # Function tools only: every built-in tool type is refused with 400 ``unsupported_tool``
-    # (this server runs no tools itself). ``output_schema``, ``defer_loading`` and
-    # ``allowed_callers`` (tool search, programmatic calling) are refused as unknown.
-    return closed({
+NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"}
+CALLERS = nullable({"type": "array", "items": {"enum": ["direct", "programmatic"]},
+                    "minItems": 1})
+
+
+def tool_schema() -> dict[str, Any]:
+    """The tools the model is offered (protocol/tooldefs.py): function and custom tools,
+    and namespaces of them. Hosted tools (web search, file search, ...) are accepted too,
+    never called, and left out here: the server checks their type and required fields
+    only, so a negative case that breaks one of their other fields would be accepted."""
+    # The spec's name is any string; OpenAI and this server require ^[a-zA-Z0-9_-]{1,64}$.
+    function = closed({
         "type": {"const": "function"},
-        # The spec's name is any string; OpenAI and this server require ^[a-zA-Z0-9_-]{1,64}$.
-        "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+        "name": NAME,
         "description": nullable({"type": "string"}),
         "parameters": nullable({"type": "object"}),
         "strict": nullable({"type": "boolean"}),
+        "allowed_callers": CALLERS,
+        "defer_loading": {"type": "boolean"},
+        "async": {"type": "boolean"},
+        "output_schema": nullable({"type": "object"}),
     }, ("type", "name"))
+    custom = closed({
+        "type": {"const": "custom"},
+        "name": NAME,
+        "description": {"type": "string"},
+        "format": {"anyOf": [
+            closed({"type": {"const": "text"}}, ("type",)),
+            closed({"type": {"const": "grammar"}, "syntax": {"enum": ["lark", "regex"]},
+                    "definition": {"type": "string"}}, ("type", "syntax", "definition"))]},
+        "allowed_callers": CALLERS,
+        "defer_loading": {"type": "boolean"},
+        "async": {"type": "boolean"},
+    }, ("type", "name"))
+    namespace = closed({
+        "type": {"const": "namespace"},
+        "name": NAME,
+        "description": {"type": "string"},
+        "tools": {"type": "array", "items": {"anyOf": [function, custom]}, "minItems": 1},
+    }, ("type", "name", "description", "tools"))
+    return {"anyOf": [function, custom, namespace]}
 
 
 def _extension_properties() -> dict[str, Any]:
@@ -229,7 +265,9 @@ def create_request_schema(schemas: dict[str, Any], model: str) -> dict[str, Any]
         "model": {"const": model},
         "input": {"anyOf": [{"type": "string"},
                             {"type": "array", "items": input_item_schema()}]},
-        "tools": nullable({"type": "array", "items": function_tool_schema()}),
+        "tools": nullable({"type": "array", "items": tool_schema()}),
+        # Not in OpenAI's spec; Codex sends it (a JSON object or string, kept, echoed).
+        "client_metadata": nullable({"anyOf": [{"type": "string"}, {"type": "object"}]}),
         # Naming a function needs that tool in ``tools`` (a cross-field rule), and the
         # allowed-tools / built-in / MCP / custom choices are refused: the options only.
         "tool_choice": nullable({"enum": ["none", "auto", "required"]}),

@@ -30,6 +30,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from tests.support.server import ServerThread
+from trio_responses.protocol.tooldefs import model_tool_name, offered_tools
 
 from .conftest import AUTH, MODEL, scaled
 from .served_spec import OPERATIONS, served_spec
@@ -77,10 +78,12 @@ def keep_case(case: AnyCase) -> bool:
         return True
     tools = body.get("tools")
     tools = tools if isinstance(tools, list) else []
-    names = [tool.get("name") for tool in tools if isinstance(tool, dict)]
+    names = [model_tool_name(member["name"], tool["name"] if member is not tool else None)
+             for tool in tools for member in (tool.get("tools") or [tool])]
     if len(names) != len(set(names)):
-        return False  # tool names are unique (400 otherwise)
-    return not (body.get("tool_choice") == "required" and not tools)  # needs a tool
+        return False  # the names the model sees are unique (400 otherwise)
+    # "required" needs a tool the model may call (400 otherwise).
+    return not (body.get("tool_choice") == "required" and not offered_tools(tools))
 
 
 def adjust_case(case: AnyCase) -> AnyCase:

@@ -43,12 +43,21 @@ class Reasoning:
 class Call:
     call_id: str
     arguments: str
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomCall:
+    call_id: str
+    input: str
+    namespace: str | None = None
 
 
 @dataclass(frozen=True)
 class CallOutput:
     call_id: str
     output: str
+    custom: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,14 +80,16 @@ class End:
     how: str  # complete | incomplete | fail | cancel
 
 
-Op = Text | Reasoning | Call | CallOutput | EndItems | Ping | Notice
+Op = Text | Reasoning | Call | CustomCall | CallOutput | EndItems | Ping | Notice
 call_ids = st.sampled_from(["call_a", "call_b"])
 middle_ops = st.one_of(
     st.builds(Text, deltas, st.booleans()),
     st.builds(Text, deltas, st.booleans()),
     st.builds(Reasoning, deltas),
-    st.builds(Call, call_ids, st.sampled_from(["", "{", '"x": 1', "}", "\n\u2028"])),
-    st.builds(CallOutput, call_ids, deltas),
+    st.builds(Call, call_ids, st.sampled_from(["", "{", '"x": 1', "}", "\n\u2028"]),
+              st.sampled_from([None, "crm"])),
+    st.builds(CustomCall, call_ids, deltas, st.sampled_from([None, "crm"])),
+    st.builds(CallOutput, call_ids, deltas, st.booleans()),
     st.just(EndItems()),
     st.just(Ping()),
     st.just(Notice()),
@@ -103,8 +114,12 @@ def expected_output(ops: list[Op]) -> list[tuple[str, str]]:
             else:
                 items.append((kind, key, piece))
                 open_key = (kind, key)
+        elif isinstance(op, CustomCall):
+            items.append(("custom_tool_call", op.call_id, op.input))
+            open_key = None
         elif isinstance(op, CallOutput):
-            items.append(("function_call_output", op.call_id, op.output))
+            kind = "custom_tool_call_output" if op.custom else "function_call_output"
+            items.append((kind, op.call_id, op.output))
             open_key = None
         elif isinstance(op, EndItems):
             open_key = None
@@ -115,7 +130,8 @@ def item_text(item: dict[str, Any]) -> tuple[str, str]:
     kind = item["type"]
     if kind in ("message", "reasoning"):
         return kind, "".join(part["text"] for part in item["content"])
-    return kind, item["arguments"] if kind == "function_call" else item["output"]
+    key = {"function_call": "arguments", "custom_tool_call": "input"}.get(kind, "output")
+    return kind, item[key]
 
 
 def apply(builder: ResponseEvents, op: Op | End) -> list[Emitted]:
@@ -126,9 +142,12 @@ def apply(builder: ResponseEvents, op: Op | End) -> list[Emitted]:
         return builder.reasoning(op.delta)
     if isinstance(op, Call):
         return builder.function_call(call_id=op.call_id, name="get_weather",
-                                     arguments=op.arguments)
+                                     arguments=op.arguments, namespace=op.namespace)
+    if isinstance(op, CustomCall):
+        return builder.custom_tool_call(call_id=op.call_id, name="apply_patch",
+                                        input_text=op.input, namespace=op.namespace)
     if isinstance(op, CallOutput):
-        return builder.function_call_output(call_id=op.call_id, output=op.output)
+        return builder.tool_output(call_id=op.call_id, output=op.output, custom=op.custom)
     if isinstance(op, EndItems):
         return builder.end_items()
     if isinstance(op, Ping):
@@ -216,7 +235,8 @@ def test_any_operation_sequence_gives_a_well_formed_stream(
     Response.model_validate(final)
     assert [item_text(item) for item in final["output"]] == expected_output(ops)
     ends_open = bool(ops) and bool(final["output"]) and not isinstance(
-        [op for op in ops if not isinstance(op, Ping | Notice)][-1], CallOutput | EndItems)
+        [op for op in ops if not isinstance(op, Ping | Notice)][-1],
+        CallOutput | CustomCall | EndItems)
     last_status = "completed" if end.how == "complete" or not ends_open else "incomplete"
     statuses = [item["status"] for item in final["output"]]
     assert statuses == ["completed"] * (len(statuses) - 1) + [last_status] * bool(statuses)

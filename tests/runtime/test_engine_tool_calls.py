@@ -14,6 +14,7 @@ from tests.protocol.builders import USAGE, new_builder
 from trio_responses.engine.base import EngineStream, ToolCallDelta
 from trio_responses.protocol.events import ResponseEvents
 from trio_responses.protocol.ids import counting_ids
+from trio_responses.protocol.tooldefs import offered_tools
 from trio_responses.runtime.tools import ToolPlan, ToolTurns, ToolWait
 
 
@@ -136,3 +137,40 @@ def test_text_after_a_call_keeps_the_whitespace_before_it() -> None:
     response = finish(tools, builder)
     assert [item["type"] for item in response["output"]] == ["function_call", "message"]
     assert response["output"][1]["content"][0]["text"] == "\nDone."
+
+
+def test_namespaced_and_custom_calls_from_the_engine_parser() -> None:
+    """The parser reports the names the model was offered: a namespaced function's call
+    comes out under its own name with its namespace, and a custom tool's call (whose
+    input is a string inside the arguments' JSON) as one whole custom_tool_call item."""
+    builder = new_builder()
+    builder.created()
+    builder.in_progress()
+    declared = [{"type": "namespace", "name": "agents", "description": "Sub-agents.",
+                 "tools": [{"type": "function", "name": "spawn"},
+                           {"type": "custom", "name": "note"}]},
+                {"type": "custom", "name": "apply_patch"}]
+    plan = ToolPlan(mode="engine", offered=offered_tools(declared))
+    tools = ToolTurns(plan, builder, counting_ids())
+    events = tools.engine_calls([ToolCallDelta(0, "agents__spawn", '{"task":'),
+                                 ToolCallDelta(0, arguments=' "x"}'),
+                                 ToolCallDelta(1, "apply_patch", '{"input": "*** Be'),
+                                 ToolCallDelta(1, arguments='gin"}')])
+    # The custom call is sent only when it ends: by a new call, text or the turn's end.
+    assert [e["item"]["type"] for e, _ in events if e["type"] == "response.output_item.added"
+            ] == ["function_call"]
+    events += tools.engine_calls([ToolCallDelta(2, "agents__note", "{}")])
+    events += tools.text("Done.")
+    response = finish(tools, builder)
+    spawn, patch, note, message = response["output"]
+    assert (spawn["type"], spawn["name"], spawn["namespace"], spawn["arguments"]) == (
+        "function_call", "spawn", "agents", '{"task": "x"}')
+    assert (patch["type"], patch["name"], patch["input"]) == (
+        "custom_tool_call", "apply_patch", "*** Begin")
+    assert "namespace" not in patch
+    # A custom call with arguments that are not {"input": ...} keeps them as its input.
+    assert (note["type"], note["name"], note["namespace"], note["input"]) == (
+        "custom_tool_call", "note", "agents", "{}")
+    assert message["type"] == "message"
+    assert [(c["name"], c["namespace"], c["custom"]) for c in tools.turn_calls] == [
+        ("spawn", "agents", False), ("apply_patch", None, True), ("note", "agents", True)]

@@ -15,6 +15,9 @@ from trio_responses.runtime.tools import later_turns, plan_tools
 WEATHER = {"type": "function", "name": "get_weather",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
 TIME = {"type": "function", "name": "get_time"}
+AGENTS = {"type": "namespace", "name": "agents", "description": "Sub-agents.",
+          "tools": [{"type": "function", "name": "spawn"}, {"type": "custom", "name": "note"}]}
+PATCH = {"type": "custom", "name": "apply_patch"}
 
 
 def create(**fields: Any) -> Any:
@@ -73,24 +76,45 @@ def test_the_first_turn_follows_the_plan() -> None:
 async def test_later_turns_add_each_turn_as_chat_messages() -> None:
     scripted = ScriptedEngine()
     await scripted.start()
-    plan = plan_tools(create(tools=[WEATHER, TIME], tool_choice="required"), scripted)
+    plan = plan_tools(create(tools=[WEATHER, AGENTS, PATCH], tool_choice="required"),
+                      scripted)
     assert plan is not None
     start = plan.first_turn(first())
     next_turn = later_turns(plan, start, scripted)
+    # A namespaced and a custom tool's calls go back under the names they were offered.
     calls = [{"call_id": "c1", "name": "get_weather", "arguments": "{}", "output": "rain"},
-             {"call_id": "c2", "name": "get_time", "arguments": "{}", "output": "noon"}]
+             {"call_id": "c2", "name": "spawn", "namespace": "agents", "custom": False,
+              "arguments": "{}", "output": "spawned"},
+             {"call_id": "c3", "name": "apply_patch", "namespace": None, "custom": True,
+              "arguments": '{"input": "+x"}', "output": "patched"}]
     stream = await next_turn(calls)
     await stream.aclose()
     [sent] = scripted.requests
     assert sent.request_id == "resp_1_turn1" and sent.sampling.json_schema is None
     # The free turn is taught the format the forced one did not need.
     assert "<tools>" in sent.messages[0]["content"]
-    assert sent.messages[-3:] == (
+    assert sent.messages[-4:] == (
         {"role": "assistant", "content": "", "tool_calls": [
             {"id": "c1", "type": "function",
              "function": {"name": "get_weather", "arguments": "{}"}},
             {"id": "c2", "type": "function",
-             "function": {"name": "get_time", "arguments": "{}"}}]},
+             "function": {"name": "agents__spawn", "arguments": "{}"}},
+            {"id": "c3", "type": "function",
+             "function": {"name": "apply_patch", "arguments": '{"input": "+x"}'}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "rain"},
-        {"role": "tool", "tool_call_id": "c2", "content": "noon"},
+        {"role": "tool", "tool_call_id": "c2", "content": "spawned"},
+        {"role": "tool", "tool_call_id": "c3", "content": "patched"},
     )
+
+
+def test_hosted_tools_alone_make_no_plan_and_custom_tools_can_be_forced() -> None:
+    assert plan_tools(create(tools=[{"type": "web_search"}]), engine()) is None
+    plan = plan_tools(create(tools=[{"type": "web_search"}, WEATHER, AGENTS, PATCH]), engine())
+    assert plan is not None
+    assert [tool["function"]["name"] for tool in plan.tools] == [
+        "get_weather", "agents__spawn", "agents__note", "apply_patch"]
+    forced = plan_tools(create(tools=[WEATHER, AGENTS, PATCH],
+                               tool_choice={"type": "custom", "name": "note"}), engine())
+    assert forced is not None and forced.call_schema is not None
+    assert forced.call_schema["properties"]["name"] == {"const": "agents__note"}
+    assert forced.call_schema["properties"]["arguments"]["required"] == ["input"]

@@ -107,7 +107,7 @@ CASES = [
                  JSON, 400, "input[0].call_id", "missing_required_parameter",
                  id="function-call-without-call-id"),
     # tools
-    pytest.param(body(tools=[{"type": "web_search_preview"}]), JSON, 400, "tools[0].type",
+    pytest.param(body(tools=[{"type": "teleport"}]), JSON, 400, "tools[0].type",
                  "unsupported_tool", id="unsupported-tool-type"),
     pytest.param(body(tools=[WEATHER_TOOL], tool_choice={"type": "function", "name": "news"}),
                  JSON, 400, "tool_choice.name", None, id="tool-choice-missing-tool"),

@@ -10,6 +10,13 @@ same prompt and salt a second time reports it cached). Its context is ``max_mode
 words: a longer prompt is refused, or truncated as the vLLM bridge does (``truncation:
 "auto"``, :mod:`.truncation`); ``requests`` records what the model saw.
 
+Agent scripts, for tests of agent loops with no model (Codex CLI, openai-agents): with
+tools given, ``[[call:NAME]]`` in the last user message makes a call of tool NAME (with
+arguments made up to fit its schema), ``[[call:NAME {"cmd": "ls"}]]`` one with those
+arguments; ``[[then]]`` separates the script's turns (one turn per model turn, counted
+since the last user message), and once the calls are done and their outputs in the
+input, the reply reports the last output (:func:`script_step`).
+
 Failure injection, by the last user message or by constructor: ``[[fail]]`` makes the
 request fail after its first token (EngineError), ``[[stall]]`` makes it wait forever
 after its first token. Every submitted request is recorded (``requests``), and every
@@ -29,6 +36,7 @@ qwen3``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,12 +71,13 @@ def last_user_text(request: EngineRequest) -> str:
     return ""
 
 
-_CALL = re.compile(r"\[\[call:([A-Za-z0-9_-]+)\]\]")
+# [[call:NAME]] or [[call:NAME {"json": "arguments"}]]; [[then]] separates turns.
+_CALL = re.compile(r"\[\[call:([A-Za-z0-9_-]+)\s*")
+THEN = "[[then]]"
 
 
 def echo_reply(request: EngineRequest) -> str:
-    """Echo the last user message. Each ``[[call:NAME]]`` in it (with tools given) makes
-    a call of tool NAME in the built-in format; after a tool output, report the output.
+    """Echo the last user message, or play the agent script in it (:func:`script_step`).
     ``[[think]]`` puts a ``<think>`` block first."""
     reply = _answer(request)
     if "[[think]]" in last_user_text(request) and request.reasoning_effort != "none":
@@ -78,23 +87,72 @@ def echo_reply(request: EngineRequest) -> str:
 
 
 def _answer(request: EngineRequest) -> str:
+    text = last_user_text(request).replace("[[think]]", "").strip()
+    calls = script_step(request)
+    if calls:
+        return "\n".join(calls)
     last = request.messages[-1] if request.messages else {}
     if last.get("role") == "tool":
         return f"The tool returned: {last.get('content')}"
-    text = last_user_text(request).replace("[[think]]", "").strip()
-    blocks = []
-    for name in _CALL.findall(text):
-        for tool in request.tools:
-            function = tool.get("function", {})
-            if function.get("name") == name:
-                call = {"name": name,
-                        "arguments": instance_of(function.get("parameters") or {})}
-                blocks.append(
-                    f"<tool_call>\n{msgspec.json.encode(call).decode()}\n</tool_call>")
-                break
-    if blocks:
-        return "\n".join(blocks)
     return f"You said: {text}" if text else "Hello from the scripted engine."
+
+
+def script_step(request: EngineRequest) -> list[str]:
+    """The calls of this turn of the agent script in the last user message, in the
+    built-in format: the script is turns separated by ``[[then]]``, each with its
+    ``[[call:NAME]]`` markers (several make parallel calls), NAME a tool the request
+    offers. A marker's JSON object, if it has one, is the call's arguments; otherwise
+    they are made up to fit the tool's schema. The turn is the number of turns with
+    calls since the last user message; once the script has run out (or its turn calls
+    no offered tool), the model answers: it reports the last tool output."""
+    text = last_user_text(request)
+    turns = text.split(THEN)
+    done = _call_turns_since_user(request.messages)
+    if done >= len(turns):
+        return []
+    blocks = []
+    for name, arguments in scripted_calls(turns[done]):
+        function = next((tool.get("function", {}) for tool in request.tools
+                         if tool.get("function", {}).get("name") == name), None)
+        if function is None:
+            continue
+        if arguments is None:
+            arguments = instance_of(function.get("parameters") or {})
+        call = {"name": name, "arguments": arguments}
+        blocks.append(f"<tool_call>\n{msgspec.json.encode(call).decode()}\n</tool_call>")
+    return blocks
+
+
+def scripted_calls(text: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """The ``[[call:NAME]]`` / ``[[call:NAME {...}]]`` markers of ``text``: each tool name
+    and its JSON arguments (None when the marker has none)."""
+    calls: list[tuple[str, dict[str, Any] | None]] = []
+    decoder = json.JSONDecoder()
+    position = 0
+    while (marker := _CALL.search(text, position)) is not None:
+        position = marker.end()
+        arguments: Any = None
+        if text.startswith("{", position):
+            try:
+                arguments, position = decoder.raw_decode(text, position)
+            except ValueError:
+                continue
+            while position < len(text) and text[position].isspace():
+                position += 1
+        if text.startswith("]]", position) and (arguments is None or isinstance(arguments, dict)):
+            calls.append((marker.group(1), arguments))
+            position += 2
+    return calls
+
+
+def _call_turns_since_user(messages: Sequence[Mapping[str, Any]]) -> int:
+    turns = 0
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            break
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            turns += 1
+    return turns
 
 
 def instance_of(schema: Mapping[str, Any]) -> Any:

@@ -111,16 +111,17 @@ class ResponseEvents:
 
         return self._batch(build)
 
-    def function_call(self, *, call_id: str, name: str, arguments: str = "") -> list[Emitted]:
-        """A function call: the first call for a ``call_id`` opens its item, later ones
-        add argument text."""
+    def function_call(self, *, call_id: str, name: str, arguments: str = "",
+                      namespace: str | None = None) -> list[Emitted]:
+        """A function call (of a namespaced function: with its ``namespace``): the first
+        call for a ``call_id`` opens its item, later ones add argument text."""
 
         def build() -> None:
             item = self._item
             if item is None or item["type"] != "function_call" or item["call_id"] != call_id:
                 self._close_item("completed")
                 item = self._open("function_call", "fc", call_id=call_id, name=name,
-                                  arguments="")
+                                  arguments="", **_namespace(namespace))
             if arguments:
                 item["arguments"] += arguments
                 self._emit("response.function_call_arguments.delta", item_id=item["id"],
@@ -128,12 +129,33 @@ class ResponseEvents:
 
         return self._batch(build)
 
-    def function_call_output(self, *, call_id: str, output: str) -> list[Emitted]:
-        """A tool output given while the response waited (an item added and done)."""
+    def custom_tool_call(self, *, call_id: str, name: str, input_text: str,
+                         namespace: str | None = None) -> list[Emitted]:
+        """A whole call of a custom tool: its item added, its input, the item done."""
 
         def build() -> None:
             self._close_item("completed")
-            self._open("function_call_output", "fco", call_id=call_id, output=output)
+            item = self._open("custom_tool_call", "ctc", call_id=call_id, name=name,
+                              input="", **_namespace(namespace))
+            if input_text:
+                item["input"] = input_text
+                self._emit("response.custom_tool_call_input.delta", item_id=item["id"],
+                           output_index=len(self.response["output"]) - 1, delta=input_text)
+            self._close_item("completed")
+
+        return self._batch(build)
+
+    def tool_output(self, *, call_id: str, output: str, custom: bool = False
+                    ) -> list[Emitted]:
+        """A tool output given while the response waited (an item added and done): a
+        ``function_call_output``, or a ``custom_tool_call_output`` for a custom tool."""
+
+        def build() -> None:
+            self._close_item("completed")
+            if custom:
+                self._open("custom_tool_call_output", "ctco", call_id=call_id, output=output)
+            else:
+                self._open("function_call_output", "fco", call_id=call_id, output=output)
             self._close_item("completed")
 
         return self._batch(build)
@@ -313,10 +335,18 @@ class ResponseEvents:
         if item["type"] == "function_call":
             self._emit("response.function_call_arguments.done", **where_item,
                        name=item["name"], arguments=item["arguments"])
+        elif item["type"] == "custom_tool_call":
+            self._emit("response.custom_tool_call_input.done", **where_item,
+                       input=item["input"])
         item["status"] = status
         self._emit("response.output_item.done", output_index=where_item["output_index"],
                    item=copy.deepcopy(item))
         self._item = None
+
+
+def _namespace(namespace: str | None) -> dict[str, str]:
+    """The ``namespace`` field of a call item, which only namespaced tools' calls have."""
+    return {"namespace": namespace} if namespace else {}
 
 
 def _delta_logprob(logprob: Mapping[str, Any]) -> dict[str, Any]:

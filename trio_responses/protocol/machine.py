@@ -10,7 +10,8 @@
 - output items open and close one at a time, ``output_index`` counting from 0; content
   parts open and close one at a time inside a message, ``content_index`` counting from 0;
 - every delta belongs to the open item/part (ids and indexes match) and the deltas join
-  to the ``.done`` text, which the part and the item repeat;
+  to the ``.done`` text, which the part and the item repeat (a function call's
+  arguments and a custom tool call's input likewise);
 - ``error`` may come at any time before the terminal event, and only ``response.failed``
   may follow it; ``response.ping`` and ``response.rate_limits.updated`` may come between
   ``response.created`` and the terminal event.
@@ -45,6 +46,13 @@ _TEXT_DONE = {
 }
 
 
+# Call items and their delta/done event families: a function call's arguments, a custom
+# tool call's input.
+_CALL_FAMILIES = {"response.function_call_arguments": "function_call",
+                  "response.custom_tool_call_input": "custom_tool_call"}
+_CALL_PAYLOAD = {"function_call": "arguments", "custom_tool_call": "input"}
+
+
 class ProtocolViolation(Exception):
     """An event that may not be sent at this point of the stream."""
 
@@ -59,6 +67,7 @@ class _OpenItem:
     part_type: str | None = None
     text: list[str] = field(default_factory=list)
     text_done: bool = False
+    # A function call's argument deltas, or a custom tool call's input deltas.
     arguments: list[str] = field(default_factory=list)
     part_texts: list[str] = field(default_factory=list)
 
@@ -135,13 +144,21 @@ class EventValidator:
             self._text_delta(kind, event)
         elif kind in _TEXT_DONE:
             self._text_done(kind, event)
-        elif kind == "response.function_call_arguments.delta":
-            item = self._current(event, "function_call")
+        elif kind.rpartition(".")[0] in _CALL_FAMILIES:
+            self._call_piece(kind, event)
+        else:
+            raise ProtocolViolation(f"unknown event type {kind}")
+
+    def _call_piece(self, kind: str, event: Mapping[str, Any]) -> None:
+        """A call's argument (function) or input (custom tool) delta, or its .done."""
+        family, _, step = kind.rpartition(".")
+        item_kind = _CALL_FAMILIES[family]
+        item = self._current(event, item_kind)
+        if step == "delta":
             item.arguments.append(_str(event, "delta"))
-        elif kind == "response.function_call_arguments.done":
-            item = self._current(event, "function_call")
-            if event.get("arguments") != "".join(item.arguments):
-                raise ProtocolViolation("function call arguments do not join to .done")
+        elif step == "done":
+            if event.get(_CALL_PAYLOAD[item_kind]) != "".join(item.arguments):
+                raise ProtocolViolation(f"{kind}: the deltas do not join to it")
             item.text_done = True
         else:
             raise ProtocolViolation(f"unknown event type {kind}")
@@ -241,8 +258,9 @@ class EventValidator:
             texts = [p.get("text", p.get("refusal")) for p in done.get("content", ())]
             if texts != item.part_texts:
                 raise ProtocolViolation("output_item.done content differs from its parts")
-        if item.kind == "function_call" and done.get("arguments") != "".join(item.arguments):
-            raise ProtocolViolation("output_item.done arguments differ from the deltas")
+        payload = _CALL_PAYLOAD.get(item.kind)
+        if payload is not None and done.get(payload) != "".join(item.arguments):
+            raise ProtocolViolation(f"output_item.done {payload} differ from the deltas")
         self.open_item = None
         self.item_count += 1
 

@@ -20,8 +20,9 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from ..errors import InvalidRequest
-from .items import normalize_input, validate_tool_choice, validate_tools
+from .items import normalize_input
 from .nesting import check_depth, deep_field, too_deep
+from .tooldefs import validate_tool_choice, validate_tools
 
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -115,6 +116,9 @@ class CreateResponseRequest(_Closed, kw_only=True):
     safety_identifier: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
     user: str | None = None
+    # The client's own data about the request (Codex sends its session and turn ids):
+    # kept with the response (echoed, so also stored), never interpreted.
+    client_metadata: str | dict[str, Any] | None = None
     # Options that change nothing here (no explicit prompt cache, no background tiers):
     # accepted and ignored.
     prompt_cache_options: dict[str, Any] | None = None

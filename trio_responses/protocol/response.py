@@ -15,20 +15,11 @@ from typing import Any
 import msgspec
 
 from .request import CreateResponseRequest, conversation_id
+from .tooldefs import echo_tools
 
 # Sampling a request gets where neither it nor the model says otherwise.
 DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0,
                     "frequency_penalty": 0.0}
-
-
-def _tool(tool: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "name": tool["name"],
-        "description": tool.get("description"),
-        "parameters": tool.get("parameters"),
-        "strict": tool.get("strict", True),
-    }
 
 
 def _text_config(request: CreateResponseRequest) -> dict[str, Any]:
@@ -95,7 +86,7 @@ def new_response(
         ),
         "text": _text_config(request),
         "tool_choice": request.tool_choice if request.tool_choice is not None else "auto",
-        "tools": [_tool(tool) for tool in request.tools or ()],
+        "tools": echo_tools(request.tools or ()),
         "top_logprobs": request.top_logprobs if request.top_logprobs is not None else 0,
         "top_p": sampling["top_p"] if request.top_p is None else request.top_p,
         "presence_penalty": sampling["presence_penalty"],
@@ -107,6 +98,9 @@ def new_response(
     conversation = conversation_id(request)
     if conversation is not None:
         response["conversation"] = {"id": conversation}
+    if request.client_metadata is not None:
+        # Not a field of OpenAI's response object: sent only to clients that sent it.
+        response["client_metadata"] = request.client_metadata
     return response
 
 

@@ -40,15 +40,17 @@ def tool_instructions(tools: Sequence[Mapping[str, Any]]) -> str:
 
 
 def call_schema(tools: Sequence[Mapping[str, Any]], name: str | None = None) -> dict[str, Any]:
-    """A JSON schema whose instances are exactly the valid calls (of ``name`` if given)."""
+    """A JSON schema whose instances are exactly the valid calls of ``tools`` (functions in
+    the chat-completions form), or of the one named ``name``."""
     options = []
     for tool in tools:
-        if name is not None and tool["name"] != name:
+        function = tool["function"]
+        if name is not None and function["name"] != name:
             continue
-        parameters = tool.get("parameters") or {"type": "object", "properties": {}}
+        parameters = function.get("parameters") or {"type": "object", "properties": {}}
         options.append({
             "type": "object",
-            "properties": {"name": {"const": tool["name"]}, "arguments": parameters},
+            "properties": {"name": {"const": function["name"]}, "arguments": parameters},
             "required": ["name", "arguments"],
             "additionalProperties": False,
         })

@@ -209,9 +209,7 @@ class ResponseRun:
                         usage=self._usage(), at=self._clock(), incomplete=True,
                         incomplete_reason=self._tool_timeout_reason))
                     return
-                for call in outputs:
-                    self._publish(self.builder.function_call_output(
-                        call_id=call["call_id"], output=call["output"]))
+                self._publish(self.tools.outputs_given(outputs))
                 self._earlier += TokenCounts.of(self._last_delta)
                 self._last_delta = EngineDelta()
                 self._engine_done = False

@@ -5,10 +5,12 @@ of the model (our built-in format, one forced JSON call, or the engine's own par
 from the request's ``tool_choice`` and what the engine does with tools. The first
 turn's engine request, the turns after tool outputs and :class:`ToolTurns` follow it.
 
-:class:`ToolTurns` sits between the engine's text and the event builder when a request
-has function tools: plain text goes on as output text, each complete call becomes a
-``function_call`` item (with its own ``call_id``), up to ``max_tool_calls`` in all and
-one per turn unless ``parallel_tool_calls``.
+:class:`ToolTurns` sits between the engine's text and the event builder when the model
+is offered tools: plain text goes on as output text, each complete call becomes a
+``function_call`` item (with its own ``call_id``; a namespaced function's with its
+``namespace``), or a ``custom_tool_call`` item for a custom tool, up to ``max_tool_calls``
+in all and one per turn unless ``parallel_tool_calls``. The model calls tools by the
+names they were offered under (:mod:`trio_responses.protocol.tooldefs`).
 
 The wait is opt-in (``X-Responses-Tool-Wait: true`` on the create request; a header, so
 it also works in compatibility mode). After a turn that made calls, the run waits —
@@ -35,6 +37,7 @@ from ..protocol.events import Emitted, ResponseEvents
 from ..protocol.ids import IdFactory
 from ..protocol.request import CreateResponseRequest
 from ..protocol.toolcalls import ParsedCall, ToolCallParser, call_schema, tool_instructions
+from ..protocol.tooldefs import OfferedTool, custom_input, forced_tool, offered_tools
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +63,21 @@ class ToolPlan:
     free_mode: ToolMode = "tags"
     max_calls: int | None = None
     parallel: bool = True
-    # The request's tools, in the chat-completions form chat templates take.
-    tools: tuple[Mapping[str, Any], ...] = ()
+    # The tools the model is offered (hosted tools are not).
+    offered: tuple[OfferedTool, ...] = ()
     # The structured-output schema of a forced call (mode "json").
     call_schema: Mapping[str, Any] | None = None
     # The engine's chat template writes the tools it is given into the prompt.
     template_lists_tools: bool = False
+
+    @property
+    def tools(self) -> tuple[Mapping[str, Any], ...]:
+        """The offered tools in the chat-completions form chat templates take."""
+        return tuple(tool.chat for tool in self.offered)
+
+    def resolve(self, model_name: str) -> OfferedTool | None:
+        """The offered tool the model calls ``model_name``; None for a name it made up."""
+        return next((tool for tool in self.offered if tool.model_name == model_name), None)
 
     def teaches(self, mode: ToolMode) -> bool:
         """Whether a turn in ``mode`` needs the built-in format taught in the prompt:
@@ -89,17 +101,20 @@ class ToolPlan:
 
 
 def plan_tools(request: CreateResponseRequest, engine: Engine) -> ToolPlan | None:
-    """The tool plan of ``request`` on ``engine``, or None when no tools are in play."""
-    if not request.tools or request.tool_choice == "none":
+    """The tool plan of ``request`` on ``engine``, or None when no tools are in play (none
+    the model can call, or ``tool_choice`` ``none``)."""
+    offered = offered_tools(request.tools or ())
+    if not offered or request.tool_choice == "none":
         return None
     free_mode: ToolMode = "engine" if engine.parses_tool_calls else "tags"
     forced = request.tool_choice == "required" or isinstance(request.tool_choice, dict)
-    named = request.tool_choice.get("name") if isinstance(request.tool_choice, dict) else None
+    named = forced_tool(request.tool_choice, request.tools or ())
+    chat = tuple(tool.chat for tool in offered)
     return ToolPlan(
         mode="json" if forced else free_mode, free_mode=free_mode,
         max_calls=request.max_tool_calls, parallel=request.parallel_tool_calls is not False,
-        tools=chat_tools(request),
-        call_schema=call_schema(request.tools, named) if forced else None,
+        offered=offered,
+        call_schema=call_schema(chat, named.model_name if named else None) if forced else None,
         template_lists_tools=engine.renders_tools)
 
 
@@ -156,13 +171,14 @@ class ToolTurns:
                     continue  # arguments before the name: the parser's mistake
                 opened: dict[str, Any] | None = None
                 if self._may_call():
-                    opened = {"call_id": self._ids("call"), "name": piece.name,
-                              "arguments": ""}
-                    self._total_calls += 1
-                    self.turn_calls.append(opened)
+                    opened = self._new_call(piece.name, "")
                     events += self._close_open_call()
-                    events += self._builder.function_call(call_id=opened["call_id"],
-                                                          name=piece.name)
+                    if not opened["custom"]:
+                        # A custom tool's item is sent whole when the call ends: its input
+                        # is a string inside the arguments' JSON.
+                        events += self._builder.function_call(
+                            call_id=opened["call_id"], name=opened["name"],
+                            namespace=opened["namespace"])
                     self._open_call = opened
                 self._engine_calls[piece.index] = opened
             call = self._engine_calls[piece.index]
@@ -174,8 +190,10 @@ class ToolTurns:
                 log.warning("dropped late arguments of call %s", call["call_id"])
                 continue
             call["arguments"] += piece.arguments
-            events += self._builder.function_call(call_id=call["call_id"], name=call["name"],
-                                                  arguments=piece.arguments)
+            if not call["custom"]:
+                events += self._builder.function_call(call_id=call["call_id"],
+                                                      name=call["name"],
+                                                      arguments=piece.arguments)
         return events
 
     def end_of_turn(self) -> list[Emitted]:
@@ -187,9 +205,13 @@ class ToolTurns:
 
     def _close_open_call(self) -> list[Emitted]:
         """The engine call whose item is open takes no more arguments; one that got
-        none still gets valid JSON."""
+        none still gets valid JSON. A custom tool's call is sent now, whole."""
         call, self._open_call = self._open_call, None
-        if call is None or call["arguments"]:
+        if call is None:
+            return []
+        if call["custom"]:
+            return self._call_events(call)
+        if call["arguments"]:
             return []
         call["arguments"] = "{}"
         return self._builder.function_call(call_id=call["call_id"], name=call["name"],
@@ -202,13 +224,29 @@ class ToolTurns:
                 if piece:
                     events += self._builder.text(piece)
             elif self._may_call():
-                call_id = self._ids("call")
-                self._total_calls += 1
-                self.turn_calls.append({"call_id": call_id, "name": piece.name,
-                                        "arguments": piece.arguments})
-                events += self._builder.function_call(call_id=call_id, name=piece.name,
-                                                      arguments=piece.arguments)
+                events += self._call_events(self._new_call(piece.name, piece.arguments))
         return events
+
+    def _new_call(self, model_name: str, arguments: str) -> dict[str, Any]:
+        """A call of this turn, of the tool the model calls ``model_name``: its own name
+        and namespace, and whether it is a custom tool."""
+        tool = self._plan.resolve(model_name)
+        call = {"call_id": self._ids("call"), "name": tool.name if tool else model_name,
+                "namespace": tool.namespace if tool else None,
+                "custom": tool is not None and tool.kind == "custom", "arguments": arguments}
+        self._total_calls += 1
+        self.turn_calls.append(call)
+        return call
+
+    def _call_events(self, call: Mapping[str, Any]) -> list[Emitted]:
+        """The item of a whole call (its arguments known)."""
+        if call["custom"]:
+            return self._builder.custom_tool_call(
+                call_id=call["call_id"], name=call["name"], namespace=call["namespace"],
+                input_text=custom_input(call["arguments"]))
+        return self._builder.function_call(call_id=call["call_id"], name=call["name"],
+                                           arguments=call["arguments"],
+                                           namespace=call["namespace"])
 
     def _may_call(self) -> bool:
         if self._plan.max_calls is not None and self._total_calls >= self._plan.max_calls:
@@ -245,6 +283,15 @@ class ToolTurns:
             self._mode = self._plan.free_mode  # later turns answer freely
         self._parser = ToolCallParser(_parser_mode(self._mode))
         return turn
+
+    def outputs_given(self, outputs: Sequence[Mapping[str, Any]]) -> list[Emitted]:
+        """The output items of a turn's calls (from :meth:`wait_for_outputs`)."""
+        events: list[Emitted] = []
+        for call in outputs:
+            events += self._builder.tool_output(call_id=call["call_id"],
+                                                output=call["output"],
+                                                custom=bool(call.get("custom")))
+        return events
 
     async def next_turn(self, outputs: list[dict[str, Any]]) -> EngineStream:
         """The engine stream of the turn after ``outputs`` (from :meth:`wait_for_outputs`)."""
@@ -308,13 +355,6 @@ def _parser_mode(mode: ToolMode) -> Literal["tags", "json"]:
     return "json" if mode == "json" else "tags"
 
 
-def chat_tools(request: CreateResponseRequest) -> tuple[dict[str, Any], ...]:
-    """The request's tools in the chat-completions form chat templates take."""
-    return tuple(
-        {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
-        for tool in request.tools or ())
-
-
 def with_tool_instructions(messages: Sequence[Mapping[str, Any]],
                            tools: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The built-in tool format taught in the system message (for templates without
@@ -328,9 +368,16 @@ def with_tool_instructions(messages: Sequence[Mapping[str, Any]],
 
 def _turn_items(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A turn's calls and their outputs as the items a response holds."""
-    return [
-        *({"type": "function_call", "call_id": c["call_id"], "name": c["name"],
-           "arguments": c["arguments"]} for c in calls),
-        *({"type": "function_call_output", "call_id": c["call_id"], "output": c["output"]}
-          for c in calls),
-    ]
+    return [*map(_call_item, calls),
+            *({"type": "custom_tool_call_output" if c.get("custom") else
+               "function_call_output", "call_id": c["call_id"], "output": c["output"]}
+              for c in calls)]
+
+
+def _call_item(call: Mapping[str, Any]) -> dict[str, Any]:
+    item = {"call_id": call["call_id"], "name": call["name"]}
+    if call.get("namespace"):
+        item["namespace"] = call["namespace"]
+    if call.get("custom"):
+        return {"type": "custom_tool_call", **item, "input": custom_input(call["arguments"])}
+    return {"type": "function_call", **item, "arguments": call["arguments"]}

@@ -32,6 +32,7 @@ from ..protocol.request import (
     extension_fields_set,
 )
 from ..protocol.tool_outputs import parse_tool_outputs
+from ..protocol.tooldefs import refuse_hosted_tools
 from .gateway import (
     UNAUTHENTICATED_PATHS,
     HostCheck,
@@ -163,6 +164,8 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
                     f"Unknown parameter: '{extensions[0]}' (a vLLM extension; this server "
                     "runs in compatibility mode).", param=extensions[0],
                     code="unknown_parameter")
+        if settings.responses_reject_hosted_tools:
+            refuse_hosted_tools(create.tools or ())
         check_body_request_id(create.request_id, request.headers.get("x-request-id"))
         return create
 
