@@ -1,10 +1,9 @@
 """Codex CLI (npm ``@openai/codex``, pinned in package.json) against the server.
 
 Two levels. The protocol-level tests replay a request Codex 0.169 really sent
-(``codex_first_request.json`` and ``codex_request_headers.json``: captured from
-``codex exec``, with its session ids, paths and long instructions trimmed): every field,
-header, tool kind and item shape of it must be accepted, and its second turn (the whole
-history again, ``store: false``) must complete. The end-to-end test runs ``codex exec``
+(:mod:`tests.clients.codex_capture`): every field, header, tool kind and item shape of it
+must be accepted, and its second turn (the whole history again, ``store: false``) must
+complete. The end-to-end test runs ``codex exec``
 itself against the server on loopback, with the scripted engine playing an agent script:
 Codex runs the ``exec_command`` calls the "model" makes and sends their output back, and
 the loop ends with an answer that quotes it.
@@ -25,17 +24,14 @@ import pytest
 from httpx_sse import connect_sse
 from quart import request
 
+from tests.clients.codex_capture import FIRST_REQUEST, HEADERS
 from tests.server.helpers import http_client
 from tests.support.errors import assert_openai_error
 from tests.support.events import as_dict, check_stream
-from tests.support.npm_clients import CLIENTS_DIR, npm_client
+from tests.support.npm_clients import npm_client
 from tests.support.server import ServerThread, engine_of, serve_scripted
 from tests.support.sse import read_sse
 
-FIRST_REQUEST: dict[str, Any] = json.loads(
-    (CLIENTS_DIR / "codex_first_request.json").read_text(encoding="utf-8"))
-HEADERS: dict[str, str] = json.loads(
-    (CLIENTS_DIR / "codex_request_headers.json").read_text(encoding="utf-8"))
 API_KEY = "codex-test-key"
 CODEX_TIMEOUT = 120  # seconds for one `codex exec`; it takes about 2 s
 

@@ -16,6 +16,7 @@ import openai
 import pydantic
 import pytest
 
+from tests.clients.codex_capture import FIRST_REQUEST, HEADERS
 from tests.engine.harness import EngineLoop
 from tests.support.events import as_dict, check_stream, joined_text
 from tests.support.sdk import strict_sdk
@@ -293,3 +294,23 @@ def test_openai_agents_round_trip(server: ServerThread) -> None:
     final = asyncio.run(main())
     assert len(seen) == 1 and seen[0]
     assert final.strip()
+
+
+def test_codex_request_too_long_for_the_context_is_a_clear_400(server: ServerThread) -> None:
+    """Codex CLI's request (tests/clients/codex_capture.py: its instructions trimmed, its
+    tools whole)
+    is longer than this engine's context (2,048 here; Codex's untrimmed prompt, about
+    9,000 tokens, is longer than the default model's 8,192 too): the server counts it and
+    refuses it at once with the error Codex reports as "out of room in the model's
+    context window", never a hang."""
+    body = dict(FIRST_REQUEST, model=MODEL)
+    with httpx.Client(base_url=server.base_url, timeout=300) as http:
+        counted = http.post("/v1/responses/input_tokens",
+                            json={k: v for k, v in body.items() if k != "stream"})
+        assert counted.status_code == 200, counted.text
+        assert counted.json()["input_tokens"] > 4000  # the tool listing alone is ~4,400
+        refused = http.post("/v1/responses", json=body, headers=HEADERS)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "input")
+    assert "context" in error["message"]
