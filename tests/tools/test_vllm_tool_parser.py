@@ -153,6 +153,28 @@ def test_template_without_tools_gets_the_builtin_instructions(
     assert "<tools>" in str(sent.messages[0]["content"])
 
 
+def test_namespaced_and_custom_calls_through_the_engine_parser(client: openai.OpenAI) -> None:
+    """vLLM's hermes parser reads the names the model was offered (``agents__spawn``);
+    the calls come back under the tools' own names, a custom tool's as a whole
+    custom_tool_call item."""
+    agents = {"type": "namespace", "name": "agents", "description": "Sub-agents.",
+              "tools": [{"type": "function", "name": "spawn", "parameters": {
+                  "type": "object", "properties": {"task": {"type": "string"}}}}]}
+    patch = {"type": "custom", "name": "apply_patch"}
+    with client.responses.stream(
+            model="scripted", tools=[agents, patch],  # type: ignore[list-item]
+            input='[[call:agents__spawn {"task": "a"}]] [[call:apply_patch {"input": "+x"}]]'
+    ) as stream:
+        events = [as_dict(event) for event in stream]
+    check_stream(events)
+    spawn, edit = events[-1]["response"]["output"]
+    assert (spawn["type"], spawn["name"], spawn["namespace"]) == ("function_call", "spawn",
+                                                                  "agents")
+    assert json.loads(spawn["arguments"]) == {"task": "a"}
+    assert (edit["type"], edit["name"], edit["input"]) == ("custom_tool_call", "apply_patch",
+                                                           "+x")
+
+
 def test_text_without_a_call_stays_text(client: openai.OpenAI) -> None:
     response = client.responses.create(model="scripted", input="just talk",
                                        tools=[WEATHER])  # type: ignore[list-item]
