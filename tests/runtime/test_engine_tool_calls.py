@@ -1,5 +1,6 @@
 """ToolTurns over calls an engine's own tool parser found (``EngineDelta.tool_calls``):
-items and argument deltas, the call limits, and the parser mistakes it must survive.
+items and argument deltas, the call limits, and the parser mistakes it must survive; and
+over our own parser's calls (the built-in format), the whitespace between them.
 Sans-io: the event builder only, every event checked by its validator."""
 
 from __future__ import annotations
@@ -174,3 +175,29 @@ def test_namespaced_and_custom_calls_from_the_engine_parser() -> None:
     assert message["type"] == "message"
     assert [(c["name"], c["namespace"], c["custom"]) for c in tools.turn_calls] == [
         ("spawn", "agents", False), ("apply_patch", None, True), ("note", "agents", True)]
+
+
+def tagged(*texts: str) -> list[str]:
+    """The output item types of a turn in the built-in format, fed in ``texts`` pieces;
+    each message's text after a colon."""
+    builder = new_builder()
+    builder.created()
+    builder.in_progress()
+    tools = ToolTurns(ToolPlan(mode="tags"), builder, counting_ids())
+    for text in texts:
+        tools.text(text)
+    response = finish(tools, builder)
+    return [item["type"] if item["type"] != "message"
+            else "message:" + item["content"][0]["text"] for item in response["output"]]
+
+
+def test_whitespace_around_calls_in_the_builtin_format_is_no_message() -> None:
+    call = '<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>'
+    # Line ends before, between and after parallel calls: the calls alone.
+    assert tagged("\n", call, "\n", " ", call, "\n") == ["function_call", "function_call"]
+    # Whitespace that text follows is the text's.
+    assert tagged(call, "\n", "Done.") == ["function_call", "message:\nDone."]
+    assert tagged("Hello", " ", "world") == ["message:Hello world"]
+    assert tagged("Checking.\n", call) == ["message:Checking.\n", "function_call"]
+    # A reply of whitespace alone is still a reply.
+    assert tagged("\n", " ") == ["message:\n "]

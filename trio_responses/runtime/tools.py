@@ -141,7 +141,12 @@ class ToolTurns:
         self._engine_calls: dict[int, dict[str, Any] | None] = {}
         # The engine call whose item is open: only it can take more arguments.
         self._open_call: dict[str, Any] | None = None
-        self._held_space = ""  # whitespace after the open call (see text())
+        # Whitespace that may only separate calls: after the open call (engine mode,
+        # see text()), or before and between calls (our parser's pieces, see _emit()).
+        self._held_space = ""
+        # This turn's last output was text; this turn has made a message or a call.
+        self._text_open = False
+        self._turn_output = False
         self._outputs: dict[str, str] = {}
         self._waiting = False
         self._all_posted = trio.Event()
@@ -198,9 +203,12 @@ class ToolTurns:
 
     def end_of_turn(self) -> list[Emitted]:
         events = self._emit(self._parser.flush())
+        if self._held_space and not self._turn_output and self._mode != "engine":
+            events += self._builder.text(self._held_space)  # a reply of whitespace alone
         self._parser = ToolCallParser(_parser_mode(self._mode))
         self._engine_calls = {}
         self._held_space = ""
+        self._text_open = self._turn_output = False
         return events + self._close_open_call()
 
     def _close_open_call(self) -> list[Emitted]:
@@ -218,12 +226,21 @@ class ToolTurns:
                                            arguments="{}")
 
     def _emit(self, pieces: Sequence[str | ParsedCall]) -> list[Emitted]:
+        """Our parser's pieces as items. Whitespace before a call or between calls (the
+        line ends of their markup) is no message of its own: it waits until text
+        follows it, and goes if a call or the turn's end does."""
         events: list[Emitted] = []
         for piece in pieces:
             if isinstance(piece, str):
-                if piece:
-                    events += self._builder.text(piece)
+                if not self._text_open and not piece.strip():
+                    self._held_space += piece
+                    continue
+                piece, self._held_space = self._held_space + piece, ""
+                events += self._builder.text(piece)
+                self._text_open = self._turn_output = True
             elif self._may_call():
+                self._held_space = ""
+                self._text_open, self._turn_output = False, True
                 events += self._call_events(self._new_call(piece.name, piece.arguments))
         return events
 
