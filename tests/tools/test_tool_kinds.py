@@ -207,3 +207,22 @@ def test_custom_tool_outputs_while_the_response_waits(http: httpx.Client,
     assert final.output_text == "The tool returned: applied"
     with client.responses.retrieve(response_id, stream=True) as replay:
         check_stream([as_dict(event) for event in replay])
+
+
+def test_a_conversation_keeps_namespaced_and_custom_calls(client: openai.OpenAI) -> None:
+    conversation = client.conversations.create()
+    client.responses.create(model="scripted", conversation=conversation.id,
+                            tools=[PATCH, AGENTS],  # type: ignore[list-item]
+                            input='[[call:agents__spawn]] [[call:apply_patch {"input": "+y"}]]')
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [item.type for item in items] == ["message", "function_call", "custom_tool_call"]
+    assert items[1].namespace == "agents"  # type: ignore[union-attr]
+    assert items[2].input == "+y"  # type: ignore[union-attr]
+    # The next turn reads them back as the calls the model made, and their outputs.
+    answer = client.responses.create(
+        model="scripted", conversation=conversation.id, tools=[PATCH, AGENTS],  # type: ignore[list-item]
+        input=[{"type": "function_call_output", "call_id": items[1].call_id,  # type: ignore[union-attr]
+                "output": "spawned"},
+               {"type": "custom_tool_call_output", "call_id": items[2].call_id,  # type: ignore[union-attr]
+                "output": "patched"}])
+    assert answer.output_text == "The tool returned: patched"
