@@ -31,6 +31,8 @@ from tests.support.events import as_dict, check_stream
 from tests.support.npm_clients import npm_client
 from tests.support.server import ServerThread, engine_of, serve_scripted
 from tests.support.sse import read_sse
+from trio_responses.protocol.request import CreateResponseRequest
+from trio_responses.runtime.prepare import cache_salt
 
 API_KEY = "codex-test-key"
 CODEX_TIMEOUT = 120  # seconds for one `codex exec`; it takes about 2 s
@@ -78,9 +80,11 @@ def test_codex_first_request_and_its_next_turn(http: httpx.Client,
     assert [f"{namespace['name']}__{tool['name']}" for tool in namespace["tools"]] == [
         name for name in offered if "__" in name]
     assert "exec_command" in offered and not any("web_search" in name for name in offered)
-    # Its developer messages are system messages; the prompt cache key salts the cache.
+    # Its developer messages are system messages; the prompt cache key salts the cache
+    # (with the API key: runtime/prepare.py cache_salt).
     assert [m["role"] for m in first.messages] == ["system", "system", "user", "user"]
-    assert first.cache_salt == body["prompt_cache_key"]
+    assert first.cache_salt == cache_salt("", CreateResponseRequest(
+        model="scripted", prompt_cache_key=body["prompt_cache_key"]))
 
     # The next turn: the whole history again, with the call and Codex's output of it.
     output = {"type": "function_call_output", "id": "fco_00000000-0000-7000-8000-0000000000aa",
