@@ -16,7 +16,11 @@ serve it first), and the difference is named here, nowhere else:
   with the same fields, so they are validated against those models under the spec's name;
 - extension events (``response.ping``, only for streams that ask for them;
   ``response.rate_limits.updated``, only with rate limits outside compatibility mode)
-  are not the spec's and are passed over: :data:`EXTENSION_EVENTS`.
+  are not the spec's and are passed over: :data:`EXTENSION_EVENTS`;
+- the spec knows function tools and ``function_call`` items only. OpenAI's other tool
+  kinds (custom, namespace and hosted tools, in ``tools``; a custom ``tool_choice``),
+  custom tool call items and their events are left out of what is validated against it
+  (the rest of the object or event still is): :func:`_spec_view`.
 
 And one difference is the package's own: its model of ``JsonSchemaResponseFormat`` types
 ``schema`` as ``null`` only, where the spec's JSON schema says an object or null (a
@@ -33,6 +37,13 @@ import pydantic
 
 # Not the spec's (see the module docstring): not validated against it.
 EXTENSION_EVENTS = frozenset({"response.ping", "response.rate_limits.updated"})
+# OpenAI's, not in the spec (see the module docstring): the events of custom tool calls,
+# and the tool and item types it has.
+NON_SPEC_EVENTS = frozenset({"response.custom_tool_call_input.delta",
+                             "response.custom_tool_call_input.done"})
+SPEC_TOOL_TYPES = frozenset({"function"})
+SPEC_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning",
+                             "compaction"})
 # OpenAI's name → the spec's name for the same event.
 SPEC_NAMES = {"response.reasoning_text.delta": "response.reasoning.delta",
               "response.reasoning_text.done": "response.reasoning.done"}
@@ -58,11 +69,14 @@ def spec_event(event: dict[str, Any]) -> pydantic.BaseModel | None:
     ``pydantic.ValidationError`` where it does not conform, ``KeyError`` for a type the
     spec does not have."""
     kind = event["type"]
-    if kind in EXTENSION_EVENTS:
+    item = event.get("item")
+    if kind in EXTENSION_EVENTS or kind in NON_SPEC_EVENTS or (
+            isinstance(item, dict) and item.get("type") not in SPEC_ITEM_TYPES):
         return None
     kind = SPEC_NAMES.get(kind, kind)
     if isinstance(event.get("response"), dict):
         _check_response(event["response"])
+        event = {**event, "response": _spec_view(event["response"])}
     return EVENT_MODELS[kind].model_validate_json(
         json.dumps({**_without_schema(event), "type": kind}))
 
@@ -71,7 +85,23 @@ def spec_response(response: dict[str, Any]) -> spec.ResponseResource:
     """The response object as the spec's ``ResponseResource``; raises where it does not
     conform."""
     _check_response(response)
-    return spec.ResponseResource.model_validate_json(json.dumps(_without_schema(response)))
+    return spec.ResponseResource.model_validate_json(
+        json.dumps(_without_schema(_spec_view(response))))
+
+
+def _spec_view(response: dict[str, Any]) -> dict[str, Any]:
+    """The response as far as the spec has it: its function tools, its items of the
+    spec's types, and a custom ``tool_choice`` as ``required`` (the spec's word for a call
+    the model must make); everything else as it is."""
+    view = dict(response)
+    view["tools"] = [tool for tool in response.get("tools") or ()
+                     if tool.get("type") in SPEC_TOOL_TYPES]
+    view["output"] = [item for item in response.get("output") or ()
+                      if item.get("type") in SPEC_ITEM_TYPES]
+    choice = response.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "custom":
+        view["tool_choice"] = "required"
+    return view
 
 
 def _check_response(response: dict[str, Any]) -> None:
