@@ -13,7 +13,7 @@ from tests.protocol.builders import new_builder
 from tests.support.memory_store import MemoryStore
 from trio_responses.engine.base import EngineDelta, EngineRequest, SamplingOptions
 from trio_responses.protocol.events import Event, ResponseEvents
-from trio_responses.runtime.buffer import EventBuffer, Frame
+from trio_responses.runtime.buffer import EventBuffer, EventReader, Frame
 from trio_responses.runtime.run import ResponseRun, RunOptions
 from trio_responses.store.base import (
     TERMINAL_STATUSES,
@@ -147,7 +147,7 @@ def make_run(
                        store=store, on_event=observe)
 
 
-async def read_all(buffer: EventBuffer, cursor: int = 0, *, primary: bool = False,
+async def read_all(buffer: EventReader, cursor: int = 0, *, primary: bool = False,
                    times: list[float] | None = None) -> list[Frame]:
     """Every frame from ``cursor`` until the buffer closes; ``times`` gets each frame's
     arrival time."""

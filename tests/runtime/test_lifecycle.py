@@ -218,7 +218,7 @@ class World:
             item.saw(row.response)
             assert terminals[0]["response"] == item.final
             if item.background:
-                check_stream([dict(e) for e in row.events], replay=True)
+                check_stream([dict(e) for e in self.store.event_logs[item.id]], replay=True)
         assert len(self.engine.aborted) == len(set(self.engine.aborted))
 
 

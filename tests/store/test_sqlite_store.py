@@ -3,6 +3,7 @@ concurrency, and durability across kill -9 (RELIABILITY.md, test plan rows 15-16
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sqlite3
@@ -38,7 +39,6 @@ def record(
     status: str = "in_progress",
     previous: str | None = None,
     background: bool = False,
-    events: tuple[dict[str, Any], ...] = (),
 ) -> StoredResponse:
     return StoredResponse(
         id=rid,
@@ -49,7 +49,6 @@ def record(
         created_at=1_700_000_000.25,
         response=response_obj(rid, status, text="héllo ✓ \u2028 \x00"),
         input_items=({"id": f"msg_{rid}", "type": "message", "role": "user", "content": "hi"},),
-        events=events,
     )
 
 
@@ -86,11 +85,16 @@ def test_satisfies_protocol() -> None:
 async def test_create_get_delete_with_owner_isolation(store: SQLiteStore) -> None:
     rec = record("resp_1", background=True, previous=None)
     await store.create(rec)
-    assert await store.get("resp_1", "owner-a") == rec
+    # get() leaves the input items out; input_items() reads them.
+    row = dataclasses.replace(rec, input_items=())
+    assert await store.get("resp_1", "owner-a") == row
+    assert await store.input_items("resp_1", "owner-a") == list(rec.input_items)
     # Another key sees nothing, and cannot delete it.
     assert await store.get("resp_1", "owner-b") is None
+    assert await store.input_items("resp_1", "owner-b") is None
+    assert await store.events("resp_1", "owner-b", after=-1, limit=5) is None
     assert await store.delete("resp_1", "owner-b") is False
-    assert await store.get("resp_1", "owner-a") == rec
+    assert await store.get("resp_1", "owner-a") == row
     assert await store.get("resp_missing", "owner-a") is None
 
     assert await store.delete("resp_1", "owner-a") is True
@@ -131,12 +135,13 @@ async def test_finish_is_conditional(store: SQLiteStore) -> None:
 
     # The engine's late result must not overwrite the cancellation.
     late = response_obj("resp_1", "completed", output=[{"type": "message"}])
-    assert await store.finish("resp_1", late, ({"type": "late"},)) is False
+    assert await store.finish("resp_1", late, ({"type": "late", "sequence_number": 0},)) is False
     got = await store.get("resp_1", "owner-a")
     assert got is not None
     assert got.status == "cancelled"
     assert got.response == cancelled
-    assert got.events == events
+    assert got.event_count == 1
+    assert await store.events("resp_1", "owner-a", after=-1, limit=5) == list(events)
 
     assert await store.finish("resp_missing", late) is False
     await store.create(record("resp_2"))
@@ -173,7 +178,7 @@ async def test_chain_order_missing_link_and_owner(store: SQLiteStore) -> None:
     chain = await store.chain("resp_c", "owner-a")
     assert chain is not None
     assert [r.id for r in chain] == ["resp_a", "resp_b", "resp_c"]
-    assert chain[-1] == await store.get("resp_c", "owner-a")
+    assert chain[-1] == record("resp_c", previous="resp_b")  # with its input items
     assert [r.id for r in await store.chain("resp_a", "owner-a") or []] == ["resp_a"]
     assert await store.chain("resp_c", "owner-b") is None
     assert await store.chain("resp_missing", "owner-a") is None
@@ -238,7 +243,8 @@ async def test_reopen_fails_unfinished_rows_and_keeps_terminal_rows_byte_identic
             assert got.status == "failed"
             assert got.response == expected
             # Everything else is untouched.
-            assert got.input_items == record(rid).input_items and got.background
+            assert got.background
+            assert await s.input_items(rid, "owner-a") == list(record(rid).input_items)
             # ...and the row is final now: a late result cannot revive it.
             assert not await s.finish(rid, response_obj(rid, "completed"))
     finally:
@@ -328,7 +334,8 @@ async def test_migrations_apply_only_missing_scripts_atomically(
     good = "ALTER TABLE responses ADD COLUMN note TEXT; CREATE TABLE extra (a TEXT);"
     monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS[:current], good))
     s, _ = await reopen(db_path)
-    assert await s.get("resp_1", "owner-a") == record("resp_1", status="completed")
+    assert await s.get("resp_1", "owner-a") == dataclasses.replace(
+        record("resp_1", status="completed"), input_items=())
     await s.aclose()
     assert raw(db_path, "PRAGMA user_version") == [(current + 1,)]
     assert raw(db_path, "SELECT * FROM responses") == [(*rows[0], None)]
@@ -341,7 +348,8 @@ async def test_many_concurrent_writers_all_land(store: SQLiteStore, db_path: Pat
         rid = f"resp_{i:03d}"
         await store.create(record(rid, owner=f"owner-{i % 7}", background=True))
         final = response_obj(rid, "completed", n=i)
-        assert await store.finish(rid, final, [{"type": "response.completed", "n": i}])
+        completed = {"type": "response.completed", "n": i, "sequence_number": 0}
+        assert await store.finish(rid, final, [completed])
         got = await store.get(rid, f"owner-{i % 7}")
         assert got is not None and got.response == final
 
@@ -375,7 +383,8 @@ async def test_cancelled_callers_leave_the_store_consistent(
     assert 100 <= len(done) < 300
     assert done <= stored and len(stored - done) <= 1
     for rid in stored:
-        assert await store.get(rid, "owner-a") == record(rid, status="completed")
+        assert await store.get(rid, "owner-a") == dataclasses.replace(
+            record(rid, status="completed"), input_items=())
     await store.create(record("resp_after"))
     assert await store.get("resp_after", "owner-a") is not None
     assert raw(db_path, "PRAGMA integrity_check") == [("ok",)]
@@ -412,12 +421,14 @@ async def test_json_round_trip(tmp_path: Path, payload: Any, item: Any) -> None:
             input_items=({"id": "i", "v": item},),
         )
         await s.create(rec)
-        assert await s.get(rid, "ö\u2028") == rec
+        assert await s.get(rid, "ö\u2028") == dataclasses.replace(rec, input_items=())
+        assert await s.input_items(rid, "ö\u2028") == list(rec.input_items)
         final = response_obj(rid, "completed", payload=payload)
-        assert await s.finish(rid, final, [{"type": "x", "v": payload}])
+        assert await s.finish(rid, final, [{"type": "x", "v": payload, "sequence_number": 0}])
         got = await s.get(rid, "ö\u2028")
         assert got is not None and got.response == final
-        assert got.events == ({"type": "x", "v": payload},)
+        assert await s.events(rid, "ö\u2028", after=-1, limit=5) == [
+            {"type": "x", "v": payload, "sequence_number": 0}]
     finally:
         await s.aclose()
 
@@ -476,7 +487,7 @@ async def test_kill_9_crash_loop_keeps_every_acknowledged_row(db_path: Path) -> 
             got = await s.get(ack["id"], "k")
             assert got is not None
             assert got.response == ack["response"] and got.status == "completed"
-            assert list(got.events) == ack["events"]
+            assert await s.events(ack["id"], "k", after=-1, limit=5) == ack["events"]
         statuses = dict(raw(db_path, "SELECT status, count(*) FROM responses GROUP BY status"))
         assert set(statuses) <= {"completed", "failed"}
         assert statuses["completed"] >= len(acked)

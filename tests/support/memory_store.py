@@ -28,6 +28,8 @@ class MemoryStore:
         self.rows: dict[str, StoredResponse] = {}
         self.conversations: dict[str, StoredConversation] = {}
         self.items: dict[str, list[Item]] = {}
+        # Each response's stored event log, apart from its row as the protocol has it.
+        self.event_logs: dict[str, list[Item]] = {}
 
     async def open(self) -> int:
         await trio.lowlevel.checkpoint()
@@ -39,7 +41,7 @@ class MemoryStore:
     async def create(self, record: StoredResponse) -> None:
         await trio.lowlevel.checkpoint()
         # A copy, as a real store's row is: the run keeps changing its response object.
-        self.rows[record.id] = copy.deepcopy(record)
+        self.rows[record.id] = dataclasses.replace(copy.deepcopy(record), event_count=0)
 
     async def finish(self, response_id: str, response: Mapping[str, Any],
                      events: Sequence[Mapping[str, Any]] = (), *,
@@ -50,25 +52,46 @@ class MemoryStore:
             return False
         self.rows[response_id] = dataclasses.replace(
             row, status=response["status"], response=copy.deepcopy(dict(response)),
-            events=copy.deepcopy(tuple(events)))
+            event_count=len(events))
+        self.event_logs[response_id] = copy.deepcopy(list(events))
         if append is not None:
             self._append(append, 0)
         return True
 
-    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
-        await trio.lowlevel.checkpoint()
+    def _row(self, response_id: str, owner: str) -> StoredResponse | None:
         row = self.rows.get(response_id)
         return row if row is not None and row.owner == owner else None
 
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
+        await trio.lowlevel.checkpoint()
+        row = self._row(response_id, owner)
+        return None if row is None else dataclasses.replace(row, input_items=())
+
+    async def input_items(self, response_id: str, owner: str) -> list[Item] | None:
+        await trio.lowlevel.checkpoint()
+        row = self._row(response_id, owner)
+        return None if row is None else copy.deepcopy(list(row.input_items))
+
+    async def events(self, response_id: str, owner: str, *, after: int, limit: int
+                     ) -> list[Item] | None:
+        await trio.lowlevel.checkpoint()
+        if self._row(response_id, owner) is None:
+            return None
+        log = self.event_logs.get(response_id, [])
+        return copy.deepcopy([e for e in log if e["sequence_number"] > after][:limit])
+
     async def delete(self, response_id: str, owner: str) -> bool:
-        row = await self.get(response_id, owner)
-        return row is not None and self.rows.pop(response_id, None) is not None
+        if await self.get(response_id, owner) is None:
+            return False
+        self.event_logs.pop(response_id, None)
+        return self.rows.pop(response_id, None) is not None
 
     async def chain(self, response_id: str, owner: str) -> list[StoredResponse] | None:
         chain: list[StoredResponse] = []
         current: str | None = response_id
         while current is not None:
-            row = await self.get(current, owner)
+            await trio.lowlevel.checkpoint()
+            row = self._row(current, owner)
             if row is None:
                 return None
             chain.append(row)

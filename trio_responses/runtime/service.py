@@ -33,6 +33,7 @@ from .prepare import TIER_PRIORITY, PreparedRequest, first_engine_request, items
 from .quotas import Hold, KeyQuotas
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
+from .replay import StoredLog
 from .run import ResponseRun, RunOptions
 from .service_config import ServiceConfig
 from .tools import plan_tools, tool_turns
@@ -386,15 +387,23 @@ class ResponseService:
         if not record.background:
             raise InvalidRequest("Only background responses can be streamed by id.",
                                  param="stream")
+        after = -1 if starting_after is None else starting_after
         run = self.registry.get(response_id)
+        if run is None and record.status not in TERMINAL_STATUSES:
+            # Its run ended between the two looks: the row now has the final object.
+            async with self.reading(owner):
+                record = await self._record(response_id, owner)
         if run is not None:
             buffer = run.buffer
-        else:
+        elif record.event_count:
+            # Read from the store a page at a time, in the owner's read slots.
+            return StoredLog(self.store, response_id, owner,
+                             read_slot=lambda: self.quotas.reading(owner)), after
+        else:  # no log kept (its process died first): the final object alone
             buffer = EventBuffer(keep_log=True)
-            for event in record.events or replay_without_log(record.response):
+            for event in replay_without_log(record.response):
                 buffer.append(Frame(dict(event), frame(event)))
             buffer.close()
-        after = -1 if starting_after is None else starting_after
         return buffer.after(after), buffer.position_after(after)
 
     async def cancel(self, response_id: str, owner: str) -> Mapping[str, Any]:
@@ -425,8 +434,10 @@ class ResponseService:
         after: str | None, before: str | None,
     ) -> dict[str, Any]:
         async with self.reading(owner):
-            record = await self._record(response_id, owner)
-        items = list(record.input_items)
+            stored = await self.store.input_items(response_id, owner)
+        if stored is None:
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        items = list(stored)
         if order == "desc":
             items.reverse()
         ids = [item["id"] for item in items]

@@ -6,6 +6,15 @@ input items of the turn that created it, and for background responses the event 
 of the API key that created the row; ``""`` when the server has no keys): a row is found
 only by its owner.
 
+What a call loads is what it needs (issue 13, finding 2): :meth:`ResponseStore.get` — used
+by GET, cancel and DELETE — loads the row without its input items or events, so their
+cost does not grow with a long response's log; :meth:`ResponseStore.input_items` reads a
+turn's input items, and :meth:`ResponseStore.events` reads the event log in pages, so a
+replay holds one page at a time. The log is kept apart from the row (its own table in
+SQL stores), written by :meth:`ResponseStore.finish`; how long it may be is the
+runtime's business (``--max-background-log-bytes``: past it only the first and the final
+events are kept).
+
 Conversations (the Conversations API) are a list of items in the order they were
 appended, each item a JSON object with its ``id``. Appends are all or nothing: a
 response's input and output items are appended in the same transaction that writes its
@@ -36,10 +45,12 @@ class StoredResponse:
     created_at: float
     # The response object as last written; its "status" equals ``status``.
     response: Mapping[str, Any]
-    # This turn's input items (each with an "id"), in order.
+    # This turn's input items (each with an "id"), in order: given to create(), filled in
+    # by chain(); get() leaves them out (empty): read them with input_items().
     input_items: tuple[Mapping[str, Any], ...]
-    # Background responses: every event sent, in order, written when the response ends.
-    events: tuple[Mapping[str, Any], ...] = ()
+    # How many events the stored log holds (background responses, written by finish();
+    # 0: none). Read them with events().
+    event_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +139,8 @@ class ResponseStore(ConversationStore, Protocol):
     async def aclose(self) -> None: ...
 
     async def create(self, record: StoredResponse) -> None:
-        """Insert a new row (status queued or in_progress, or already terminal)."""
+        """Insert a new row (status queued or in_progress, or already terminal) with its
+        input items; ``record.event_count`` is ignored (a log comes with finish())."""
 
     async def finish(
         self,
@@ -140,14 +152,29 @@ class ResponseStore(ConversationStore, Protocol):
     ) -> bool:
         """Write the final response object (its ``status`` is terminal) if, and only if,
         the stored row is not terminal yet. Returns whether it was written: a response
-        cancelled first stays cancelled, and a late engine result is dropped. ``append``:
-        the response's turn, appended to its conversation in the same transaction (only
-        if the object was written; skipped if the conversation is gone)."""
+        cancelled first stays cancelled, and a late engine result is dropped. ``events``:
+        the log to keep for replays (background responses), each event with a
+        ``sequence_number``, strictly increasing; kept apart from the row, and its length
+        is ``event_count``. ``append``: the response's turn, appended to its conversation
+        in the same transaction (only if the object was written; skipped if the
+        conversation is gone)."""
 
-    async def get(self, response_id: str, owner: str) -> StoredResponse | None: ...
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
+        """The row without its input items (``input_items`` is empty) or events: what
+        GET, cancel and DELETE need, at a cost that does not grow with the log."""
+
+    async def input_items(self, response_id: str, owner: str) -> list[Item] | None:
+        """The turn's input items, in order; None if not found for ``owner``."""
+
+    async def events(self, response_id: str, owner: str, *, after: int, limit: int
+                     ) -> list[Item] | None:
+        """A page of the stored log: up to ``limit`` events whose ``sequence_number`` is
+        greater than ``after``, in order (empty past the end); None if the response is
+        not found for ``owner``."""
 
     async def delete(self, response_id: str, owner: str) -> bool: ...
 
     async def chain(self, response_id: str, owner: str) -> list[StoredResponse] | None:
-        """The response and every ``previous_response_id`` ancestor, oldest first;
-        None if ``response_id`` (or any ancestor) is not found for ``owner``."""
+        """The response and every ``previous_response_id`` ancestor, oldest first, each
+        with its input items (not its events); None if ``response_id`` (or any ancestor)
+        is not found for ``owner``."""

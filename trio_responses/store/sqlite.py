@@ -25,10 +25,13 @@ written by a newer version. In the same transaction it marks the rows a dead pro
 process still running on the same file (a rollout) are left alone (``instances.py``).
 
 Rows hold JSON text (compact, UTF-8, no NaN/Infinity, so SQLite's JSON functions can read
-it): the response object exactly as a client is shown it, the turn's input items, and the
-event log of background responses (NULL when there is none). Conversations and their items
-are two more tables (schema v3); their SQL is in ``sqlite_conversations.py``. A response
-on a conversation writes its final object and appends its turn in one transaction.
+it): the response object exactly as a client is shown it and the turn's input items. The
+event log of background responses is a table of its own (schema v4), one row per event
+keyed by (response, sequence number), read in pages; the row keeps only how many there
+are. ``get`` selects the columns before ``input_items`` only, so SQLite does not even read
+the input items' overflow pages. Conversations and their items are two more tables
+(schema v3); their SQL is in ``sqlite_conversations.py``. A response on a conversation
+writes its final object and appends its turn in one transaction.
 """
 
 from __future__ import annotations
@@ -86,6 +89,24 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # v3. Conversations and their items (sqlite_conversations.py).
     conversations.SCHEMA_V3,
+    # v4. The event log out of the row (issue 13, finding 2): a GET, cancel or DELETE
+    # loaded a 200 MB log with the row. One row per event, read in pages; the old column
+    # stays (NULL), as SQLite cannot drop it everywhere.
+    """
+    CREATE TABLE response_events (
+        response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+        sequence_number INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (response_id, sequence_number)
+    );
+    ALTER TABLE responses ADD COLUMN event_count INTEGER NOT NULL DEFAULT 0;
+    INSERT OR IGNORE INTO response_events (response_id, sequence_number, event)
+        SELECT r.id, coalesce(json_extract(e.value, '$.sequence_number'), e.key), e.value
+        FROM responses AS r, json_each(r.events) AS e WHERE r.events IS NOT NULL;
+    UPDATE responses SET events = NULL, event_count = (
+        SELECT count(*) FROM response_events WHERE response_id = responses.id)
+        WHERE events IS NOT NULL;
+    """,
 )
 
 # Longer chains (or a loop, which the API cannot create) are reported as not found.
@@ -96,9 +117,12 @@ _INTERRUPTED_ERROR = {
     "code": "server_error",
     "message": "The server stopped while this response was running.",
 }
-_COLUMNS = (
-    "id, owner, status, background, previous_response_id, created_at, "
-    "response, input_items, events"
+# What get() loads: everything but the input items (and the old events column, NULL).
+_ROW_COLUMNS = (
+    "id, owner, status, background, previous_response_id, created_at, response, event_count"
+)
+_INSERT_COLUMNS = (
+    "id, owner, status, background, previous_response_id, created_at, response, input_items"
 )
 _TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
 _UNFINISHED_SQL = ", ".join(f"'{status}'" for status in _UNFINISHED)
@@ -124,8 +148,8 @@ def _statements(script: str) -> Iterator[str]:
         raise ValueError(f"incomplete SQL statement in migration: {pending!r}")
 
 
-def _row_to_record(row: tuple[Any, ...]) -> StoredResponse:
-    (rid, owner, status, background, previous, created_at, response, items, events) = row
+def _row_to_record(row: tuple[Any, ...], items: str | None = None) -> StoredResponse:
+    (rid, owner, status, background, previous, created_at, response, event_count) = row
     return StoredResponse(
         id=rid,
         owner=owner,
@@ -134,8 +158,8 @@ def _row_to_record(row: tuple[Any, ...]) -> StoredResponse:
         previous_response_id=previous,
         created_at=created_at,
         response=json.loads(response),
-        input_items=tuple(json.loads(items)),
-        events=tuple(json.loads(events)) if events is not None else (),
+        input_items=tuple(json.loads(items)) if items is not None else (),
+        event_count=event_count,
     )
 
 
@@ -281,13 +305,12 @@ class SQLiteStore:
             record.created_at,
             _dumps(record.response),
             _dumps(list(record.input_items)),
-            _dumps(list(record.events)) if record.events else None,
         )
 
         def work(conn: sqlite3.Connection) -> None:
             # A duplicate id raises sqlite3.IntegrityError: ids are generated, so it is a bug.
-            conn.execute(f"INSERT INTO responses ({_COLUMNS}, instance) "
-                         "VALUES (?,?,?,?,?,?,?,?,?,?)", (*params, self._instance.instance))
+            conn.execute(f"INSERT INTO responses ({_INSERT_COLUMNS}, instance) "
+                         "VALUES (?,?,?,?,?,?,?,?,?)", (*params, self._instance.instance))
 
         await self._call(work)
 
@@ -303,34 +326,55 @@ class SQLiteStore:
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"response {response_id}: finish() needs a terminal status, "
                              f"got {status!r}")
-        params = (
-            status,
-            _dumps(response),
-            _dumps(list(events)) if events else None,
-            response_id,
-        )
+        params = (status, _dumps(response), len(events), response_id)
+        log = [(response_id, int(event["sequence_number"]), _dumps(event)) for event in events]
 
         def work(conn: sqlite3.Connection) -> bool:
             # The condition is the whole point: whichever of cancel and the engine's result
             # is written first wins, and the other is dropped, atomically.
             cursor = conn.execute(
-                "UPDATE responses SET status = ?, response = ?, events = ? "
+                "UPDATE responses SET status = ?, response = ?, event_count = ? "
                 f"WHERE id = ? AND status NOT IN ({_TERMINAL_SQL})",
                 params,
             )
             written = cursor.rowcount == 1
+            if written and log:
+                conn.executemany("INSERT INTO response_events "
+                                 "(response_id, sequence_number, event) VALUES (?, ?, ?)", log)
             if written and append is not None:
                 conversations.append_items(conn, append, 0, _dumps)
             return written
 
-        # One transaction: the final object and the turn's items land together or not.
-        return await self._call(in_transaction(work, write=True) if append else work)
+        # One transaction: the final object, its log and the turn's items land together.
+        return await self._call(in_transaction(work, write=True) if append or log else work)
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         def work(conn: sqlite3.Connection) -> StoredResponse | None:
             return _get_sync(conn, response_id, owner)
 
         return await self._call(work)
+
+    async def input_items(self, response_id: str, owner: str) -> list[Item] | None:
+        def work(conn: sqlite3.Connection) -> list[Item] | None:
+            row = conn.execute("SELECT input_items FROM responses WHERE id = ? AND owner = ?",
+                               (response_id, owner)).fetchone()
+            return None if row is None else list(json.loads(row[0]))
+
+        return await self._call(work)
+
+    async def events(self, response_id: str, owner: str, *, after: int, limit: int
+                     ) -> list[Item] | None:
+        def work(conn: sqlite3.Connection) -> list[Item] | None:
+            if conn.execute("SELECT 1 FROM responses WHERE id = ? AND owner = ?",
+                            (response_id, owner)).fetchone() is None:
+                return None
+            rows = conn.execute(
+                "SELECT event FROM response_events WHERE response_id = ? "
+                "AND sequence_number > ? ORDER BY sequence_number LIMIT ?",
+                (response_id, after, limit)).fetchall()
+            return [json.loads(event) for (event,) in rows]
+
+        return await self._call(in_transaction(work, write=False))
 
     async def delete(self, response_id: str, owner: str) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
@@ -397,11 +441,15 @@ class SQLiteStore:
             conn, conversation_id, owner, item_id), write=True))
 
 
-def _get_sync(conn: sqlite3.Connection, response_id: str, owner: str) -> StoredResponse | None:
+def _get_sync(conn: sqlite3.Connection, response_id: str, owner: str, *,
+              with_items: bool = False) -> StoredResponse | None:
+    columns = f"{_ROW_COLUMNS}, input_items" if with_items else _ROW_COLUMNS
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM responses WHERE id = ? AND owner = ?", (response_id, owner)
+        f"SELECT {columns} FROM responses WHERE id = ? AND owner = ?", (response_id, owner)
     ).fetchone()
-    return _row_to_record(row) if row is not None else None
+    if row is None:
+        return None
+    return _row_to_record(row[:8], row[8]) if with_items else _row_to_record(row)
 
 
 def _chain_sync(
@@ -414,7 +462,7 @@ def _chain_sync(
         if current in seen or len(newest_first) >= MAX_CHAIN_DEPTH:
             return None
         seen.add(current)
-        record = _get_sync(conn, current, owner)
+        record = _get_sync(conn, current, owner, with_items=True)
         if record is None:
             return None
         newest_first.append(record)
