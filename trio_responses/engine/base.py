@@ -17,6 +17,15 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True, slots=True)
+class Grammar:
+    """Structured output by a grammar: a Lark grammar or a regular expression the whole
+    output must match (a forced custom tool's ``format``)."""
+
+    syntax: Literal["lark", "regex"]
+    definition: str
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingOptions:
     """Sampling for one request. ``None`` means the engine's (or model's) default."""
 
@@ -35,6 +44,7 @@ class SamplingOptions:
     # Structured output: a JSON schema, or any JSON object.
     json_schema: Mapping[str, Any] | None = None
     json_object: bool = False
+    grammar: Grammar | None = None
 
 
 @dataclass(frozen=True, slots=True)

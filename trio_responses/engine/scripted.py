@@ -5,10 +5,11 @@ a function of the request (by default it echoes the last user message), split in
 word tokens and sent one token per delta, ``token_delay`` seconds apart (``trio.sleep``,
 so tests can run it under ``MockClock``). It honours ``max_tokens``, within the room
 the prompt leaves in ``max_model_len`` as vLLM does (a length stop), structured output
-(it writes a JSON value that matches the schema), and simulates prefix caching (the
-same prompt and salt a second time reports it cached). Its context is ``max_model_len``
-words: a longer prompt is refused, or truncated as the vLLM bridge does (``truncation:
-"auto"``, :mod:`.truncation`); ``requests`` records what the model saw.
+(it writes a JSON value that matches the schema; with a grammar, its reply for as long
+as the grammar allows and then the shortest way to an accepted end), and simulates
+prefix caching (the same prompt and salt a second time reports it cached). Its context
+is ``max_model_len`` words: a longer prompt is refused, or truncated as the vLLM bridge
+does (``truncation: "auto"``, :mod:`.truncation`); ``requests`` records what the model saw.
 
 Agent scripts, for tests of agent loops with no model (Codex CLI, openai-agents): with
 tools given, ``[[call:NAME]]`` in the last user message makes a call of tool NAME (with
@@ -55,6 +56,7 @@ from .base import (
     TokenLogprob,
     TopLogprob,
 )
+from .grammars import matching_text
 from .output_parsing import ParsedStep, ParsingFailed, TurnParsing
 from .parser_flags import parse_parser_flags
 from .reasoning import ReasoningParsers, thinking_flag
@@ -382,6 +384,10 @@ class ScriptedEngine:
             return msgspec.json.encode(instance_of(sampling.json_schema)).decode()
         if sampling.json_object:
             return "{}"
+        if sampling.grammar is not None:
+            # Constrained as vLLM constrains a model: the reply while the grammar allows.
+            return matching_text(sampling.grammar, self.reply(request),
+                                 max_chars=sampling.max_tokens * 8)
         return self.reply(request)
 
     async def submit(self, request: EngineRequest) -> ScriptedStream:

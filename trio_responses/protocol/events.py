@@ -145,6 +145,24 @@ class ResponseEvents:
 
         return self._batch(build)
 
+    def custom_tool_input(self, *, call_id: str, name: str, delta: str,
+                          namespace: str | None = None) -> list[Emitted]:
+        """A custom tool call streamed: the first piece for a ``call_id`` opens its item,
+        each piece is an input delta (the item is done at the next item or the end)."""
+
+        def build() -> None:
+            item = self._item
+            if item is None or item["type"] != "custom_tool_call" or item["call_id"] != call_id:
+                self._close_item("completed")
+                item = self._open("custom_tool_call", "ctc", call_id=call_id, name=name,
+                                  input="", **_namespace(namespace))
+            if delta:
+                item["input"] += delta
+                self._emit("response.custom_tool_call_input.delta", item_id=item["id"],
+                           output_index=len(self.response["output"]) - 1, delta=delta)
+
+        return self._batch(build)
+
     def tool_output(self, *, call_id: str, output: str, custom: bool = False
                     ) -> list[Emitted]:
         """A tool output given while the response waited (an item added and done): a

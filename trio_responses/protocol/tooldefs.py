@@ -83,6 +83,8 @@ class OfferedTool:
     namespace: str | None
     # The function in the chat-completions form chat templates take.
     chat: Mapping[str, Any]
+    # A custom tool's grammar, (syntax, definition): "lark" or "regex"; None otherwise.
+    grammar: tuple[str, str] | None = None
 
 
 def offered_tools(tools: Sequence[Mapping[str, Any]]) -> tuple[OfferedTool, ...]:
@@ -111,8 +113,11 @@ def _offered(tool: Mapping[str, Any], namespace: str | None) -> OfferedTool:
         function["description"] = tool["description"]
     if tool["type"] == "custom":
         function["parameters"] = dict(CUSTOM_PARAMETERS)
+        fmt = tool.get("format") or {}
+        grammar = (str(fmt["syntax"]), str(fmt["definition"])) \
+            if fmt.get("type") == "grammar" else None
         return OfferedTool(model_name, "custom", name, namespace,
-                           {"type": "function", "function": function})
+                           {"type": "function", "function": function}, grammar)
     for key in ("parameters", "strict"):
         if key in tool:
             function[key] = tool[key]
@@ -222,7 +227,8 @@ def _check_callable(tool: Mapping[str, Any], param: str) -> str:
 
 def _check_custom_format(fmt: Any, param: str) -> None:
     """``{"type": "text"}`` or ``{"type": "grammar", "syntax": "lark"|"regex",
-    "definition": str}`` (accepted and echoed; the input is not constrained by it)."""
+    "definition": str}``. A forced tool's grammar constrains its input (structured
+    output); the grammar itself is compiled by the runtime (runtime/tools.py)."""
     if fmt is None:
         return
     if not isinstance(fmt, dict):

@@ -30,14 +30,21 @@ from typing import Any, Literal
 
 import trio
 
-from ..engine.base import Engine, EngineRequest, EngineStream, ToolCallDelta
+from ..engine.base import Engine, EngineRequest, EngineStream, Grammar, ToolCallDelta
+from ..engine.grammars import GrammarError, check_grammar
 from ..errors import Conflict, InvalidRequest
 from ..protocol.conversation import items_to_messages
 from ..protocol.events import Emitted, ResponseEvents
 from ..protocol.ids import IdFactory
 from ..protocol.request import CreateResponseRequest
 from ..protocol.toolcalls import ParsedCall, ToolCallParser, call_schema, tool_instructions
-from ..protocol.tooldefs import OfferedTool, custom_input, forced_tool, offered_tools
+from ..protocol.tooldefs import (
+    OfferedTool,
+    custom_arguments,
+    custom_input,
+    forced_tool,
+    offered_tools,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +54,12 @@ NextTurn = Callable[[list[dict[str, Any]]], Awaitable[EngineStream]]
 
 
 # How calls come out of the model: our built-in format ("tags"), one forced JSON call
-# ("json"), or parsed by the engine's own tool parser ("engine": EngineDelta.tool_calls).
-ToolMode = Literal["tags", "json", "engine"]
+# ("json"), parsed by the engine's own tool parser ("engine": EngineDelta.tool_calls), or
+# the whole output as the input of a forced custom tool, constrained by its grammar
+# ("grammar").
+ToolMode = Literal["tags", "json", "engine", "grammar"]
+# The modes of a forced first turn; the turns after it answer freely.
+FORCED_MODES = ("json", "grammar")
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,16 @@ class ToolPlan:
     call_schema: Mapping[str, Any] | None = None
     # The engine's chat template writes the tools it is given into the prompt.
     template_lists_tools: bool = False
+    # The forced custom tool whose grammar the whole output follows (mode "grammar").
+    grammar_tool: OfferedTool | None = None
+
+    @property
+    def grammar(self) -> Grammar | None:
+        tool = self.grammar_tool
+        if tool is None or tool.grammar is None:
+            return None
+        syntax, definition = tool.grammar
+        return Grammar("regex" if syntax == "regex" else "lark", definition)
 
     @property
     def tools(self) -> tuple[Mapping[str, Any], ...]:
@@ -94,6 +115,10 @@ class ToolPlan:
         if self.mode == "json":
             sampling = dataclasses.replace(sampling, json_object=False,
                                            json_schema=self.call_schema)
+        elif self.mode == "grammar" and self.grammar_tool is not None:
+            sampling = dataclasses.replace(sampling, json_object=False, json_schema=None,
+                                           grammar=self.grammar)
+            messages = with_instructions(messages, grammar_instructions(self.grammar_tool))
         elif self.teaches(self.mode):
             messages = with_tool_instructions(messages, self.tools)
         return dataclasses.replace(request, messages=tuple(messages), sampling=sampling,
@@ -104,11 +129,16 @@ def plan_tools(request: CreateResponseRequest, engine: Engine) -> ToolPlan | Non
     """The tool plan of ``request`` on ``engine``, or None when no tools are in play (none
     the model can call, or ``tool_choice`` ``none``)."""
     offered = offered_tools(request.tools or ())
+    check_grammars(request.tools or ())
     if not offered or request.tool_choice == "none":
         return None
     free_mode: ToolMode = "engine" if engine.parses_tool_calls else "tags"
     forced = request.tool_choice == "required" or isinstance(request.tool_choice, dict)
     named = forced_tool(request.tool_choice, request.tools or ())
+    if named is not None and named.grammar is not None:
+        return ToolPlan(mode="grammar", free_mode=free_mode, max_calls=request.max_tool_calls,
+                        offered=offered, grammar_tool=named,
+                        template_lists_tools=engine.renders_tools)
     chat = tuple(tool.chat for tool in offered)
     return ToolPlan(
         mode="json" if forced else free_mode, free_mode=free_mode,
@@ -154,6 +184,8 @@ class ToolTurns:
     # -- parsing ---------------------------------------------------------------------
 
     def text(self, text: str) -> list[Emitted]:
+        if self._mode == "grammar":
+            return self._grammar_input(text)
         if self._mode == "engine":
             if self._open_call is not None and not text.strip():
                 # Whitespace after a call (its markup's line end) waits: more arguments
@@ -201,7 +233,27 @@ class ToolTurns:
                                                       arguments=piece.arguments)
         return events
 
+    def _grammar_input(self, text: str) -> list[Emitted]:
+        """The forced custom tool's input, streamed as the model writes it."""
+        tool = self._plan.grammar_tool
+        assert tool is not None, "grammar mode without its tool"
+        call = self._open_call
+        if call is None:
+            if not self._may_call():
+                return []
+            call = self._open_call = self._new_call(tool.model_name, custom_arguments(""))
+            call["input"] = ""
+        call["input"] += text
+        call["arguments"] = custom_arguments(call["input"])
+        return self._builder.custom_tool_input(call_id=call["call_id"], name=call["name"],
+                                               namespace=call["namespace"], delta=text)
+
     def end_of_turn(self) -> list[Emitted]:
+        if self._mode == "grammar":
+            if self._open_call is None and self._may_call():
+                self._grammar_input("")  # an empty input is still the call
+            self._open_call = None
+            return self._builder.end_items()
         events = self._emit(self._parser.flush())
         if self._held_space and not self._turn_output and self._mode != "engine":
             events += self._builder.text(self._held_space)  # a reply of whitespace alone
@@ -296,7 +348,7 @@ class ToolTurns:
             return None
         turn = [dict(call, output=self._outputs[call["call_id"]]) for call in self.turn_calls]
         self.turn_calls = []
-        if self._mode == "json":
+        if self._mode in FORCED_MODES:
             self._mode = self._plan.free_mode  # later turns answer freely
         self._parser = ToolCallParser(_parser_mode(self._mode))
         return turn
@@ -350,7 +402,7 @@ def later_turns(plan: ToolPlan, first: EngineRequest, engine: Engine) -> NextTur
     """The turns after the first: its prompt, then each turn's calls and outputs, and
     the model answers freely (a forced call again would never end)."""
     messages: list[Mapping[str, Any]] = list(first.messages)
-    if plan.mode == "json" and plan.teaches(plan.free_mode):
+    if plan.mode in FORCED_MODES and plan.teaches(plan.free_mode):
         # Later turns answer in the format the forced first turn did not need.
         messages = with_tool_instructions(messages, plan.tools)
     turns = 0
@@ -361,7 +413,7 @@ def later_turns(plan: ToolPlan, first: EngineRequest, engine: Engine) -> NextTur
         messages.extend(items_to_messages(_turn_items(calls)))
         follow = dataclasses.replace(
             first, request_id=f"{first.request_id}_turn{turns}", messages=tuple(messages),
-            sampling=dataclasses.replace(first.sampling, json_schema=None),
+            sampling=dataclasses.replace(first.sampling, json_schema=None, grammar=None),
             parse_tool_calls=plan.free_mode == "engine")
         return await engine.submit(follow)
 
@@ -376,7 +428,39 @@ def with_tool_instructions(messages: Sequence[Mapping[str, Any]],
                            tools: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The built-in tool format taught in the system message (for templates without
     tool support)."""
-    guide = tool_instructions(tools)
+    return with_instructions(messages, tool_instructions(tools))
+
+
+def grammar_instructions(tool: OfferedTool) -> str:
+    """What the model is told when its whole reply is a forced custom tool's input."""
+    description = tool.chat.get("function", {}).get("description")
+    about = f" ({description})" if description else ""
+    return (f"Call the tool {tool.model_name}{about} now: reply with its input only, "
+            "in the format it requires, and nothing else.")
+
+
+def check_grammars(tools: Sequence[Mapping[str, Any]]) -> None:
+    """Compile every custom tool's grammar: a bad one is a 400 naming it."""
+    for index, tool in enumerate(tools):
+        members = tool.get("tools") or () if tool.get("type") == "namespace" else (tool,)
+        for inner, member in enumerate(members):
+            fmt = member.get("format") if member.get("type") == "custom" else None
+            if not isinstance(fmt, Mapping) or fmt.get("type") != "grammar":
+                continue
+            where = f"tools[{index}]" + (f".tools[{inner}]" if member is not tool else "")
+            grammar = Grammar("regex" if fmt["syntax"] == "regex" else "lark",
+                              str(fmt["definition"]))
+            try:
+                check_grammar(grammar)
+            except GrammarError as exc:
+                raise InvalidRequest(
+                    f"Invalid {fmt['syntax']} grammar in '{where}.format.definition': {exc}",
+                    param=f"{where}.format.definition", code="invalid_grammar") from exc
+
+
+def with_instructions(messages: Sequence[Mapping[str, Any]],
+                      guide: str) -> list[Mapping[str, Any]]:
+    """``guide`` at the end of the system message (a system message of its own if none)."""
     if messages and messages[0].get("role") == "system":
         first = dict(messages[0], content=f"{messages[0]['content']}\n\n{guide}")
         return [first, *messages[1:]]

@@ -37,6 +37,7 @@ from trio_responses.engine.base import (
     TokenLogprob,
     TopLogprob,
 )
+from trio_responses.engine.grammars import GrammarError, vllm_grammar
 from trio_responses.engine.truncation import drop_oldest, droppable_indices
 
 # Content part types whose text goes into the prompt.
@@ -256,6 +257,13 @@ def sampling_params(options: SamplingOptions, max_tokens: int, defaults: Mapping
         )
     elif options.json_object:
         structured = StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+    elif options.grammar is not None and options.grammar.syntax == "regex":
+        structured = StructuredOutputsParams(regex=options.grammar.definition)
+    elif options.grammar is not None:
+        try:
+            structured = StructuredOutputsParams(grammar=vllm_grammar(options.grammar))
+        except GrammarError as exc:
+            raise errors.InvalidRequest(f"Invalid grammar: {exc}") from exc
     try:
         return SamplingParams(
             n=1,
