@@ -103,6 +103,10 @@ class Settings:
     responses_stream_buffer_max_bytes: int = setting(
         16 * 1024 * 1024, "most unsent bytes a stream holds for a slow reader before the "
         "response ends with an error (0: no limit)")
+    max_background_log_bytes: int = setting(
+        32 * 1024 * 1024, "memory a background response's event log may hold (its frames "
+        "and the objects behind them) before it is cut: then only the first and the final "
+        "events are kept, and a reader further behind gets the final event (0: no limit)")
     responses_tool_timeout_seconds: float = setting(
         300.0, "how long a response waits for tool outputs (X-Responses-Tool-Wait) before "
         "it ends incomplete", aliases=("responses_tool_timeout",))
@@ -175,6 +179,7 @@ class Settings:
                              "request can still ask for it with X-Responses-Ping-Events)")
         for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
                      "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds",
+                     "max_background_log_bytes",
                      "max_conversation_items", "max_conversation_item_bytes",
                      "conversation_lock_timeout_seconds",
                      "max_queued_requests", "max_queued_requests_per_key",

@@ -14,6 +14,16 @@ response and aborts the engine request instead of growing without limit. Frames 
 primary reader has consumed are dropped unless the buffer keeps its whole log (background
 responses, which later readers may replay).
 
+The log is bounded too (``max_log_bytes``, ``--max-background-log-bytes``; issue 13,
+finding 2: one background request had stored a 208 MB log). Past the bound the log is
+*cut*: the oldest frames are dropped until it holds half the bound, and from then on it
+is a window of the newest frames, plus the first frame (``response.created``), kept
+aside. A reader whose next frame was cut — one that fell that far behind, or joins with
+a ``starting_after`` before the window — is resumable only from the final object: it
+waits for the response to end and is sent its terminal event (which carries the whole
+final response), then the stream ends. What is saved for later replays of a cut log is
+the first event and the terminal one (see ``ResponseRun._save``).
+
 Memory is estimated per frame once, when it is appended, from its encoded size
 (:func:`frame_cost`): a frame holds its bytes and its event, whose objects take about as
 much again as their JSON, plus a few hundred bytes of object headers — measured, a small
@@ -28,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
+
+from ..protocol.machine import TERMINAL_EVENTS
 
 
 class EventReader(Protocol):
@@ -74,14 +86,23 @@ class BufferStatistics:
 
 class EventBuffer:
     def __init__(
-        self, *, max_unsent_bytes: int = 0, keep_log: bool = True, primary: bool = False
+        self, *, max_unsent_bytes: int = 0, keep_log: bool = True, primary: bool = False,
+        max_log_bytes: int = 0,
     ) -> None:
         """``primary``: one reader (the foreground client) reads from the start with
         ``primary=True``; its lag is bounded and it alone releases frames. With neither
-        ``keep_log`` nor ``primary`` nobody will read, and frames are not kept."""
+        ``keep_log`` nor ``primary`` nobody will read, and frames are not kept.
+        ``max_log_bytes`` (0: no bound): past this much memory held, a kept log is cut
+        (module docstring); it applies to a buffer without a primary reader."""
         self._max_unsent = max_unsent_bytes
         self._keep_log = keep_log
         self._primary = primary
+        self._max_log = max_log_bytes if keep_log and not primary else 0
+        # A cut log: its first frame, kept aside at position 0, and the highest sequence
+        # number of the frames cut after it (positions 1 to self._offset - 1).
+        self.log_cut = False
+        self._head: Frame | None = None
+        self._cut_through = -1
         self._frames: list[Frame] = []
         self._offset = 0  # log position of self._frames[0]
         self._appended_bytes = 0
@@ -103,11 +124,39 @@ class EventBuffer:
         self._held += cost
         self._unsent_cost += cost
         self._wake()
+        if self._max_log and self._held > self._max_log:
+            self._cut()
         if self._primary and self._max_unsent and self._lag > self._max_unsent:
             raise BufferOverflow(
                 f"the client has not read {self._lag} bytes of this stream (frames and "
                 f"the objects behind them; limit {self._max_unsent})"
             )
+
+    def _cut(self) -> None:
+        """Drop the oldest frames (never the newest) until half the bound is held; the
+        first frame of the log is kept aside the first time."""
+        drop, freed = 0, 0
+        if not self.log_cut:
+            self.log_cut = True
+            if self._offset == 0 and self._frames:
+                self._head, drop = self._frames[0], 1  # still held, at position 0
+        target = self._max_log // 2
+        while drop < len(self._frames) - 1 and self._held - freed > target:
+            frame = self._frames[drop]
+            freed += frame_cost(frame)
+            if frame.event is not None:
+                self._cut_through = max(self._cut_through,
+                                        int(frame.event.get("sequence_number", -1)))
+            drop += 1
+        del self._frames[:drop]
+        self._offset += drop
+        self._held -= freed
+        self._unsent_cost -= freed
+
+    @property
+    def head_event(self) -> dict[str, Any] | None:
+        """A cut log's first event (``response.created``), kept aside."""
+        return None if self._head is None else self._head.event
 
     @property
     def _lag(self) -> int:
@@ -125,6 +174,10 @@ class EventBuffer:
 
     def position_after(self, sequence_number: int) -> int:
         """The cursor just after the event numbered ``sequence_number``."""
+        if self.log_cut and sequence_number < self._cut_through:
+            # Its next event was cut: the head, or a position in the cut (read() then
+            # waits for the final events).
+            return 0 if sequence_number < 0 and self._head is not None else self._offset - 1
         for index, frame in enumerate(self._frames):
             if frame.event is not None and frame.event.get("sequence_number", -1) > sequence_number:
                 return self._offset + index
@@ -138,6 +191,10 @@ class EventBuffer:
         """
         if primary:
             self._in_flight = 0  # the reader is back: its last chunk has been written
+        if self.log_cut and cursor < self._offset:
+            if cursor <= 0 and self._head is not None:
+                return [self._head], 1
+            return await self._final_frames()
         while True:
             start = max(cursor - self._offset, 0)
             if start < len(self._frames):
@@ -153,6 +210,19 @@ class EventBuffer:
             if self.closed:
                 return [], cursor
             await self._changed.wait()
+
+    async def _final_frames(self) -> tuple[list[Frame], int]:
+        """For a reader whose next frame was cut: once the response has ended, its
+        terminal event (and anything after it), and the cursor at the end."""
+        while not self.closed:
+            await self._changed.wait()
+        start = len(self._frames)
+        for index in range(len(self._frames) - 1, -1, -1):
+            event = self._frames[index].event
+            if event is not None and event.get("type") in TERMINAL_EVENTS:
+                start = index
+                break
+        return self._frames[start:], self._offset + len(self._frames)
 
     def _release(self, frames: list[Frame], cursor: int, size: int) -> None:
         self._primary_bytes += size

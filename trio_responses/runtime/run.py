@@ -32,6 +32,7 @@ import trio
 from ..engine.base import EngineDelta, EngineStream
 from ..errors import EngineError
 from ..protocol.events import Emitted, Event, ResponseEvents
+from ..protocol.machine import TERMINAL_EVENTS
 from ..protocol.response import usage as usage_block
 from ..protocol.sse import COMMENT_PING
 from ..store.base import ResponseStore
@@ -307,10 +308,16 @@ class ResponseRun:
                 await conversation.append(response)
             return
         # The replay log: heartbeats are for the live connection only (a strict client
-        # could not parse them on a replay anyway).
+        # could not parse them on a replay anyway). A log cut past its bound keeps its
+        # first event and the final ones: resumable from the final object only.
+        final = [e for e, _ in events]
+        if self.buffer.log_cut:
+            kept = [e for e in (self.buffer.head_event,) if e is not None]
+            final = [e for e in final if e["type"] in TERMINAL_EVENTS]
+        else:
+            kept = self.buffer.events()
         log_events = [
-            event for event in (*self.buffer.events(), *(e for e, _ in events))
-            if event["type"] != "response.ping"
+            event for event in (*kept, *final) if event["type"] != "response.ping"
         ] if self.background else []
         if conversation is None:
             await self._store.finish(self.id, response, log_events)

@@ -345,7 +345,8 @@ class ResponseService:
                     ) -> EventBuffer:
         background = builder.response["background"]
         buffer = EventBuffer(max_unsent_bytes=self.config.stream_buffer_max_bytes,
-                             keep_log=background, primary=stream and not background)
+                             keep_log=background, primary=stream and not background,
+                             max_log_bytes=self.config.max_background_log_bytes)
         for event, data in created:
             buffer.append(Frame(event, data))
         return buffer

@@ -45,6 +45,9 @@ class ServiceConfig:
     max_conversation_items: int
     max_conversation_item_bytes: int
     conversation_lock_timeout: float
+    # Memory a background response's event log may hold before it is cut (0: no bound);
+    # --max-background-log-bytes.
+    max_background_log_bytes: int = 0
     # What one key may hold at once (--max-responses-per-key and the others).
     quotas: QuotaLimits = field(default_factory=QuotaLimits)
     # Owners (as the gateway names keys) with tiers of their own; --api-key-service-tiers.
@@ -72,6 +75,7 @@ class ServiceConfig:
             max_conversation_items=settings.max_conversation_items,
             max_conversation_item_bytes=settings.max_conversation_item_bytes,
             conversation_lock_timeout=settings.conversation_lock_timeout_seconds,
+            max_background_log_bytes=settings.max_background_log_bytes,
             quotas=QuotaLimits(
                 responses=settings.max_responses_per_key,
                 queue=settings.max_queued_requests,
