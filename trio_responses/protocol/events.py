@@ -58,6 +58,12 @@ class ResponseEvents:
         return self._validator.terminal is not None
 
     @property
+    def in_tool_call(self) -> bool:
+        """Whether a tool call item is open (its arguments are still coming)."""
+        return self._item is not None and self._item["type"] in ("function_call",
+                                                                 "custom_tool_call")
+
+    @property
     def next_sequence(self) -> int:
         return self._validator.next_sequence
 

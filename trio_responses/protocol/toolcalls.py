@@ -88,6 +88,11 @@ class ToolCallParser:
         self._buffer = ""
         self._in_call = False
 
+    @property
+    def holding(self) -> bool:
+        """Whether text is held back: a call (or what may be its opening) is unfinished."""
+        return bool(self._buffer) or self._in_call
+
     def feed(self, text: str) -> list[Piece]:
         self._buffer += text
         if self.mode == "json":

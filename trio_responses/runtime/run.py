@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT = 10.0
 
 # Why a run ended early: /cancel, the client leaving, shutdown, the stream buffer
-# overflowing, the maximum stream duration.
-EndCause = Literal["cancel", "disconnect", "shutdown", "overflow", "timeout"]
+# overflowing, the maximum stream duration, steering (a WebSocket's response.steer; it
+# ends the response ``incomplete`` with reason ``steered``, see :meth:`ResponseRun.steer`).
+EndCause = Literal["cancel", "disconnect", "shutdown", "overflow", "timeout", "steer"]
 
 # Each cause → (final status, error message or None).
 END_CAUSES: dict[EndCause, tuple[Literal["cancelled", "failed"], str | None]] = {
@@ -122,6 +123,9 @@ class ResponseRun:
         self.id: str = builder.response["id"]
         self.background: bool = bool(builder.response["background"])
         self.owner = owner
+        # Whether POST /cancel may end it: a background response, or one running on a
+        # WebSocket (whose client may cancel it over HTTP).
+        self.cancellable = self.background
         # Rate-limit figures of the request that started this run (for its headers).
         self.rate_limits = list(rate_limits)
         self.done = trio.Event()
@@ -146,6 +150,7 @@ class ResponseRun:
         # has several), added to the current turn's.
         self._earlier = TokenCounts()
         self._engine_done = False  # the engine finished or failed the request itself
+        self._steer_requested = False
 
     # -- control ---------------------------------------------------------------------
 
@@ -156,6 +161,19 @@ class ResponseRun:
         self.end_cause = cause
         self._scope.cancel()
         return True
+
+    def steer(self) -> bool:
+        """Stop at the next safe output boundary (after the next engine delta, outside a
+        tool call) as ``incomplete`` with reason ``steered``; the engine request is
+        aborted as for any early end. False if the run is already over."""
+        if self.builder.finished or self.end_cause is not None:
+            return False
+        self._steer_requested = True
+        return True
+
+    @property
+    def steered(self) -> bool:
+        return self.end_cause == "steer"
 
     @property
     def response(self) -> dict[str, Any]:
@@ -242,6 +260,13 @@ class ResponseRun:
                 events += self.tools.engine_calls(delta.tool_calls)
             if await self._deliver(events):
                 self._engine_done = delta.finish_reason is not None
+                return True, None
+            if self._steer_requested and delta.finish_reason is None \
+                    and not self.builder.in_tool_call \
+                    and not (self.tools is not None and self.tools.mid_call):
+                self.end_cause = "steer"
+                await self._finish(self.builder.complete(
+                    usage=self._usage(), at=self._clock(), incomplete_reason="steered"))
                 return True, None
             if delta.finish_reason is not None:
                 self._engine_done = True

@@ -249,13 +249,14 @@ class ResponseService:
 
     async def create(
         self, request: CreateResponseRequest, *, owner: str, stream: bool,
-        tool_wait: bool = False, ping_events: bool | None = None,
+        tool_wait: bool = False, ping_events: bool | None = None, heartbeats: bool = True,
     ) -> ResponseRun:
         """Start a response. ``stream``: its creator will read the events (a bounded,
         primary reader) — otherwise a foreground run keeps no events. ``tool_wait``:
         after function calls, wait for their outputs in the same response.
         ``ping_events``: heartbeats as ``response.ping`` events rather than SSE comments
-        (None: the server's default)."""
+        (None: the server's default). ``heartbeats=False``: none at all (a WebSocket's
+        heartbeats are transport pings)."""
         prepared = await self.prepare(request, owner, take_turn=True)
         try:
             builder, created = self._open_events(
@@ -264,7 +265,7 @@ class ResponseService:
             if admission.limits and not self.config.compatibility_mode:
                 created += builder.notice("response.rate_limits.updated",
                                           **RateLimiter.event_fields(admission.limits))
-            options = self._run_options(prepared, ping_events)
+            options = self._run_options(prepared, ping_events, heartbeats=heartbeats)
             return await self._start(prepared, builder, created, admission, options,
                                      stream=stream, tool_wait=tool_wait)
         except BaseException:
@@ -351,9 +352,10 @@ class ResponseService:
             buffer.append(Frame(event, data))
         return buffer
 
-    def _run_options(self, prepared: PreparedRequest, ping_events: bool | None) -> RunOptions:
+    def _run_options(self, prepared: PreparedRequest, ping_events: bool | None, *,
+                     heartbeats: bool = True) -> RunOptions:
         return RunOptions(
-            ping_interval=self.config.ping_interval,
+            ping_interval=self.config.ping_interval if heartbeats else 0.0,
             ping_events=self.config.ping_events if ping_events is None else ping_events,
             compatibility_mode=self.config.compatibility_mode,
             include_logprobs=prepared.engine_request.sampling.top_logprobs is not None,
@@ -410,9 +412,9 @@ class ResponseService:
     async def cancel(self, response_id: str, owner: str) -> Mapping[str, Any]:
         async with self.reading(owner):
             record = await self._record(response_id, owner)
-        if not record.background:
-            raise InvalidRequest("Cannot cancel a synchronous response.", param="response_id")
         run = self.registry.get(response_id)
+        if not (record.background or (run is not None and run.cancellable)):
+            raise InvalidRequest("Cannot cancel a synchronous response.", param="response_id")
         if run is None:
             return record.response
         run.end("cancel")

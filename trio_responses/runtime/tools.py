@@ -248,6 +248,11 @@ class ToolTurns:
         return self._builder.custom_tool_input(call_id=call["call_id"], name=call["name"],
                                                namespace=call["namespace"], delta=text)
 
+    @property
+    def mid_call(self) -> bool:
+        """Whether a call is unfinished (open, or being parsed): no place to stop."""
+        return self._open_call is not None or self._parser.holding
+
     def end_of_turn(self) -> list[Emitted]:
         if self._mode == "grammar":
             if self._open_call is None and self._may_call():

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 import trio
-from quart import Response, g, request
+from quart import Response, g, has_websocket_context, request, websocket
+from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 from ..errors import (
     APIError,
@@ -33,6 +36,7 @@ from ..protocol.request import (
 )
 from ..protocol.tool_outputs import parse_tool_outputs
 from ..protocol.tooldefs import refuse_hosted_tools
+from ..runtime.delivery import Delivery, start_streamed
 from .gateway import (
     UNAUTHENTICATED_PATHS,
     HostCheck,
@@ -51,6 +55,7 @@ from .json_io import (
 from .metrics import CONTENT_TYPE
 from .state import AppState
 from .streaming import SSEBody, sse_response
+from .websocket import register_websocket_routes
 
 log = logging.getLogger("trio_responses")
 
@@ -84,49 +89,80 @@ def _ping_events_header() -> bool | None:
     return value in ("true", "1")
 
 
+def _current() -> Any:
+    """The HTTP request or the WebSocket upgrade being handled (both have the headers,
+    path and method-free fields the gateway reads)."""
+    return websocket if has_websocket_context() else request
+
+
+def _method() -> str:
+    return "WEBSOCKET" if has_websocket_context() else request.method
+
+
 def register_routes(app: QuartTrio, state: AppState) -> None:
     settings = state.settings
     hosts = HostCheck(settings.allowed_hosts, keys_configured=not state.keys.open)
 
     @app.before_request
+    @app.before_websocket
     async def _gateway() -> None:
+        current = _current()
         g.started = time.perf_counter()
-        g.request_id = request_id(request.headers)
+        g.request_id = request_id(current.headers)
         # Unset until the key checked out: a 401 shows no one's rate limits.
         g.owner = None
-        if request.http_version == "2" and request.scheme == "http" and not settings.h2c:
+        if current.http_version == "2" and current.scheme in ("http", "ws") \
+                and not settings.h2c:
             raise HTTPVersionNotSupported(
                 "HTTP/2 over cleartext (h2c) is off on this server (--h2c); use HTTP/1.1.")
-        hosts.check(request.headers.get("host"))
-        g.owner = "" if request.path in UNAUTHENTICATED_PATHS \
-            else state.keys.owner(request.headers.get("authorization"))
+        hosts.check(current.headers.get("host"))
+        g.owner = "" if current.path in UNAUTHENTICATED_PATHS \
+            else state.keys.owner(current.headers.get("authorization"))
+
+    def gateway_headers(status: int | None) -> dict[str, str]:
+        """The headers every answer carries (an HTTP response, a WebSocket's accept or
+        refusal), and its count in the metrics."""
+        current = _current()
+        rule = current.url_rule
+        state.metrics.count_request(
+            route=rule.rule if rule is not None else None, method=_method(),
+            status=status if status is not None else 101,
+            authenticated=getattr(g, "owner", None) is not None)
+        headers: dict[str, str] = {}
+        if state.limiter.enabled and current.path.startswith("/v1/"):
+            owner = getattr(g, "owner", None)
+            if owner is not None:
+                limits = getattr(g, "rate_limits", None) or state.limiter.states(owner)
+                headers.update(state.limiter.headers(limits))
+        headers["x-request-id"] = getattr(g, "request_id", "") or request_id({})
+        started = getattr(g, "started", None)
+        if started is not None:
+            elapsed = int((time.perf_counter() - started) * 1000)
+            headers["openai-processing-ms"] = str(elapsed)
+        headers["openai-version"] = \
+            echoable(current.headers.get("openai-version")) or "2020-10-01"
+        organization = echoable(current.headers.get("openai-organization"))
+        if organization:
+            headers["openai-organization"] = organization
+        return headers
 
     @app.after_request
     async def _headers(response: Response) -> Response:
-        state.metrics.count_request(
-            route=request.url_rule.rule if request.url_rule is not None else None,
-            method=request.method, status=response.status_code,
-            authenticated=getattr(g, "owner", None) is not None)
-        if state.limiter.enabled and request.path.startswith("/v1/"):
-            owner = getattr(g, "owner", None)
-            if owner is not None and "x-ratelimit-limit-requests" not in response.headers:
-                limits = getattr(g, "rate_limits", None) or state.limiter.states(owner)
-                response.headers.update(state.limiter.headers(limits))
+        own_limits = "x-ratelimit-limit-requests" in response.headers  # set by the route
+        for name, value in gateway_headers(response.status_code).items():
+            if not (own_limits and name.startswith("x-ratelimit-")):
+                response.headers[name] = value
         if _body_left_unread():
             # Answered before the body was read (401, 413, 404 ...): Hypercorn leaves such
             # a connection open but never serves another request on it, so a client that
             # reuses it waits forever. Tell the client not to.
             response.headers["connection"] = "close"
-        response.headers["x-request-id"] = getattr(g, "request_id", "") or request_id({})
-        started = getattr(g, "started", None)
-        if started is not None:
-            elapsed = int((time.perf_counter() - started) * 1000)
-            response.headers["openai-processing-ms"] = str(elapsed)
-        response.headers["openai-version"] = \
-            echoable(request.headers.get("openai-version")) or "2020-10-01"
-        organization = echoable(request.headers.get("openai-organization"))
-        if organization:
-            response.headers["openai-organization"] = organization
+        return response
+
+    @app.after_websocket
+    async def _upgrade_refused(response: ResponseTypes | None) -> ResponseTypes | None:
+        if response is not None:  # refused: an HTTP answer to the upgrade
+            response.headers.update(gateway_headers(response.status_code))
         return response
 
     @app.errorhandler(APIError)
@@ -135,12 +171,18 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:
+        path = _current().path
+        if has_websocket_context() and (exc.code in (404, 405)
+                                        or isinstance(exc, WebsocketMismatch)):
+            # An upgrade where there is no WebSocket: refused like an unknown URL.
+            return error_response(NotFound(f"No WebSocket endpoint at {path}; WebSocket "
+                                           "mode is at /v1/responses.", code="unknown_url"))
         if exc.code == 404:
-            return error_response(NotFound(f"Unknown request URL: {request.method} "
-                                           f"{request.path}.", code="unknown_url"))
+            return error_response(NotFound(f"Unknown request URL: {_method()} "
+                                           f"{path}.", code="unknown_url"))
         if exc.code == 405:
             return error_response(MethodNotAllowed(
-                f"Method {request.method} is not allowed for {request.path}."))
+                f"Method {_method()} is not allowed for {path}."))
         if exc.code == 413:
             return error_response(PayloadTooLarge(
                 f"The request body exceeds the server's limit of "
@@ -151,11 +193,12 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        log.exception("unhandled error in %s %s", _method(), _current().path)
         return error_response(ServerError("The server had an error while processing your "
                                           "request."))
 
-    def parse_create(body: bytes) -> CreateResponseRequest:
+    def parse_create(body: bytes, header_request_id: str | None = None
+                     ) -> CreateResponseRequest:
         create = decode_create_request(body)
         if settings.responses_compatibility_mode:
             extensions = extension_fields_set(create)
@@ -166,41 +209,35 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
                     code="unknown_parameter")
         if settings.responses_reject_hosted_tools:
             refuse_hosted_tools(create.tools or ())
-        check_body_request_id(create.request_id, request.headers.get("x-request-id"))
+        check_body_request_id(create.request_id, header_request_id)
         return create
+
+    register_websocket_routes(app, state, parse_create,
+                              upgrade_headers=lambda: gateway_headers(None))
 
     @app.post("/v1/responses")
     async def create_response() -> Response:
-        create = parse_create(await read_body())
+        create = parse_create(await read_body(), request.headers.get("x-request-id"))
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
         stream = bool(create.stream) or (create.stream is None and wants_sse)
         tool_wait = request.headers.get(TOOL_WAIT_HEADER, "").lower() in ("1", "true")
-        slot = state.service.quotas.hold_stream(g.owner) if stream else None
-        try:
-            run = await state.service.create(create, owner=g.owner, stream=stream,
-                                              tool_wait=tool_wait,
-                                              ping_events=_ping_events_header())
-        except BaseException:
-            if slot is not None:
-                slot.release()
-            raise
+        ping_events = _ping_events_header()
+        if stream:
+            run, delivery = await start_streamed(state.service, create, owner=g.owner,
+                                                 tool_wait=tool_wait, ping_events=ping_events)
+            g.rate_limits = run.rate_limits
+            return sse_response(SSEBody(delivery))
+        run = await state.service.create(create, owner=g.owner, stream=False,
+                                         tool_wait=tool_wait, ping_events=ping_events)
         g.rate_limits = run.rate_limits
         try:
             # A disconnect that came while create() was in a worker thread (the store
-            # write, which Trio does not interrupt) is only delivered at a checkpoint:
-            # take it here, where the run can still be ended, rather than after the
-            # response started and before Quart would ever close its body.
+            # write, which Trio does not interrupt) is only delivered at a checkpoint.
             await trio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
-            if slot is not None:
-                slot.release()
             if not run.background:
                 run.end("disconnect")
             raise
-        if stream:
-            body = SSEBody(run.buffer, 0, owner_run=None if run.background else run,
-                           slot=slot)
-            return sse_response(body)
         if not run.background:
             try:
                 await run.done.wait()
@@ -211,7 +248,7 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
 
     @app.post("/v1/responses/input_tokens")
     async def input_tokens() -> Response:
-        create = parse_create(await read_body())
+        create = parse_create(await read_body(), request.headers.get("x-request-id"))
         count = await state.service.count_input_tokens(create, g.owner)
         return json_response({"object": "response.input_tokens", "input_tokens": count})
 
@@ -231,7 +268,7 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
             except BaseException:
                 slot.release()
                 raise
-            return sse_response(SSEBody(buffer, cursor, owner_run=None, slot=slot))
+            return sse_response(SSEBody(Delivery(buffer, cursor, owner_run=None, slot=slot)))
         return json_response(await state.service.retrieve(response_id, g.owner))
 
     @app.delete("/v1/responses/<response_id>")
