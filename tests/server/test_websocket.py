@@ -20,7 +20,6 @@ from openai.lib.responses_websocket import (
 )
 from websockets.exceptions import InvalidStatus
 
-from tests.server.helpers import http_client
 from tests.support.events import as_dict
 from tests.support.sdk import strict_sdk
 from tests.support.server import ServerThread, engine_of, run_ended, serve_scripted
