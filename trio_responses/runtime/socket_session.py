@@ -82,7 +82,7 @@ class EventSink(Protocol):
 @dataclass(slots=True)
 class Steer:
     id: str
-    # As the client sent it (returned as is in response.steer.failed).
+    # As the client sent it, normalized (returned in response.steer.failed).
     raw: Any
     # As input items.
     items: list[dict[str, Any]]
@@ -249,7 +249,10 @@ class SocketSession:
         its end is :meth:`_after`. Input that cannot be queued comes back in
         ``response.steer.failed``."""
         response_id = event.get("previous_response_id")
-        raw = event.get("input")
+        items = _steer_items(event.get("input"))
+        # What a failure returns: the input as the SDK's models read it (a string, or
+        # the messages with their type); invalid input comes back as a string or not.
+        raw = event.get("input") if isinstance(event.get("input"), str) else (items or [])
         shown_id = response_id if isinstance(response_id, str) else ""
         lane = self._running.get(shown_id)
         stream_id = lane.stream_id if lane is not None else None
@@ -260,7 +263,6 @@ class SocketSession:
                 steer_id=None, stream_id=stream_id))
 
         extra = sorted(set(event) - {"type", "previous_response_id", "input"})
-        items = _steer_items(raw)
         if extra or not isinstance(response_id, str) or items is None:
             why = (f"unknown field '{extra[0]}'" if extra else
                    "'previous_response_id' must be a string" if not isinstance(response_id, str)
