@@ -94,7 +94,12 @@ def test_steer_ends_the_response_steered_and_a_successor_completes(
         assert (steered["status"], steered["incomplete_details"]) == \
             ("incomplete", {"reason": "steered"})
         # The successor: started by the server, the same settings, continuing from it.
+        # (The session's final response is the cached one until the successor's
+        # response.created has been read: the SDK's documented way is recv() to it.)
+        created = as_dict(lane.recv(timeout=20))
+        assert created["type"] == "response.created"
         successor = lane.get_final_response(timeout=20)
+        assert successor.id == created["response"]["id"]
         assert successor.previous_response_id == first_id
         assert successor.instructions == "Be brief."
         assert successor.status == "completed"
