@@ -22,7 +22,7 @@ import httpx
 import openai
 import pytest
 from httpx_sse import connect_sse
-from quart import request
+from quart import request, websocket
 
 from tests.clients.codex_capture import FIRST_REQUEST, HEADERS
 from tests.server.helpers import http_client
@@ -140,9 +140,11 @@ def recorded_server(tmp_path_factory: pytest.TempPathFactory
         yield server, received
 
 
-def run_codex(server: ServerThread, prompt: str, root: Path) -> subprocess.CompletedProcess[str]:
-    """``codex exec PROMPT`` with a provider for ``server`` (HTTP, the Responses API), in a
-    folder of its own, with nothing of the caller's environment but PATH."""
+def run_codex(server: ServerThread, prompt: str, root: Path, *, websockets: bool = False
+              ) -> subprocess.CompletedProcess[str]:
+    """``codex exec PROMPT`` with a provider for ``server`` (HTTP, the Responses API; with
+    ``websockets``, its WebSocket mode first), in a folder of its own, with nothing of the
+    caller's environment but PATH."""
     codex = npm_client("codex")
     home, workdir = root / "codex_home", root / "work"
     home.mkdir()
@@ -154,7 +156,8 @@ def run_codex(server: ServerThread, prompt: str, root: Path) -> subprocess.Compl
         'name = "local"\n'
         f'base_url = "{server.base_url}/v1"\n'
         'wire_api = "responses"\n'
-        'env_key = "LOCAL_KEY"\n', encoding="utf-8")
+        'env_key = "LOCAL_KEY"\n'
+        f'supports_websockets = {"true" if websockets else "false"}\n', encoding="utf-8")
     env = {"PATH": os.environ["PATH"], "HOME": str(root), "CODEX_HOME": str(home),
            "LOCAL_KEY": API_KEY}
     return subprocess.run([str(codex), "exec", "--skip-git-repo-check", prompt], cwd=workdir,
@@ -195,3 +198,44 @@ def test_codex_exec_runs_a_tool_loop(
     assert [o["call_id"] for o in outputs[2]] == [c["call_id"] for c in calls[2]]
     assert "first-42" in outputs[1][0]["output"] and "second-42" in outputs[2][1]["output"]
     assert bodies[2]["input"][:-2] == bodies[1]["input"]
+
+
+def test_codex_exec_runs_a_tool_loop_over_a_websocket(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """With ``supports_websockets = true`` Codex upgrades ``GET /v1/responses`` and runs
+    the whole turn on the socket: a warmup (``generate: false``, nothing reaches the
+    engine), then each model turn continuing the last by ``previous_response_id`` with
+    ``store: false`` (the connection keeps their context), and never falls back to HTTP."""
+    server = serve_scripted(tmp_path_factory, api_keys=(API_KEY,))
+    upgrades: list[dict[str, str]] = []
+    http_creates: list[str] = []
+
+    @server.app.before_websocket
+    async def record_upgrade() -> None:
+        upgrades.append({name.lower(): value for name, value in websocket.headers.items()})
+
+    @server.app.before_request
+    async def record_http() -> None:
+        if request.path.startswith("/v1/responses"):
+            http_creates.append(f"{request.method} {request.path}")
+
+    prompt = ('[[call:exec_command {"cmd": "echo first-$((6*7))"}]] [[then]] '
+              '[[call:exec_command {"cmd": "echo second-$((7*6))"}]]')
+    with server:
+        done = run_codex(server, prompt, tmp_path, websockets=True)
+        engine = engine_of(server)
+        requests = server.call(lambda: list(engine.requests))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("The tool returned: "), done.stdout
+    assert "second-42" in done.stdout
+    assert http_creates == []
+    assert len(upgrades) == 1
+    [upgrade] = upgrades
+    assert upgrade["authorization"] == f"Bearer {API_KEY}"
+    assert upgrade["openai-beta"].startswith("responses_websockets=")
+    # Three model turns reached the engine (the warmup did not); each later one had the
+    # whole history, rebuilt from the connection's context of the turn before.
+    assert len(requests) == 3
+    tool_messages = [[m for m in r.messages if m.get("role") == "tool"] for r in requests]
+    assert [len(messages) for messages in tool_messages] == [0, 1, 2]
+    assert "second-42" in str(tool_messages[2][1]["content"])

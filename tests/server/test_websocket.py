@@ -285,3 +285,47 @@ def test_async_sdk_session_four_concurrent_lanes(server: ServerThread) -> None:
     assert len(ids) == 4
     # They ran at once: each lane's first delta came before another lane's last.
     # (Checked through the engine: four requests were running together.)
+
+
+# -- warmup and the connection's context --------------------------------------------
+
+
+def test_warmup_generates_nothing_and_a_create_continues_it(server: ServerThread) -> None:
+    engine = engine_of(server)
+    before = server.call(lambda: len(engine.requests))
+    with open_socket(server, KEY) as socket:
+        send(socket, create("remember the word pelican", "w", store=False, generate=False,
+                            instructions="Be brief."))
+        events = read_until_terminal(socket, "w")
+        check_lane(events, "w")
+        warm = events[-1]["response"]
+        assert (warm["status"], warm["output"]) == ("completed", [])
+        assert server.call(lambda: len(engine.requests)) == before
+        send(socket, create("what word?", "w", store=False, previous_response_id=warm["id"]))
+        events = read_until_terminal(socket, "w")
+        assert events[-1]["response"]["status"] == "completed"
+        seen = server.call(lambda: engine.requests[-1]).messages
+        assert [m["content"] for m in seen if m["role"] == "user"] == [
+            "remember the word pelican", "what word?"]
+        send(socket, create("x", "w", generate="no"))
+        assert receive(socket)["error"]["param"] == "generate"
+
+
+def test_unstored_responses_continue_on_their_connection_only(server: ServerThread) -> None:
+    with open_socket(server, KEY) as socket, strict_sdk(server, KEY) as client:
+        send(socket, create("one", "u", store=False))
+        first = read_until_terminal(socket, "u")[-1]["response"]
+        send(socket, create("two", "u", store=False, previous_response_id=first["id"]))
+        second = read_until_terminal(socket, "u")[-1]["response"]
+        assert second["status"] == "completed"
+        seen = server.call(lambda: engine_of(server).requests[-1]).messages
+        assert [m["role"] for m in seen] == ["user", "assistant", "user"]
+        # Nothing was stored: over HTTP (or another socket) the id is unknown.
+        with pytest.raises(openai.NotFoundError):
+            client.responses.create(model="scripted", input="three",
+                                    previous_response_id=first["id"])
+    with open_socket(server, KEY) as other:
+        send(other, create("three", "u", previous_response_id=second["id"]))
+        refused = receive(other)
+        assert refused["type"] == "error"
+        assert refused["error"]["code"] == "previous_response_not_found"

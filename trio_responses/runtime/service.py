@@ -25,6 +25,7 @@ from ..protocol.ids import IdFactory, random_id
 from ..protocol.machine import TERMINAL_EVENTS
 from ..protocol.request import CreateResponseRequest, conversation_id
 from ..protocol.response import new_response
+from ..protocol.response import usage as usage_block
 from ..protocol.sse import frame
 from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
 from .buffer import EventBuffer, EventReader, Frame
@@ -273,6 +274,18 @@ class ResponseService:
             if prepared.conversation is not None:
                 prepared.conversation.end()
             raise
+
+    async def warmup(self, request: CreateResponseRequest, owner: str) -> list[Frame]:
+        """A response that generates nothing (a WebSocket create with ``generate:
+        false``): checked like any create and counted as a request, its events built
+        (created, in progress, completed with no output), nothing sent to the engine
+        nor stored; its id continues a chain on the connection that made it."""
+        self.count_request(owner)
+        prepared = await self.prepare(request, owner)
+        builder, created = self._open_events(prepared, sends_events=True)
+        events = [*created, *builder.in_progress(), *builder.complete(
+            usage=usage_block(input_tokens=0, output_tokens=0), at=self.clock())]
+        return [Frame(event, data) for event, data in events]
 
     def _open_events(self, prepared: PreparedRequest, *, sends_events: bool
                      ) -> tuple[ResponseEvents, list[Emitted]]:

@@ -57,6 +57,10 @@ STEER_PARTS = frozenset({"input_text", "input_image", "input_file"})
 # How many finished responses of a connection it remembers (to tell "already completed"
 # from "not found" for a late response.steer).
 REMEMBERED_RESPONSES = 256
+# How many unstored responses (store: false, warmups) a connection keeps the context of,
+# so that a create on it can continue them by previous_response_id (OpenAI's
+# connection-local cache; Codex continues every turn so).
+CACHED_CONTEXTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,8 @@ class SocketSession:
         # Steering that waits for a response's client-owned tool outputs: prepended to
         # the next create that continues that response.
         self._waiting: dict[str, list[Steer]] = {}
+        # The whole context (input and output items) of the last unstored responses.
+        self._contexts: OrderedDict[str, list[Any]] = OrderedDict()
         # Sequence numbers of the connection's own notices (steering).
         self._sequence = 0
         self._nursery: trio.Nursery | None = None
@@ -167,8 +173,12 @@ class SocketSession:
             if event.get("background"):
                 raise InvalidRequest("'background' is not supported in WebSocket mode.",
                                      param="background", code="unsupported_parameter")
+            generate = event.get("generate", True)
+            if not isinstance(generate, bool):
+                raise InvalidRequest("Invalid 'generate': expected a boolean.",
+                                     param="generate", code="invalid_type")
             body = {k: v for k, v in event.items()
-                    if k not in ("type", "stream_id", "stream", "background")}
+                    if k not in ("type", "stream_id", "stream", "background", "generate")}
             waiting = self._waiting.pop(str(body.get("previous_response_id")), [])
             if waiting:  # steering that waited for these tool outputs goes first
                 body["input"] = [*(i for s in waiting for i in s.items),
@@ -177,7 +187,7 @@ class SocketSession:
         except APIError as exc:
             await self._sink.send_event(error_event(exc, stream_id))
             return
-        self._start_lane(lane, create)
+        self._start_lane(lane, create, generate=generate)
 
     def _lane(self, stream_id: str | None) -> Lane:
         lane = self._lanes.get(stream_id)
@@ -191,16 +201,21 @@ class SocketSession:
             lane = self._lanes[stream_id] = Lane(stream_id)
         return lane
 
-    def _start_lane(self, lane: Lane, create: CreateResponseRequest) -> None:
+    def _start_lane(self, lane: Lane, create: CreateResponseRequest, *, generate: bool
+                    ) -> None:
         assert self._nursery is not None
         lane.busy = True
         self._active += 1
-        self._nursery.start_soon(self._lane_task, lane, create)
+        self._nursery.start_soon(self._lane_task, lane, create, generate)
 
     # -- a lane ----------------------------------------------------------------------
 
-    async def _lane_task(self, lane: Lane, create: CreateResponseRequest) -> None:
+    async def _lane_task(self, lane: Lane, create: CreateResponseRequest,
+                         generate: bool = True) -> None:
         try:
+            if not generate:
+                await self._warmup(lane, create)
+                return
             turn: tuple[CreateResponseRequest, list[Steer]] | None = (create, [])
             while turn is not None:
                 turn = await self._respond(lane, *turn)
@@ -218,8 +233,9 @@ class SocketSession:
                        committed: list[Steer]) -> tuple[CreateResponseRequest, list[Steer]] | None:
         """Run one response on ``lane`` (a successor carries the ``committed`` steering
         input); returns the successor steering asks for, and its steering."""
+        resolved = self._resolve(create)
         try:
-            run, delivery = await start_streamed(self._service, create, owner=self._owner,
+            run, delivery = await start_streamed(self._service, resolved, owner=self._owner,
                                                  heartbeats=False)
         except APIError as exc:
             await self._sink.send_event(error_event(exc, lane.stream_id))
@@ -239,7 +255,45 @@ class SocketSession:
             delivery.release()
             del self._running[run.id]
             self._remember(run.id, str(run.response["status"]))
+            self._keep_context(resolved, run.response)
         return await self._after(lane, run, create)
+
+    async def _warmup(self, lane: Lane, create: CreateResponseRequest) -> None:
+        """``generate: false``: a response with no output, whose id a later create on
+        this connection continues (its input is kept as its context)."""
+        resolved = self._resolve(create)
+        try:
+            frames = await self._service.warmup(resolved, self._owner)
+        except APIError as exc:
+            await self._sink.send_event(error_event(exc, lane.stream_id))
+            return
+        response = frames[-1].event["response"] if frames[-1].event else {}
+        self._remember(response["id"], response["status"])
+        self._keep_context(resolved, response, stored=False)
+        await self._sink.send_frames(frames, lane.stream_id)
+
+    def _resolve(self, create: CreateResponseRequest) -> CreateResponseRequest:
+        """A create that continues an unstored response of this connection, with that
+        response's context as the start of its input (the store has no chain for it)."""
+        context = self._contexts.get(create.previous_response_id or "")
+        if context is None:
+            return create
+        return msgspec.structs.replace(create, previous_response_id=None,
+                                       input=[*context, *_as_items(create.input)])
+
+    def _keep_context(self, resolved: CreateResponseRequest, response: Mapping[str, Any],
+                      *, stored: bool | None = None) -> None:
+        """Keep an unstored response's whole context (when the request carried it all:
+        it continued nothing in the store, nor a conversation)."""
+        stored = bool(response.get("store", True)) if stored is None else stored
+        if stored or resolved.previous_response_id is not None \
+                or resolved.conversation is not None \
+                or response.get("status") not in ("completed", "incomplete"):
+            return
+        self._contexts[str(response["id"])] = [*_as_items(resolved.input),
+                                               *response.get("output", ())]
+        while len(self._contexts) > CACHED_CONTEXTS:
+            self._contexts.popitem(last=False)
 
     # -- steering --------------------------------------------------------------------
 
@@ -324,11 +378,6 @@ class SocketSession:
             await self._send_failures(steers, run.id, lane.stream_id, "response_not_active",
                                       f"The response ended {status}; the input was not "
                                       "applied.")
-            return None
-        if not response.get("store", True):
-            await self._send_failures(steers, run.id, lane.stream_id,
-                                      "successor_creation_failed",
-                                      "A successor needs the response stored (store: true).")
             return None
         successor = msgspec.structs.replace(
             create, previous_response_id=run.id,
