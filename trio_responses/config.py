@@ -61,6 +61,9 @@ class Settings:
         "", "SQLite file of stored responses", metavar="PATH",
         default_text="responses.sqlite3 in $XDG_DATA_HOME/trio_responses "
         "(~/.local/share/trio_responses)")
+    store_read_connections: int = setting(
+        8, "SQLite connections for reads beside the one for writes, so a slow read blocks "
+        "neither writes nor other reads (0: reads share the writer's)")
     cache_dir: str = setting(
         "", "folder the embedded default model is prepared in", metavar="DIR",
         default_text="$XDG_CACHE_HOME/trio_responses (~/.cache/trio_responses)")
@@ -179,7 +182,7 @@ class Settings:
                              "request can still ask for it with X-Responses-Ping-Events)")
         for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
                      "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds",
-                     "max_background_log_bytes",
+                     "max_background_log_bytes", "store_read_connections",
                      "max_conversation_items", "max_conversation_item_bytes",
                      "conversation_lock_timeout_seconds",
                      "max_queued_requests", "max_queued_requests_per_key",

@@ -2,10 +2,14 @@
 
 How it works
 ------------
-One ``sqlite3`` connection, opened with ``check_same_thread=False``, is used by one worker
-thread at a time: every call takes a ``trio.Lock`` (FIFO, so callers are served in order)
-and runs its SQL in ``trio.to_thread.run_sync``. The Trio thread never waits on the disk,
-and SQLite only ever sees one writer from this process. A call that has reached its thread
+Writes use one ``sqlite3`` connection, opened with ``check_same_thread=False``, by one
+worker thread at a time: every write takes a ``trio.Lock`` (FIFO, so callers are served in
+order) and runs its SQL in ``trio.to_thread.run_sync``. The Trio thread never waits on the
+disk, and SQLite only ever sees one writer from this process. Reads run on a pool of
+read-only connections of their own (``sqlite_pool.py``, ``read_connections``, default
+8): in WAL mode a reader never waits for the writer nor the writer for readers, so a
+slow read (a long ``previous_response_id`` chain, a big row) holds up neither the writes
+nor other reads. A call that has reached its thread
 runs to the end even if the calling task is cancelled (``to_thread`` does not abandon the
 thread by default), so a write is either done or never started, and the lock is only
 released once the connection is idle again.
@@ -56,6 +60,7 @@ from .base import (
 )
 from .instances import InstanceLock
 from .sqlite_conversations import in_transaction
+from .sqlite_pool import ReadPool
 
 __all__ = ["MAX_CHAIN_DEPTH", "MIGRATIONS", "SQLiteStore"]
 
@@ -172,11 +177,15 @@ class SQLiteStore:
     """:class:`~trio_responses.store.base.ResponseStore` on one SQLite file."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, migrations: Sequence[str] | None = None
+        self, path: str | os.PathLike[str], *, migrations: Sequence[str] | None = None,
+        read_connections: int = 8,
     ) -> None:
         """``migrations``: the schema scripts (default :data:`MIGRATIONS`); a test or a
-        tool can pass another list, e.g. to upgrade a store written by an older one."""
+        tool can pass another list, e.g. to upgrade a store written by an older one.
+        ``read_connections``: the read pool's size (0: reads share the writer's
+        connection and lock, as before the pool)."""
         self.path = Path(path)
+        self._reads = ReadPool(self.path, read_connections) if read_connections else None
         self._migrations = tuple(MIGRATIONS if migrations is None else migrations)
         self._conn: sqlite3.Connection | None = None
         self._lock = trio.Lock()
@@ -215,6 +224,8 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             marked = self._migrate_and_sweep(conn)
+            if self._reads is not None:
+                self._reads.open_sync()
         except BaseException:
             conn.close()
             self._instance.release()
@@ -271,6 +282,9 @@ class SQLiteStore:
         # Shielded: a cancelled aclose() must still close the connection, after the call
         # in flight (bounded by busy_timeout) has finished.
         with trio.CancelScope(shield=True):
+            if self._reads is not None:
+                # The reads in flight end first; any later one is refused ("closed").
+                await self._reads.aclose()
             async with self._lock:
                 if self._closed:
                     return
@@ -289,6 +303,16 @@ class SQLiteStore:
             if self._conn is None:
                 raise RuntimeError(f"store {self.path} is not open")
             return await trio.to_thread.run_sync(work, self._conn)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """A read: on the read pool (or the writer's connection without one)."""
+        if self._reads is None:
+            return await self._call(work)
+        if self._closed:
+            raise RuntimeError(f"store {self.path} is closed")
+        if self._conn is None:
+            raise RuntimeError(f"store {self.path} is not open")
+        return await self._reads.run(work)
 
     async def create(self, record: StoredResponse) -> None:
         if record.response.get("status") != record.status:
@@ -352,7 +376,7 @@ class SQLiteStore:
         def work(conn: sqlite3.Connection) -> StoredResponse | None:
             return _get_sync(conn, response_id, owner)
 
-        return await self._call(work)
+        return await self._read(work)
 
     async def input_items(self, response_id: str, owner: str) -> list[Item] | None:
         def work(conn: sqlite3.Connection) -> list[Item] | None:
@@ -360,7 +384,7 @@ class SQLiteStore:
                                (response_id, owner)).fetchone()
             return None if row is None else list(json.loads(row[0]))
 
-        return await self._call(work)
+        return await self._read(work)
 
     async def events(self, response_id: str, owner: str, *, after: int, limit: int
                      ) -> list[Item] | None:
@@ -374,7 +398,7 @@ class SQLiteStore:
                 (response_id, after, limit)).fetchall()
             return [json.loads(event) for (event,) in rows]
 
-        return await self._call(in_transaction(work, write=False))
+        return await self._read(in_transaction(work, write=False))
 
     async def delete(self, response_id: str, owner: str) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
@@ -395,7 +419,7 @@ class SQLiteStore:
             finally:
                 conn.execute("COMMIT")
 
-        return await self._call(work)
+        return await self._read(work)
 
     # -- conversations (sqlite_conversations.py) ----------------------------------------
 
@@ -406,7 +430,7 @@ class SQLiteStore:
 
     async def get_conversation(self, conversation_id: str, owner: str
                                ) -> StoredConversation | None:
-        return await self._call(lambda conn: conversations.get_conversation(
+        return await self._read(lambda conn: conversations.get_conversation(
             conn, conversation_id, owner))
 
     async def update_conversation(self, conversation_id: str, owner: str,
@@ -424,16 +448,16 @@ class SQLiteStore:
 
     async def conversation_items(self, conversation_id: str, owner: str
                                  ) -> list[Item] | None:
-        return await self._call(in_transaction(lambda conn: conversations.conversation_items(
+        return await self._read(in_transaction(lambda conn: conversations.conversation_items(
             conn, conversation_id, owner), write=False))
 
     async def list_items(self, conversation_id: str, owner: str, *, after: str | None,
                          limit: int, descending: bool) -> ItemPage | None:
-        return await self._call(in_transaction(lambda conn: conversations.list_items(
+        return await self._read(in_transaction(lambda conn: conversations.list_items(
             conn, conversation_id, owner, after, limit, descending), write=False))
 
     async def get_item(self, conversation_id: str, owner: str, item_id: str) -> Item | None:
-        return await self._call(in_transaction(lambda conn: conversations.get_item(
+        return await self._read(in_transaction(lambda conn: conversations.get_item(
             conn, conversation_id, owner, item_id), write=False))
 
     async def delete_item(self, conversation_id: str, owner: str, item_id: str) -> bool:

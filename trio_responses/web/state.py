@@ -61,7 +61,8 @@ def freeze_startup_heap() -> None:
 def build_store(settings: Settings) -> ResponseStore:
     from ..store import SQLiteStore
 
-    return SQLiteStore(settings.store_file())
+    return SQLiteStore(settings.store_file(),
+                       read_connections=settings.store_read_connections)
 
 
 class AppState:
