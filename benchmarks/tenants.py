@@ -1,7 +1,8 @@
 """What one API key's load costs another: latency of a neighbour, memory of stalled streams.
 
-    .venv/bin/python benchmarks/tenants.py [--root DIR] [--parts neighbour chain memory]
-                                           [--server-flags "FLAGS"]
+    .venv/bin/python benchmarks/tenants.py [--root DIR]
+                                           [--parts neighbour chain memory biglog]
+                                           [--server-flags "FLAGS"] [--tokens N]
 
 Each part starts a server (the scripted engine, zero delay, two keys k1 and k2, its own
 store) from the checkout at ``--root`` (default: this one), so the same script measures
@@ -18,6 +19,11 @@ and drives it over loopback:
   window) at the default ``--responses-stream-buffer-max-bytes`` (16 MiB), the engine
   given a context long enough to fill it: the server's RSS growth with one, then ten,
   such streams held, once their responses ended (a fresh server for each count).
+* **biglog**: k1 makes one background response of ``--tokens`` tokens (``ignore_eos``);
+  once it has ended: the server's RSS growth and the store's size; the latency of a
+  GET, ``input_items?limit=1`` and ``/cancel`` of it; a resume (``GET ?stream=true``):
+  time to its first byte and to its end, and ``/health``'s worst latency meanwhile (a
+  prober every 20 ms); k2's GET of a small response while k1 reads the big one.
 
 Not a test: nothing asserts.
 """
@@ -35,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -214,11 +220,83 @@ def memory(root: Path) -> None:
     print("memory (16 MiB stream buffer bound): " + "; ".join(figures))
 
 
+def timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def biglog(root: Path, tokens: int) -> None:
+    with server(root, []) as (base, process), client(base, "k1") as k1, \
+            client(base, "k2") as k2:
+        small = k2.post("/v1/responses", json={"model": MODEL, "input": "hi"}).json()["id"]
+        before = process.memory_info().rss
+        started = time.perf_counter()
+        rid = k1.post("/v1/responses", json={
+            "model": MODEL, "input": "go " * 20, "background": True, "ignore_eos": True,
+            "max_output_tokens": tokens}).json()["id"]
+        while k1.get(f"/v1/responses/{rid}").json()["status"] in ("queued", "in_progress"):
+            time.sleep(0.5)
+        generated = time.perf_counter() - started
+        held = process.memory_info().rss
+        store = 0
+        for path in process.open_files():
+            if path.path.endswith(".sqlite3"):
+                store = Path(path.path).stat().st_size + sum(
+                    p.stat().st_size for p in Path(path.path).parent.glob("*.sqlite3-wal"))
+        get = [timed(lambda: k1.get(f"/v1/responses/{rid}")) for _ in range(5)]
+        items = [timed(lambda: k1.get(f"/v1/responses/{rid}/input_items?limit=1"))
+                 for _ in range(5)]
+        cancel = [timed(lambda: k1.post(f"/v1/responses/{rid}/cancel")) for _ in range(5)]
+
+        health: list[float] = []
+        neighbour: list[float] = []
+        stop = threading.Event()
+
+        def probe() -> None:
+            with httpx.Client(base_url=base, timeout=120) as plain:
+                while not stop.is_set():
+                    health.append(timed(lambda: plain.get("/health")))
+                    time.sleep(0.02)
+
+        def other_key() -> None:
+            with client(base, "k2") as own:
+                while not stop.is_set():
+                    neighbour.append(timed(lambda: own.get(f"/v1/responses/{small}")))
+                    time.sleep(0.02)
+
+        threads = [threading.Thread(target=probe), threading.Thread(target=other_key)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        first = total = 0.0
+        size = 0
+        started = time.perf_counter()
+        with k1.stream("GET", f"/v1/responses/{rid}?stream=true") as response:
+            for chunk in response.iter_raw():
+                if not size:
+                    first = time.perf_counter() - started
+                size += len(chunk)
+        total = time.perf_counter() - started
+        time.sleep(0.3)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    print(f"biglog: {tokens} tokens in {generated:.1f} s; RSS +{(held - before) / MiB:.0f} "
+          f"MiB ({before / MiB:.0f} → {held / MiB:.0f}); store {store / MiB:.1f} MiB")
+    print(f"  GET p50 / p99 {ms(get)}; input_items?limit=1 {ms(items)}; cancel {ms(cancel)}")
+    print(f"  resume: first byte {first * 1000:.0f} ms, {size / MiB:.1f} MiB in "
+          f"{total:.2f} s; /health meanwhile p50 {statistics.median(health or [0]) * 1000:.0f}"
+          f" ms, max {max(health, default=0) * 1000:.0f} ms; k2 GET meanwhile p50 / p99 "
+          f"{ms(neighbour)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to serve")
     parser.add_argument("--parts", nargs="+", default=["neighbour", "chain", "memory"],
-                        choices=["neighbour", "chain", "memory"])
+                        choices=["neighbour", "chain", "memory", "biglog"])
+    parser.add_argument("--tokens", type=int, default=200_000, help="biglog: tokens")
     parser.add_argument("--chain", type=int, default=200, help="chain: turns")
     parser.add_argument("--server-flags", default="", help="more flags for every server")
     args = parser.parse_args()
@@ -230,6 +308,8 @@ def main() -> None:
         chain(args.root, args.chain)
     if "memory" in args.parts:
         memory(args.root)
+    if "biglog" in args.parts:
+        biglog(args.root, args.tokens)
 
 
 if __name__ == "__main__":
