@@ -64,6 +64,17 @@ class Settings:
     store_read_connections: int = setting(
         8, "SQLite connections for reads beside the one for writes, so a slow read blocks "
         "neither writes nor other reads (0: reads share the writer's)")
+    store_url: str = setting(
+        "", "a PostgreSQL database every replica behind a load balancer shares, as "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (a libpq URI; ?host=/run/postgresql "
+        "for a Unix socket); instead of --store-path", metavar="URL",
+        default_text="none: the SQLite file of --store-path")
+    store_pool_size: int = setting(
+        8, "with --store-url: most connections this process opens to the database (one "
+        "more listens for the other replicas)")
+    store_lease_seconds: float = setting(
+        30.0, "with --store-url: a replica whose heartbeat is older than this counts as "
+        "gone, and another replica marks its running responses failed")
     cache_dir: str = setting(
         "", "folder the embedded default model is prepared in", metavar="DIR",
         default_text="$XDG_CACHE_HOME/trio_responses (~/.cache/trio_responses)")
@@ -190,6 +201,15 @@ class Settings:
                      "max_concurrent_reads_per_key"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.store_url and not self.store_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("--store-url must be a postgresql:// URL (the SQLite file is "
+                             "--store-path)")
+        if self.store_url and self.store_path:
+            raise ValueError("give --store-url or --store-path, not both")
+        if self.store_pool_size < 1:
+            raise ValueError("store_pool_size must be at least 1")
+        if self.store_lease_seconds <= 0:
+            raise ValueError("store_lease_seconds must be positive")
         self.service_tiers_by_key()  # checks the entries
 
     def service_tiers_by_key(self) -> dict[str, tuple[str, ...]]:

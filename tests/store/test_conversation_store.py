@@ -1,5 +1,5 @@
-"""The store protocol's conversations, one suite for every store (SQLite, and the
-in-memory store the runtime tests use; a PostgreSQL store joins ``store_kinds``):
+"""The store protocol's conversations, one suite for every store (SQLite, PostgreSQL,
+and the in-memory store the runtime tests use):
 ownership, append order and atomicity, the item limit, cursor pages in both orders, a
 response's final write and its turn in one transaction. Then SQLite only: the schema v3
 upgrade of an existing store, and kill -9 in the middle of appends."""
@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from tests.store.children import run_and_kill
+from tests.store.conftest import STORE_KINDS, factory_for
 from tests.support.memory_store import MemoryStore
 from trio_responses.store import SQLiteStore, StoredResponse
 from trio_responses.store.base import (
@@ -46,10 +47,10 @@ def append(*numbers: int, cid: str = "conv_1", owner: str = OWNER) -> Conversati
                               items=tuple(item(n) for n in numbers))
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=[*STORE_KINDS, "memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ResponseStore]:
-    made: ResponseStore = (SQLiteStore(tmp_path / "responses.sqlite3")
-                           if request.param == "sqlite" else MemoryStore())
+    made: ResponseStore = (MemoryStore() if request.param == "memory"
+                           else factory_for(request.param, request, tmp_path)())
     await made.open()
     yield made
     await made.aclose()

@@ -59,6 +59,12 @@ def freeze_startup_heap() -> None:
 
 
 def build_store(settings: Settings) -> ResponseStore:
+    """PostgreSQL with ``--store-url`` (replicas share it), else the SQLite file."""
+    if settings.store_url:
+        from ..store.postgres import PostgresStore
+
+        return PostgresStore(settings.store_url, pool_size=settings.store_pool_size,
+                             lease_seconds=settings.store_lease_seconds)
     from ..store import SQLiteStore
 
     return SQLiteStore(settings.store_file(),

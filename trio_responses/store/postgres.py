@@ -1,0 +1,318 @@
+"""The response store in PostgreSQL, shared by every replica behind a load balancer.
+
+How it works
+------------
+A bounded pool of psycopg 3 connections (``psycopg_pool.ConnectionPool``, sync). Every
+call runs its SQL in ``trio.to_thread.run_sync`` on a connection borrowed for that call,
+under a ``trio.CapacityLimiter`` as large as the pool, so no thread ever waits for a
+connection and the Trio thread never waits on the network. A call that has reached its
+thread runs to its end even if the calling task is cancelled (``to_thread`` does not
+abandon it), so a write is done or never started. Connections are in autocommit mode;
+multi-statement work runs in ``conn.transaction()``.
+
+The schema and its migrations are in ``postgres_schema.py``; the conversation SQL in
+``postgres_conversations.py``; replicas' heartbeats, leases and the sweep that fails a
+gone replica's running responses in ``postgres_leases.py``. Rows are the same as the
+SQLite store's (JSON as text, exactly as a client is shown it), so both stores pass one
+test suite (tests/store/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+import trio
+from psycopg_pool import ConnectionPool
+
+from . import postgres_conversations as conversations
+from .base import (
+    TERMINAL_STATUSES,
+    ConversationAppend,
+    Item,
+    ItemPage,
+    StoredConversation,
+    StoredResponse,
+)
+from .postgres_leases import Heartbeat, fail_orphans, heartbeat
+from .postgres_schema import MIGRATION_LOCK_KEY, MIGRATIONS, SCHEMA_TABLE
+
+__all__ = ["MAX_CHAIN_DEPTH", "PostgresStore", "is_postgres_url"]
+
+_T = TypeVar("_T")
+
+MAX_CHAIN_DEPTH = 1000
+_COLUMNS = (
+    "id, owner, status, background, previous_response_id, created_at, "
+    "response, input_items, events"
+)
+_TERMINAL = tuple(sorted(TERMINAL_STATUSES))
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def _dumps(value: Any) -> str:
+    # allow_nan=False: "NaN" is not JSON; refuse the write rather than store it.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _row_to_record(row: tuple[Any, ...]) -> StoredResponse:
+    (rid, owner, status, background, previous, created_at, response, items, events) = row
+    return StoredResponse(
+        id=rid, owner=owner, status=status, background=bool(background),
+        previous_response_id=previous, created_at=created_at,
+        response=json.loads(response), input_items=tuple(json.loads(items)),
+        events=tuple(json.loads(events)) if events is not None else (),
+    )
+
+
+class PostgresStore:
+    """:class:`~trio_responses.store.base.ResponseStore` on a PostgreSQL database."""
+
+    def __init__(self, url: str, *, pool_size: int = 8, lease_seconds: float = 30.0,
+                 migrations: Sequence[str] | None = None) -> None:
+        """``url``: a libpq connection URI (``postgresql://user@host:port/db``).
+        ``lease_seconds``: how long after its last heartbeat a replica counts as gone."""
+        if not is_postgres_url(url):
+            raise ValueError(f"not a PostgreSQL URL: {url!r}")
+        self.url = url
+        self.instance = f"{os.uname().nodename}-{os.getpid()}-{secrets.token_hex(6)}"
+        self.lease_seconds = lease_seconds
+        self._migrations = tuple(MIGRATIONS if migrations is None else migrations)
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False,
+                                    kwargs={"autocommit": True},
+                                    check=ConnectionPool.check_connection,
+                                    name="trio_responses")
+        self._limiter = trio.CapacityLimiter(pool_size)
+        self._heartbeat = Heartbeat(url, self.instance, lease_seconds, _dumps)
+        self._state = "new"
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._pool.conninfo!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> int:
+        if self._state != "new":
+            raise RuntimeError(f"{self!r}: open() was already called")
+        self._state = "opening"
+        try:
+            marked = await trio.to_thread.run_sync(self._open_sync)
+        except BaseException:
+            self._state = "closed"
+            await trio.to_thread.run_sync(self._pool.close)
+            raise
+        self._heartbeat.start()
+        self._state = "open"
+        return marked
+
+    def _open_sync(self) -> int:
+        # One connection first, for a clear error at once when the database is away (the
+        # pool would retry in the background until its timeout).
+        try:
+            conn = psycopg.connect(self.url, autocommit=True)
+        except psycopg.Error as exc:
+            raise RuntimeError(f"cannot reach the store database: {exc}") from exc
+        with conn:
+            self._migrate(conn)
+            heartbeat(conn, self.instance, self.lease_seconds)
+            marked = fail_orphans(conn, _dumps)
+        self._pool.open(wait=True, timeout=30)
+        return marked
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            # Replicas starting together: one migrates, the others wait here, then find
+            # the schema current. The lock goes with the transaction.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(SCHEMA_TABLE)
+            row = conn.execute("SELECT version FROM trio_responses_schema").fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > len(self._migrations):
+                raise RuntimeError(
+                    f"the store database has schema version {version}, newer than this "
+                    f"trio_responses knows ({len(self._migrations)}); upgrade trio_responses")
+            if row is None:
+                tables = conn.execute(
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
+                    "AND tablename IN ('responses', 'conversations', 'instances')").fetchone()
+                if tables is not None and tables[0]:
+                    raise RuntimeError("the store database has tables named like ours but "
+                                       "no schema version; is it a trio_responses store?")
+            for number, script in enumerate(self._migrations[version:], start=version):
+                try:
+                    conn.execute(script)
+                except psycopg.Error as exc:
+                    raise RuntimeError(f"store migration to schema version {number + 1} "
+                                       f"failed: {exc}") from exc
+            if row is None:
+                conn.execute("INSERT INTO trio_responses_schema (version) VALUES (%s)",
+                             (len(self._migrations),))
+            elif version != len(self._migrations):
+                conn.execute("UPDATE trio_responses_schema SET version = %s",
+                             (len(self._migrations),))
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            if self._state in ("closed", "closing"):
+                return
+            opened = self._state == "open"
+            self._state = "closing"
+            if opened:
+                await trio.to_thread.run_sync(self._close_sync)
+            self._state = "closed"
+
+    def _close_sync(self) -> None:
+        self._heartbeat.stop()
+        try:
+            # Gone now, not after the lease: other replicas fail what is left running
+            # (nothing, after a drain) at their next sweep.
+            with self._pool.connection(timeout=10) as conn:
+                conn.execute("DELETE FROM instances WHERE id = %s", (self.instance,))
+        finally:
+            self._pool.close()
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def _call(self, work: Callable[[psycopg.Connection[Any]], _T], *,
+                    transaction: bool = False) -> _T:
+        if self._state != "open":
+            raise RuntimeError(f"{self!r} is {'closed' if self._state != 'new' else 'not open'}")
+        pool = self._pool
+
+        def run() -> _T:
+            with pool.connection() as conn:
+                if not transaction:
+                    return work(conn)
+                with conn.transaction():
+                    return work(conn)
+
+        return await trio.to_thread.run_sync(run, limiter=self._limiter)
+
+    async def create(self, record: StoredResponse) -> None:
+        if record.response.get("status") != record.status:
+            raise ValueError(
+                f"response {record.id}: status {record.status!r} differs from the "
+                f"response object's {record.response.get('status')!r}")
+        params = (
+            record.id, record.owner, record.status, record.background,
+            record.previous_response_id, record.created_at, _dumps(record.response),
+            _dumps(list(record.input_items)),
+            _dumps(list(record.events)) if record.events else None, self.instance,
+        )
+        await self._call(lambda conn: conn.execute(
+            f"INSERT INTO responses ({_COLUMNS}, instance) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", params))
+
+    async def finish(self, response_id: str, response: Mapping[str, Any],
+                     events: Sequence[Mapping[str, Any]] = (), *,
+                     append: ConversationAppend | None = None) -> bool:
+        status = response.get("status")
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"response {response_id}: finish() needs a terminal status, "
+                             f"got {status!r}")
+        params = (status, _dumps(response), _dumps(list(events)) if events else None,
+                  response_id, list(_TERMINAL))
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            # The condition is the point: whichever of cancel (from any replica) and the
+            # engine's result is written first wins; the row lock orders them.
+            written = conn.execute(
+                "UPDATE responses SET status = %s, response = %s, events = %s "
+                "WHERE id = %s AND NOT (status = ANY(%s))", params).rowcount == 1
+            if written and append is not None:
+                conversations.append_items(conn, append, 0, _dumps)
+            return written
+
+        return await self._call(work, transaction=append is not None)
+
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
+        return await self._call(lambda conn: _get_sync(conn, response_id, owner))
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        return await self._call(lambda conn: conn.execute(
+            "DELETE FROM responses WHERE id = %s AND owner = %s",
+            (response_id, owner)).rowcount == 1)
+
+    async def chain(self, response_id: str, owner: str) -> list[StoredResponse] | None:
+        def work(conn: psycopg.Connection[Any]) -> list[StoredResponse] | None:
+            # One snapshot for the whole walk: a concurrent delete on another replica
+            # cannot show a half-deleted chain.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return _chain_sync(conn, response_id, owner)
+
+        return await self._call(work, transaction=True)
+
+    # -- conversations (postgres_conversations.py) --------------------------------------
+
+    async def create_conversation(self, conversation: StoredConversation,
+                                  items: Sequence[Item] = ()) -> None:
+        await self._call(lambda conn: conversations.create_conversation(
+            conn, conversation, items, _dumps), transaction=True)
+
+    async def get_conversation(self, conversation_id: str, owner: str
+                               ) -> StoredConversation | None:
+        return await self._call(lambda conn: conversations.get_conversation(
+            conn, conversation_id, owner))
+
+    async def update_conversation(self, conversation_id: str, owner: str,
+                                  metadata: Mapping[str, str]) -> StoredConversation | None:
+        return await self._call(lambda conn: conversations.update_conversation(
+            conn, conversation_id, owner, metadata, _dumps), transaction=True)
+
+    async def delete_conversation(self, conversation_id: str, owner: str) -> bool:
+        return await self._call(lambda conn: conversations.delete_conversation(
+            conn, conversation_id, owner), transaction=True)
+
+    async def append_items(self, append: ConversationAppend, *, max_items: int = 0) -> bool:
+        return await self._call(lambda conn: conversations.append_items(
+            conn, append, max_items, _dumps), transaction=True)
+
+    async def conversation_items(self, conversation_id: str, owner: str
+                                 ) -> list[Item] | None:
+        return await self._call(lambda conn: conversations.conversation_items(
+            conn, conversation_id, owner), transaction=True)
+
+    async def list_items(self, conversation_id: str, owner: str, *, after: str | None,
+                         limit: int, descending: bool) -> ItemPage | None:
+        return await self._call(lambda conn: conversations.list_items(
+            conn, conversation_id, owner, after, limit, descending), transaction=True)
+
+    async def get_item(self, conversation_id: str, owner: str, item_id: str) -> Item | None:
+        return await self._call(lambda conn: conversations.get_item(
+            conn, conversation_id, owner, item_id), transaction=True)
+
+    async def delete_item(self, conversation_id: str, owner: str, item_id: str) -> bool:
+        return await self._call(lambda conn: conversations.delete_item(
+            conn, conversation_id, owner, item_id), transaction=True)
+
+
+def _get_sync(conn: psycopg.Connection[Any], response_id: str, owner: str
+              ) -> StoredResponse | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM responses WHERE id = %s AND owner = %s",
+                       (response_id, owner)).fetchone()
+    return _row_to_record(row) if row is not None else None
+
+
+def _chain_sync(conn: psycopg.Connection[Any], response_id: str, owner: str
+                ) -> list[StoredResponse] | None:
+    newest_first: list[StoredResponse] = []
+    seen: set[str] = set()
+    current: str | None = response_id
+    while current is not None:
+        if current in seen or len(newest_first) >= MAX_CHAIN_DEPTH:
+            return None
+        seen.add(current)
+        record = _get_sync(conn, current, owner)
+        if record is None:
+            return None
+        newest_first.append(record)
+        current = record.previous_response_id
+    newest_first.reverse()
+    return newest_first
