@@ -45,10 +45,11 @@ def port_open(port: int) -> bool:
 class ServerProcess:
     def __init__(self, tmp: Path, *, probe: bool = False, token_delay: float = 0.01,
                  extra: Sequence[str] = (), store_path: Path | None = None,
-                 engine: Sequence[str] | None = None, env: Mapping[str, str] | None = None
-                 ) -> None:
+                 engine: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+                 store_url: str | None = None) -> None:
         """``engine``: the engine flags (default: the scripted engine, ``token_delay``
-        seconds per token); ``env``: extra environment variables."""
+        seconds per token); ``env``: extra environment variables; ``store_url``: a
+        PostgreSQL database (replicas share it) instead of the SQLite file."""
         self.tmp = tmp
         self.port = free_port()
         self.store_path = store_path or tmp / "responses.sqlite3"
@@ -56,8 +57,10 @@ class ServerProcess:
         if engine is None:
             engine = ["--engine", "scripted", "--model", "scripted",
                       "--scripted-token-delay", str(token_delay)]
-        self.args = [*engine, "--port", str(self.port), "--store-path", str(self.store_path),
-                     "--log-level", "warning", *extra]
+        store = (["--store-url", store_url] if store_url
+                 else ["--store-path", str(self.store_path)])
+        self.args = [*engine, "--port", str(self.port), *store, "--log-level", "warning",
+                     *extra]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
