@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.store.conftest import STORE_KINDS, factory_for
 from tests.support.memory_store import MemoryStore
 from trio_responses.store import SQLiteStore, StoredResponse
 from trio_responses.store import sqlite as sqlite_module
@@ -31,10 +32,10 @@ def log(n: int) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=[*STORE_KINDS, "memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    s: ResponseStore = SQLiteStore(tmp_path / "s.sqlite3") if request.param == "sqlite" \
-        else MemoryStore()
+    s: ResponseStore = MemoryStore() if request.param == "memory" \
+        else factory_for(request.param, request, tmp_path)()
     await s.open()
     yield s
     await s.aclose()

@@ -126,7 +126,8 @@ async def test_a_killed_replicas_running_rows_fail_after_its_lease(postgres_url:
         for ack in acked:
             got = await survivor.get(ack["id"], "k")
             assert got is not None and got.status == "completed"
-            assert got.response == ack["response"] and list(got.events) == ack["events"]
+            assert got.response == ack["response"]
+            assert await survivor.events(ack["id"], "k", after=-1, limit=10) == ack["events"]
         for start in (0, 1000):
             got = await survivor.get(f"resp_running_{start}", "k")
             assert got is not None and got.status == "failed"

@@ -7,6 +7,7 @@ in test_postgres_store.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -38,7 +39,10 @@ async def test_create_get_delete_with_owner_isolation(shared_store: ResponseStor
     rec = record("resp_1", background=True)
     await store.create(rec)
     got = await store.get("resp_1", "owner-a")
-    assert got == rec
+    # get() leaves the input items out: input_items() reads them.
+    assert got == dataclasses.replace(rec, input_items=())
+    assert await store.input_items("resp_1", "owner-a") == list(rec.input_items)
+    assert await store.input_items("resp_1", "owner-b") is None
     # Key order is kept: the object is shown exactly as it was written.
     assert got is not None and list(got.response) == list(rec.response)
     assert await store.get("resp_1", "owner-b") is None
@@ -80,10 +84,11 @@ async def test_finish_is_conditional(shared_store: ResponseStore) -> None:
     cancelled = response_obj("resp_1", "cancelled")
     assert await store.finish("resp_1", cancelled, events) is True
     late = response_obj("resp_1", "completed", output=[{"type": "message"}])
-    assert await store.finish("resp_1", late, ({"type": "late"},)) is False
+    assert await store.finish("resp_1", late, ({"type": "late", "sequence_number": 1},)) is False
     got = await store.get("resp_1", "owner-a")
     assert got is not None and got.status == "cancelled"
-    assert got.response == cancelled and got.events == events
+    assert got.response == cancelled and got.event_count == 1
+    assert await store.events("resp_1", "owner-a", after=-1, limit=10) == list(events)
     assert await store.finish("resp_missing", late) is False
     await store.create(record("resp_2"))
     for status in ("in_progress", "queued", None):
@@ -126,7 +131,7 @@ async def test_chain_order_missing_link_owner_and_cycle(shared_store: ResponseSt
     await store.create(record("resp_c", previous="resp_b"))
     chain = await store.chain("resp_c", "owner-a")
     assert chain is not None and [r.id for r in chain] == ["resp_a", "resp_b", "resp_c"]
-    assert chain[-1] == await store.get("resp_c", "owner-a")
+    assert chain[-1] == record("resp_c", previous="resp_b")  # with its input items
     assert await store.chain("resp_c", "owner-b") is None
     assert await store.chain("resp_missing", "owner-a") is None
     await store.create(record("resp_x", owner="owner-b", status="completed"))
@@ -150,7 +155,8 @@ async def test_reopen_fails_unfinished_rows_and_keeps_terminal_rows(new_store: S
     await s.create(record("resp_c", status="completed"))
     await s.create(record("resp_x", status="in_progress", owner="owner-b"))
     assert await s.finish("resp_x", response_obj("resp_x", "cancelled"),
-                          ({"type": "response.cancelled", "text": "ü\u2028"},))
+                          ({"type": "response.cancelled", "sequence_number": 0,
+                            "text": "ü\u2028"},))
     terminal_before = [await s.get("resp_c", "owner-a"), await s.get("resp_x", "owner-b")]
     await s.aclose()
 
@@ -166,7 +172,8 @@ async def test_reopen_fails_unfinished_rows_and_keeps_terminal_rows(new_store: S
                 "code": "server_error",
                 "message": "The server stopped while this response was running."}}
             assert got.response == expected
-            assert got.input_items == record(rid).input_items and got.background
+            assert got.background
+            assert await s.input_items(rid, "owner-a") == list(record(rid).input_items)
             assert not await s.finish(rid, response_obj(rid, "completed"))
     finally:
         await s.aclose()
@@ -201,7 +208,8 @@ async def test_many_concurrent_writers_and_cancelled_callers(shared_store: Respo
         rid = f"resp_{i:03d}"
         await store.create(record(rid, owner=f"owner-{i % 7}", background=True))
         final = response_obj(rid, "completed", n=i)
-        assert await store.finish(rid, final, [{"type": "response.completed", "n": i}])
+        assert await store.finish(rid, final, [{"type": "response.completed",
+                                                "sequence_number": 0, "n": i}])
         got = await store.get(rid, f"owner-{i % 7}")
         assert got is not None and got.response == final
 
@@ -223,6 +231,7 @@ async def test_many_concurrent_writers_and_cancelled_callers(shared_store: Respo
             nursery.start_soon(creator, i, nursery.cancel_scope)
     # Whatever a caller saw return is there, whole; the store still works.
     for rid in done:
-        assert await store.get(rid, "owner-a") == record(rid, status="completed")
+        assert await store.get(rid, "owner-a") == dataclasses.replace(
+            record(rid, status="completed"), input_items=())
     await store.create(record("resp_after"))
     assert await store.get("resp_after", "owner-a") is not None

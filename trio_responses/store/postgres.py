@@ -46,9 +46,12 @@ __all__ = ["MAX_CHAIN_DEPTH", "PostgresStore", "is_postgres_url"]
 _T = TypeVar("_T")
 
 MAX_CHAIN_DEPTH = 1000
-_COLUMNS = (
-    "id, owner, status, background, previous_response_id, created_at, "
-    "response, input_items, events"
+# What get() loads: everything but the input items (and the log, a table of its own).
+_ROW_COLUMNS = (
+    "id, owner, status, background, previous_response_id, created_at, response, event_count"
+)
+_INSERT_COLUMNS = (
+    "id, owner, status, background, previous_response_id, created_at, response, input_items"
 )
 _TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 
@@ -62,13 +65,14 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _row_to_record(row: tuple[Any, ...]) -> StoredResponse:
-    (rid, owner, status, background, previous, created_at, response, items, events) = row
+def _row_to_record(row: tuple[Any, ...], items: str | None = None) -> StoredResponse:
+    (rid, owner, status, background, previous, created_at, response, event_count) = row
     return StoredResponse(
         id=rid, owner=owner, status=status, background=bool(background),
         previous_response_id=previous, created_at=created_at,
-        response=json.loads(response), input_items=tuple(json.loads(items)),
-        events=tuple(json.loads(events)) if events is not None else (),
+        response=json.loads(response),
+        input_items=tuple(json.loads(items)) if items is not None else (),
+        event_count=event_count,
     )
 
 
@@ -203,12 +207,11 @@ class PostgresStore:
         params = (
             record.id, record.owner, record.status, record.background,
             record.previous_response_id, record.created_at, _dumps(record.response),
-            _dumps(list(record.input_items)),
-            _dumps(list(record.events)) if record.events else None, self.instance,
+            _dumps(list(record.input_items)), self.instance,
         )
         await self._call(lambda conn: conn.execute(
-            f"INSERT INTO responses ({_COLUMNS}, instance) "
-            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", params))
+            f"INSERT INTO responses ({_INSERT_COLUMNS}, instance) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", params))
 
     async def finish(self, response_id: str, response: Mapping[str, Any],
                      events: Sequence[Mapping[str, Any]] = (), *,
@@ -217,23 +220,51 @@ class PostgresStore:
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"response {response_id}: finish() needs a terminal status, "
                              f"got {status!r}")
-        params = (status, _dumps(response), _dumps(list(events)) if events else None,
-                  response_id, list(_TERMINAL))
+        params = (status, _dumps(response), len(events), response_id, list(_TERMINAL))
+        log = [(response_id, int(event["sequence_number"]), _dumps(event)) for event in events]
 
         def work(conn: psycopg.Connection[Any]) -> bool:
             # The condition is the point: whichever of cancel (from any replica) and the
             # engine's result is written first wins; the row lock orders them.
             written = conn.execute(
-                "UPDATE responses SET status = %s, response = %s, events = %s "
+                "UPDATE responses SET status = %s, response = %s, event_count = %s "
                 "WHERE id = %s AND NOT (status = ANY(%s))", params).rowcount == 1
+            if written and log:
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO response_events (response_id, sequence_number, event) "
+                        "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", log)
             if written and append is not None:
                 conversations.append_items(conn, append, 0, _dumps)
             return written
 
-        return await self._call(work, transaction=append is not None)
+        # One transaction: the final object, its log and the turn's items land together.
+        return await self._call(work, transaction=bool(append or log))
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         return await self._call(lambda conn: _get_sync(conn, response_id, owner))
+
+    async def input_items(self, response_id: str, owner: str) -> list[Item] | None:
+        def work(conn: psycopg.Connection[Any]) -> list[Item] | None:
+            row = conn.execute("SELECT input_items FROM responses WHERE id = %s AND owner = %s",
+                               (response_id, owner)).fetchone()
+            return None if row is None else list(json.loads(row[0]))
+
+        return await self._call(work)
+
+    async def events(self, response_id: str, owner: str, *, after: int, limit: int
+                     ) -> list[Item] | None:
+        def work(conn: psycopg.Connection[Any]) -> list[Item] | None:
+            if conn.execute("SELECT 1 FROM responses WHERE id = %s AND owner = %s",
+                            (response_id, owner)).fetchone() is None:
+                return None
+            rows = conn.execute(
+                "SELECT event FROM response_events WHERE response_id = %s "
+                "AND sequence_number > %s ORDER BY sequence_number LIMIT %s",
+                (response_id, after, limit)).fetchall()
+            return [json.loads(event) for (event,) in rows]
+
+        return await self._call(work, transaction=True)
 
     async def delete(self, response_id: str, owner: str) -> bool:
         return await self._call(lambda conn: conn.execute(
@@ -293,11 +324,14 @@ class PostgresStore:
             conn, conversation_id, owner, item_id), transaction=True)
 
 
-def _get_sync(conn: psycopg.Connection[Any], response_id: str, owner: str
-              ) -> StoredResponse | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM responses WHERE id = %s AND owner = %s",
+def _get_sync(conn: psycopg.Connection[Any], response_id: str, owner: str, *,
+              with_items: bool = False) -> StoredResponse | None:
+    columns = f"{_ROW_COLUMNS}, input_items" if with_items else _ROW_COLUMNS
+    row = conn.execute(f"SELECT {columns} FROM responses WHERE id = %s AND owner = %s",
                        (response_id, owner)).fetchone()
-    return _row_to_record(row) if row is not None else None
+    if row is None:
+        return None
+    return _row_to_record(row[:8], row[8]) if with_items else _row_to_record(row)
 
 
 def _chain_sync(conn: psycopg.Connection[Any], response_id: str, owner: str
@@ -309,7 +343,7 @@ def _chain_sync(conn: psycopg.Connection[Any], response_id: str, owner: str
         if current in seen or len(newest_first) >= MAX_CHAIN_DEPTH:
             return None
         seen.add(current)
-        record = _get_sync(conn, current, owner)
+        record = _get_sync(conn, current, owner, with_items=True)
         if record is None:
             return None
         newest_first.append(record)

@@ -28,7 +28,8 @@ SCHEMA_TABLE = """
 # Script N takes a database from schema version N to N+1. Append only: a released script
 # is never edited, because databases already at a later version will not run it again.
 MIGRATIONS: tuple[str, ...] = (
-    # v1. Responses and conversations as in the SQLite store (schema v3 there), and the
+    # v1. Responses, their event logs and conversations as in the SQLite store (schema v4
+    # there), and the
     # replicas' heartbeats, which replace the SQLite store's lock files: a replica whose
     # lease ran out is dead, and its running responses are failed by another one.
     """
@@ -41,8 +42,14 @@ MIGRATIONS: tuple[str, ...] = (
         created_at DOUBLE PRECISION NOT NULL,
         response TEXT NOT NULL,
         input_items TEXT NOT NULL,
-        events TEXT,
+        event_count INTEGER NOT NULL DEFAULT 0,
         instance TEXT
+    );
+    CREATE TABLE response_events (
+        response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+        sequence_number BIGINT NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (response_id, sequence_number)
     );
     CREATE INDEX responses_unfinished ON responses (instance)
         WHERE status IN ('queued', 'in_progress');
