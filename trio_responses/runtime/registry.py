@@ -10,9 +10,10 @@ then end the rest (cause ``shutdown``), which sends each its terminal event.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -59,6 +60,10 @@ class Registry:
             self._runs.pop(run.id, None)
             if on_exit is not None:
                 on_exit()
+
+    def spawn(self, task: Callable[..., Awaitable[None]], *args: Any, name: str) -> None:
+        """Run a helper task of a run (it must end by itself when the run does)."""
+        self._nursery.start_soon(task, *args, name=name)
 
     def get(self, response_id: str) -> ResponseRun | None:
         return self._runs.get(response_id)

@@ -27,7 +27,7 @@ from ..protocol.request import CreateResponseRequest, conversation_id
 from ..protocol.response import new_response
 from ..protocol.response import usage as usage_block
 from ..protocol.sse import frame
-from ..store.base import TERMINAL_STATUSES, ResponseStore, StoredResponse
+from ..store.base import TERMINAL_STATUSES, ResponseStore, SharedStore, StoredResponse
 from .buffer import EventBuffer, EventReader, Frame
 from .conversations import ConversationService
 from .prepare import TIER_PRIORITY, PreparedRequest, first_engine_request, items_with_ids
@@ -37,6 +37,7 @@ from .registry import Registry
 from .replay import StoredLog
 from .run import ResponseRun, RunOptions
 from .service_config import ServiceConfig
+from .shared import CANCEL_WAIT, SharedLog, publish_events, wait_terminal
 from .tools import plan_tools, tool_turns
 
 
@@ -336,6 +337,10 @@ class ResponseService:
             # Its place is given back at its terminal event, or when it leaves the
             # registry however it ends.
             self.registry.start(run, on_exit=admission.hold.release)
+            if stored and run.background and isinstance(self.store, SharedStore):
+                # Other replicas follow it from the store (runtime/shared.py).
+                self.registry.spawn(publish_events, self.store, run.id, run.buffer,
+                                    name=f"publish {run.id}")
         except BaseException:
             self._refund(admission)
             with trio.CancelScope(shield=True):
@@ -411,6 +416,10 @@ class ResponseService:
                 record = await self._record(response_id, owner)
         if run is not None:
             buffer = run.buffer
+        elif record.status not in TERMINAL_STATUSES and isinstance(self.store, SharedStore):
+            # Running on another replica: follow what it saves, woken by the store.
+            return SharedLog(self.store, self.store, response_id, owner,
+                             read_slot=lambda: self.quotas.reading(owner)), after
         elif record.event_count:
             # Read from the store a page at a time, in the owner's read slots.
             return StoredLog(self.store, response_id, owner,
@@ -429,7 +438,17 @@ class ResponseService:
         if not (record.background or (run is not None and run.cancellable)):
             raise InvalidRequest("Cannot cancel a synchronous response.", param="response_id")
         if run is None:
-            return record.response
+            if record.status in TERMINAL_STATUSES or not isinstance(self.store, SharedStore):
+                return record.response
+            # Running on another replica: it aborts the engine request and saves
+            # "cancelled" (see AppState's control handler); wait for that.
+            await self.store.send_control("cancel", response_id)
+            final = await wait_terminal(self.store, self.store, response_id, owner,
+                                        CANCEL_WAIT)
+            if final is None:
+                raise NotFound(f"Response with id '{response_id}' not found.",
+                               param="response_id")
+            return final
         run.end("cancel")
         await run.done.wait()
         return run.response

@@ -26,9 +26,11 @@ the runtime's business (one response at a time per conversation).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+import trio
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})
 
@@ -178,3 +180,31 @@ class ResponseStore(ConversationStore, Protocol):
         """The response and every ``previous_response_id`` ancestor, oldest first, each
         with its input items (not its events); None if ``response_id`` (or any ancestor)
         is not found for ``owner``."""
+
+
+# A control message's handler: (kind, response id), called on the Trio thread.
+ControlHandler = Callable[[str, str], None]
+
+
+@runtime_checkable
+class SharedStore(Protocol):
+    """A store that several server processes (replicas behind a load balancer) share:
+    the PostgreSQL store. A running response lives on the replica that created it; these
+    calls let the others follow it, and reach it (issue 16). The SQLite store is one
+    process's, and has none of them."""
+
+    async def publish_events(self, response_id: str, events: Sequence[Item]) -> None:
+        """Save the next events of a running response (each with its
+        ``sequence_number``; saving one twice keeps the first) and wake its followers on
+        every replica once they are committed."""
+
+    def changed(self, response_id: str) -> trio.Event:
+        """An event set the next time new events or the final state of the response are
+        committed by any replica. Take it *before* reading, so nothing committed in
+        between is missed (it may also be set for no change: read again)."""
+
+    async def send_control(self, kind: str, response_id: str) -> None:
+        """Tell every replica (``kind``: ``cancel``); the one running the response acts."""
+
+    def on_control(self, handler: ControlHandler | None) -> None:
+        """What this process does with control messages (the registry's owner sets it)."""

@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool
 from . import postgres_conversations as conversations
 from .base import (
     TERMINAL_STATUSES,
+    ControlHandler,
     ConversationAppend,
     Item,
     ItemPage,
@@ -39,6 +40,7 @@ from .base import (
     StoredResponse,
 )
 from .postgres_leases import Heartbeat, fail_orphans, heartbeat
+from .postgres_notify import CONTROL_CHANNEL, EVENTS_CHANNEL, Listener
 from .postgres_schema import MIGRATION_LOCK_KEY, MIGRATIONS, SCHEMA_TABLE
 
 __all__ = ["MAX_CHAIN_DEPTH", "PostgresStore", "is_postgres_url"]
@@ -95,6 +97,9 @@ class PostgresStore:
                                     name="trio_responses")
         self._limiter = trio.CapacityLimiter(pool_size)
         self._heartbeat = Heartbeat(url, self.instance, lease_seconds, _dumps)
+        self._listener: Listener | None = None
+        self._watchers: dict[str, trio.Event] = {}
+        self._control: ControlHandler | None = None
         self._state = "new"
 
     def __repr__(self) -> str:
@@ -113,6 +118,8 @@ class PostgresStore:
             await trio.to_thread.run_sync(self._pool.close)
             raise
         self._heartbeat.start()
+        self._listener = Listener(self.url, trio.lowlevel.current_trio_token(), self._dispatch)
+        await trio.to_thread.run_sync(self._listener.start)
         self._state = "open"
         return marked
 
@@ -173,6 +180,8 @@ class PostgresStore:
             self._state = "closed"
 
     def _close_sync(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
         self._heartbeat.stop()
         try:
             # Gone now, not after the lease: other replicas fail what is left running
@@ -236,10 +245,12 @@ class PostgresStore:
                         "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", log)
             if written and append is not None:
                 conversations.append_items(conn, append, 0, _dumps)
+            if written:  # followers on every replica look again, once this is committed
+                conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, response_id))
             return written
 
         # One transaction: the final object, its log and the turn's items land together.
-        return await self._call(work, transaction=bool(append or log))
+        return await self._call(work, transaction=True)
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         return await self._call(lambda conn: _get_sync(conn, response_id, owner))
@@ -279,6 +290,49 @@ class PostgresStore:
             return _chain_sync(conn, response_id, owner)
 
         return await self._call(work, transaction=True)
+
+    # -- shared by replicas (base.SharedStore) ------------------------------------------
+
+    async def publish_events(self, response_id: str, events: Sequence[Item]) -> None:
+        rows = [(response_id, int(event["sequence_number"]), _dumps(event))
+                for event in events if "sequence_number" in event]
+        if not rows:
+            return
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO response_events (response_id, sequence_number, event) "
+                    "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", rows)
+            conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, response_id))
+
+        await self._call(work, transaction=True)
+
+    def changed(self, response_id: str) -> trio.Event:
+        event = self._watchers.get(response_id)
+        if event is None:
+            event = self._watchers[response_id] = trio.Event()
+        return event
+
+    async def send_control(self, kind: str, response_id: str) -> None:
+        await self._call(lambda conn: conn.execute(
+            "SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, f"{kind}:{response_id}")))
+
+    def on_control(self, handler: ControlHandler | None) -> None:
+        self._control = handler
+
+    def _dispatch(self, channel: str | None, payload: str) -> None:
+        """A notification, on the Trio thread (postgres_notify.Listener)."""
+        if channel is None:  # (re)connected: anything may have been missed
+            watchers, self._watchers = self._watchers, {}
+            for event in watchers.values():
+                event.set()
+        elif channel == EVENTS_CHANNEL:
+            if payload in self._watchers:
+                self._watchers.pop(payload).set()
+        elif channel == CONTROL_CHANNEL and self._control is not None:
+            kind, _, response_id = payload.partition(":")
+            self._control(kind, response_id)
 
     # -- conversations (postgres_conversations.py) --------------------------------------
 

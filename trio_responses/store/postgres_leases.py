@@ -56,6 +56,8 @@ def fail_orphans(conn: psycopg.Connection[Any], dumps: Any) -> int:
             response["error"] = dict(INTERRUPTED_ERROR)
             conn.execute("UPDATE responses SET status = 'failed', response = %s WHERE id = %s",
                          (dumps(response), response_id))
+            # Followers and cancellers on other replicas look again (at commit).
+            conn.execute("SELECT pg_notify('trio_responses_events', %s)", (response_id,))
         conn.execute("DELETE FROM instances i WHERE " + _EXPIRED)
     return len(rows)
 

@@ -24,7 +24,7 @@ from ..runtime.ratelimit import RateLimiter
 from ..runtime.registry import Registry
 from ..runtime.service import ResponseService
 from ..runtime.service_config import ServiceConfig
-from ..store.base import ResponseStore
+from ..store.base import ResponseStore, SharedStore
 from .gateway import KeyRing
 from .metrics import Metrics
 
@@ -69,6 +69,14 @@ def build_store(settings: Settings) -> ResponseStore:
 
     return SQLiteStore(settings.store_file(),
                        read_connections=settings.store_read_connections)
+
+
+def _control(registry: Registry, kind: str, response_id: str) -> None:
+    """A control message from another replica (store.base.SharedStore): act if the
+    response runs here."""
+    run = registry.get(response_id)
+    if run is not None and kind == "cancel" and run.background:
+        run.end("cancel")
 
 
 class AppState:
@@ -123,6 +131,9 @@ class AppState:
                     store=self.store, registry=registry, ids=self.ids, clock=self.clock,
                     limiter=self.limiter, observer=self.metrics.observe)
                 self.metrics.bind(lambda: registry, self.engine)
+                if isinstance(self.store, SharedStore):
+                    self.store.on_control(lambda kind, response_id: _control(
+                        registry, kind, response_id))
                 task_status.started()
                 await self._stop.wait()
                 await registry.drain(self.settings.shutdown_grace_seconds)

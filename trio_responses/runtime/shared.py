@@ -1,0 +1,126 @@
+"""Live work across replicas (issue 16), on a store they share (``store.base.SharedStore``).
+
+A background response runs on the replica that created it. There,
+:func:`publish_events` follows the run's buffer like any reader and saves its events to
+the store in batches (one transaction per batch, whatever came while the last one was
+written, at most every :data:`PUBLISH_INTERVAL`), each commit waking the followers.
+
+On any other replica, :class:`SharedLog` follows it: it reads the saved events after its
+cursor (a sequence number), and when there are none yet waits for the store's
+notification — taken before the read, so an event committed in between is not missed —
+never polling. The cursor only moves forward by sequence number, so there is no gap and
+no duplicate. Once the row is terminal its whole log is saved (``finish`` writes it in the
+same transaction), so the follower reads to the end and stops; a response whose replica
+died before it wrote a terminal event gets one made from the saved object.
+
+:func:`wait_terminal` is what a cancel from another replica waits with, after it sent the
+``cancel`` control message to the replica running the response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import trio
+
+from ..protocol.events import replay_without_log
+from ..protocol.machine import TERMINAL_EVENTS
+from ..protocol.sse import frame
+from ..store.base import TERMINAL_STATUSES, ResponseStore, SharedStore
+from .buffer import EventBuffer, Frame
+from .replay import PAGE_EVENTS
+
+log = logging.getLogger("trio_responses")
+
+# The most a follower on another replica lags for batching's sake.
+PUBLISH_INTERVAL = 0.02
+# How long a cancel from another replica waits for the running replica to save it.
+CANCEL_WAIT = 30.0
+# A follower re-reads after this long without a notification: a guard against a lost
+# notification (the listening connection dropped), not the way it learns of new events.
+SAFETY_RECHECK = 5.0
+
+
+async def publish_events(store: SharedStore, response_id: str, buffer: EventBuffer) -> None:
+    """Save the run's events as they come, until its buffer closes."""
+    reader = buffer.after(-1)
+    cursor = 0
+    try:
+        while True:
+            frames, cursor = await reader.read(cursor)
+            if not frames:
+                return
+            events = [f.event for f in frames if f.event is not None]
+            await store.publish_events(response_id, events)
+            await trio.sleep(PUBLISH_INTERVAL)
+    except Exception as exc:  # deleted meanwhile, the database away: the run goes on
+        log.warning("publishing the events of %s stopped: %s", response_id, exc)
+
+
+class SharedLog:
+    """An :class:`~.buffer.EventReader` following a response that runs on another
+    replica; its cursor is a sequence number (start it at ``starting_after`` or -1)."""
+
+    def __init__(self, store: ResponseStore, shared: SharedStore, response_id: str,
+                 owner: str, *, read_slot: Callable[[], AbstractAsyncContextManager[None]]
+                 ) -> None:
+        self._store = store
+        self._shared = shared
+        self._id = response_id
+        self._owner = owner
+        self._read_slot = read_slot
+        self._ended = False  # the row is terminal: what is saved is all there will be
+        self._final: Mapping[str, Any] | None = None  # its object, then
+        self._terminal_sent = False
+
+    async def read(self, cursor: int, *, primary: bool = False) -> tuple[list[Frame], int]:
+        while True:
+            changed = self._shared.changed(self._id)
+            async with self._read_slot():
+                page = await self._store.events(self._id, self._owner, after=cursor,
+                                                limit=PAGE_EVENTS)
+            if page:
+                if any(event.get("type") in TERMINAL_EVENTS for event in page):
+                    self._terminal_sent = True
+                frames = [Frame(dict(event), frame(event)) for event in page]
+                return frames, int(page[-1]["sequence_number"])
+            if page is None or self._ended:  # deleted, or everything was read
+                return await self._end(cursor)
+            async with self._read_slot():
+                record = await self._store.get(self._id, self._owner)
+            if record is None:
+                return [], cursor
+            if record.status in TERMINAL_STATUSES:
+                self._ended = True  # one more read: the final log came with the status
+                self._final = record.response
+                continue
+            with trio.move_on_after(SAFETY_RECHECK):
+                await changed.wait()
+
+    async def _end(self, cursor: int) -> tuple[list[Frame], int]:
+        final = self._final
+        if self._terminal_sent or final is None:
+            return [], cursor
+        # Its replica died mid-way (the lease sweep saved it failed): end the stream well.
+        self._terminal_sent = True
+        event = dict(replay_without_log(final)[-1], sequence_number=cursor + 1)
+        return [Frame(event, frame(event))], cursor + 1
+
+
+async def wait_terminal(store: ResponseStore, shared: SharedStore, response_id: str,
+                        owner: str, wait_seconds: float) -> Mapping[str, Any] | None:
+    """The response's object once it is terminal (woken by the store), or as it is after
+    ``wait_seconds``; None if it was deleted."""
+    with trio.move_on_after(wait_seconds):
+        while True:
+            changed = shared.changed(response_id)
+            record = await store.get(response_id, owner)
+            if record is None or record.status in TERMINAL_STATUSES:
+                return None if record is None else record.response
+            with trio.move_on_after(SAFETY_RECHECK):
+                await changed.wait()
+    record = await store.get(response_id, owner)
+    return None if record is None else record.response
