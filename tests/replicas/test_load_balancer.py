@@ -80,3 +80,35 @@ def test_background_stream_through_the_balancer_and_a_cancel_elsewhere(
     ran_on = [line for line in log if line.startswith("POST /v1/responses ")][-1]
     cancelled_on = next(line for line in log if f"/{response_id}/cancel " in line)
     assert ran_on.split()[-1] != cancelled_on.split()[-1]
+
+
+def test_websocket_through_the_balancer_across_replicas(balancer: tuple[str, Path]) -> None:
+    url, folder = balancer
+    finals = []
+    with strict_sdk(url + "/v1", timeout=30) as client:
+        previous: str | None = None
+        # Each socket is a new upgrade through nginx: round-robin puts them on different
+        # replicas, and each continues the previous one's response.
+        for turn in range(3):
+            with client.responses.connect() as connection:
+                request: dict[str, object] = {"type": "response.create", "model": MODEL,
+                                              "input": f"socket {turn}"}
+                if previous is not None:
+                    request["previous_response_id"] = previous
+                connection.send(request)  # type: ignore[arg-type]
+                events = []
+                for event in connection:
+                    events.append(event.model_dump(mode="json"))
+                    if event.type in ("response.completed", "error"):
+                        break
+            check_stream(events)
+            final = events[-1]["response"]
+            assert final["output"][0]["content"][0]["text"] == f"You said: socket {turn}"
+            assert final["previous_response_id"] == previous
+            previous = final["id"]
+            finals.append(final)
+        for final in finals:
+            assert client.responses.retrieve(final["id"]).status == "completed"
+    log = (folder / "access.log").read_text().splitlines()
+    upgrades = [line.split()[-1] for line in log if line.startswith("GET /v1/responses 101")]
+    assert len(set(upgrades[-3:])) >= 2

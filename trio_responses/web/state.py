@@ -75,7 +75,7 @@ def _control(registry: Registry, kind: str, response_id: str) -> None:
     """A control message from another replica (store.base.SharedStore): act if the
     response runs here."""
     run = registry.get(response_id)
-    if run is not None and kind == "cancel" and run.background:
+    if run is not None and kind == "cancel" and run.cancellable:
         run.end("cancel")
 
 
