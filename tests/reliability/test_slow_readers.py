@@ -20,6 +20,7 @@ import trio
 
 from tests.reliability.conftest import Figures
 from tests.reliability.procs import CLOSE, ServerProcess
+from tests.reliability.socket_wire import SocketWire
 from tests.reliability.wire import Wire
 
 BOUND = 1024 * 1024
@@ -85,3 +86,39 @@ async def test_a_stalled_stream_holds_about_its_bound(server: ServerProcess, cou
     assert growth < count * 1.5 * BOUND + 4 * MiB, growth / MiB
     async with httpx.AsyncClient(base_url=server.base_url, headers=CLOSE) as client:
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_a_stalled_socket_holds_about_its_bound_per_lane(
+        server: ServerProcess, figures: Figures) -> None:
+    """A WebSocket whose client reads each lane's response.created and then nothing: every
+    lane's run fills the same bound as an SSE stream's and ends (failed, engine aborted),
+    so the connection holds about lanes times the bound (the lanes running at once are
+    bounded too, so this is bounded per connection)."""
+    lanes = 4
+    wires, ids = await stall(server, 1)  # warm up
+    await wait_failed(server, ids)
+    for wire in wires:
+        await wire.close("rst")
+    before = server.resources()["rss"]
+    socket = await SocketWire.open(server.port, rcvbuf=4096)
+    try:
+        for lane in range(lanes):
+            await socket.send({"type": "response.create", "model": "scripted", "input": WORDS,
+                               "ignore_eos": True, "max_output_tokens": 20_000,
+                               "stream_id": f"lane-{lane}"})
+        ids = []
+        with trio.fail_after(30):
+            while len(ids) < lanes:
+                event = await socket.receive()
+                assert event is not None
+                if event["type"] == "response.created":
+                    ids.append(event["response"]["id"])
+        with trio.fail_after(60):
+            await wait_failed(server, ids)
+        held = server.resources()["rss"]
+    finally:
+        await socket.drop("rst")
+    growth = held - before
+    figures.add(f"1 stalled socket, {lanes} lanes, bound {BOUND // MiB} MiB: RSS growth MiB",
+                round(growth / MiB, 1))
+    assert growth < lanes * 1.5 * BOUND + 4 * MiB, growth / MiB

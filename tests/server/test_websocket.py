@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 import pytest
+import trio
 from openai.lib.responses_websocket import (
     AsyncResponsesWebSocketSession,
     ResponsesWebSocketLimits,
@@ -20,6 +21,7 @@ from openai.lib.responses_websocket import (
 )
 from websockets.exceptions import InvalidStatus
 
+from tests.reliability.socket_wire import SocketWire
 from tests.support.events import as_dict
 from tests.support.sdk import strict_sdk
 from tests.support.server import ServerThread, engine_of, run_ended, serve_scripted
@@ -329,3 +331,37 @@ def test_unstored_responses_continue_on_their_connection_only(server: ServerThre
         refused = receive(other)
         assert refused["type"] == "error"
         assert refused["error"]["code"] == "previous_response_not_found"
+
+
+def test_lanes_running_at_once_are_bounded_per_connection(server: ServerThread) -> None:
+    with open_socket(server, KEY) as socket:
+        for lane in range(17):
+            send(socket, create("[[stall]]", f"l{lane}"))
+        refused = None
+        while refused is None:
+            event = receive(socket)
+            if event["type"] == "error":
+                refused = event
+        assert refused["stream_id"] == "l16" and refused["status"] == 429
+        assert refused["error"]["code"] == "websocket_active_limit_reached"
+
+
+async def test_heartbeats_are_websocket_pings(tmp_path_factory: pytest.TempPathFactory
+                                              ) -> None:
+    pinged = serve_scripted(tmp_path_factory, responses_ping_interval_seconds=0.05)
+    await trio.to_thread.run_sync(pinged.start)  # (it blocks; so does stop)
+    try:
+        port = int(pinged.base_url.rsplit(":", 1)[1])
+        socket = await SocketWire.open(port)
+        try:
+            await socket.send({"type": "response.create", "model": "scripted",
+                               "input": "[[stall]]"})
+            with trio.fail_after(20):
+                events = await socket.pings_until(3)
+        finally:
+            await socket.drop()
+    finally:
+        await trio.to_thread.run_sync(pinged.stop)
+    # The stalled response sent its first events, then only pings: no heartbeat events.
+    assert events and all(e["type"] != "response.ping" for e in events)
+    assert socket.pings >= 3
