@@ -99,6 +99,11 @@ class Settings:
         False, "refuse requests that declare hosted tools (web_search, file_search, "
         "code_interpreter, mcp, ...), which this server cannot run, with 400 instead of "
         "accepting them and never calling them")
+    sealing_key_file: str = setting(
+        "", "file of the keys that seal encrypted reasoning and compaction items: one "
+        "base64 32-byte key per line, the first seals, every one opens (to rotate, put a "
+        "new key first); replicas share it", metavar="PATH",
+        default_text="sealing.keys in the cache folder, created with a new key if absent")
     responses_default_service_tier: str = setting(
         "auto", "service tier of a request that asks for none", metavar="TIER")
     responses_allowed_service_tiers: tuple[str, ...] = setting(
@@ -260,6 +265,13 @@ class Settings:
     def store_file(self) -> Path:
         """The SQLite file: ``store_path``, else :func:`default_store_path`."""
         return Path(self.store_path) if self.store_path else default_store_path()
+
+    def sealing_key_path(self) -> Path:
+        """The sealing key file: ``sealing_key_file``, else ``sealing.keys`` in the cache
+        folder (created when absent; a file named by the flag must exist)."""
+        if self.sealing_key_file:
+            return Path(self.sealing_key_file).expanduser()
+        return self.cache_folder() / "sealing.keys"
 
     def cache_folder(self) -> Path:
         """The cache folder: ``cache_dir``, else :func:`default_cache_dir`."""

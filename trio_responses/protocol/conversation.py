@@ -3,7 +3,11 @@
 The prompt of a turn is: the request's ``instructions`` as a system message, then every
 earlier turn behind ``previous_response_id`` (its input items, then its output items),
 then this turn's input. Instructions of earlier turns are not carried over (OpenAI's
-rule). Function and custom tool calls become assistant ``tool_calls`` and their outputs
+rule). A reasoning item's text (its ``content``; a sealed one is opened by the runtime
+first) goes with the assistant message after it, as ``reasoning_content`` (the key chat
+templates of thinking models read; vLLM's server merges reasoning into the next
+assistant message likewise); templates that do not know it leave it out. Function and
+custom tool calls become assistant ``tool_calls`` and their outputs
 ``tool`` messages, the form chat templates know, under the names the model was offered
 them by (:mod:`.tooldefs`: ``<namespace>__<name>``; a custom tool's input as the
 ``{"input": ...}`` arguments of its function).
@@ -25,11 +29,24 @@ def _text(content: Iterable[Mapping[str, Any]]) -> str:
 
 def items_to_messages(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
+    reasoning: list[str] = []  # reasoning text waiting for the next assistant message
+
+    def assistant(message: dict[str, Any]) -> dict[str, Any]:
+        if reasoning:
+            message["reasoning_content"] = "\n".join(reasoning)
+            reasoning.clear()
+        return message
+
     for item in items:
         kind = item.get("type")
-        if kind == "message":
+        if kind == "reasoning":
+            text = _text(item.get("content") or ())
+            if text:
+                reasoning.append(text)
+        elif kind == "message":
             role = _ROLE.get(item["role"], item["role"])
-            messages.append({"role": role, "content": _text(item["content"])})
+            message = {"role": role, "content": _text(item["content"])}
+            messages.append(assistant(message) if role == "assistant" else message)
         elif kind in ("function_call", "custom_tool_call"):
             arguments = (item["arguments"] if kind == "function_call"
                          else custom_arguments(item["input"]))
@@ -41,16 +58,16 @@ def items_to_messages(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
             }
             last = messages[-1] if messages else None
             # Parallel calls of one turn belong to one assistant message.
-            if last and last["role"] == "assistant" and "tool_calls" in last:
+            if last and last["role"] == "assistant" and "tool_calls" in last \
+                    and not reasoning:
                 last["tool_calls"].append(call)
             else:
-                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+                messages.append(assistant({"role": "assistant", "content": "",
+                                           "tool_calls": [call]}))
         elif kind in ("function_call_output", "custom_tool_call_output"):
             messages.append(
                 {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
             )
-        # Reasoning items are accepted but not replayed into the prompt: the model's
-        # template decides what earlier reasoning it sees, and most drop it.
     return messages
 
 

@@ -46,6 +46,9 @@ class ResponseEvents:
         self._item: dict[str, Any] | None = None
         self._part: dict[str, Any] | None = None
         self._pending: list[Emitted] = []
+        # Set for a request with include ["reasoning.encrypted_content"]: seals a
+        # reasoning item's text into its encrypted_content when the item is done.
+        self.seal_reasoning: Callable[[str], str] | None = None
 
     # -- state ---------------------------------------------------------------------
 
@@ -356,6 +359,9 @@ class ResponseEvents:
                 self._emit("response.reasoning_text.done", **where, text=self._part["text"])
             self._emit("response.content_part.done", **where, part=copy.deepcopy(self._part))
             self._part = None
+        if item["type"] == "reasoning" and self.seal_reasoning is not None:
+            item["encrypted_content"] = self.seal_reasoning(
+                "".join(part["text"] for part in item["content"]))
         if item["type"] == "function_call":
             self._emit("response.function_call_arguments.done", **where_item,
                        name=item["name"], arguments=item["arguments"])

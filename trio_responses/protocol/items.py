@@ -176,6 +176,13 @@ def _reasoning(item: Mapping[str, Any], param: str) -> dict[str, Any]:
     if item.get("content") is not None:
         normalized["content"] = _reasoning_parts(item["content"], "reasoning_text",
                                                  f"{param}.content")
+    sealed = item.get("encrypted_content")
+    if sealed is not None:
+        if not isinstance(sealed, str):
+            raise invalid(f"Invalid type for '{param}.encrypted_content': expected a string.",
+                          f"{param}.encrypted_content", "invalid_type")
+        # Opened (and checked) by the runtime, which holds the keys.
+        normalized["encrypted_content"] = sealed
     if item.get("status") is not None:
         normalized["status"] = _status(item, param)
     return normalized

@@ -36,6 +36,13 @@ from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .replay import StoredLog
 from .run import ResponseRun, RunOptions
+from .sealed_items import (
+    ENCRYPTED_REASONING_INCLUDE,
+    open_history_items,
+    open_input_items,
+    reasoning_sealer,
+)
+from .sealing import Sealer
 from .service_config import ServiceConfig
 from .shared import CANCEL_WAIT, SharedLog, publish_events, wait_terminal
 from .tools import plan_tools, tool_turns
@@ -67,6 +74,7 @@ class ResponseService:
         clock: Callable[[], float] = time.time,
         limiter: RateLimiter | None = None,
         observer: Callable[[ResponseRun, Event], None] | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -76,6 +84,9 @@ class ResponseService:
         self.clock = clock
         self.limiter = limiter
         self.observer = observer
+        # Seals and opens encrypted reasoning (the server's key file; without one, a key
+        # of this process alone).
+        self.sealer = sealer if sealer is not None else Sealer.generate()
         # The Conversations API, and the turns responses take on conversations.
         self.conversations = ConversationService(config=config, store=store, ids=ids,
                                                  clock=clock)
@@ -210,6 +221,9 @@ class ResponseService:
         self._check_model(request)
         tier = self._service_tier(request, owner)
         items = items_with_ids(request, self.ids)
+        # Sealed reasoning opened for the prompt (a 400 naming the item if it does not
+        # open); the items stored keep it sealed.
+        prompt_items = open_input_items(self.sealer, items)
         conversation = conversation_id(request)
         turn = None
         if conversation is not None and take_turn:
@@ -220,7 +234,8 @@ class ResponseService:
         else:
             history = await self._history(request, owner)
         try:
-            messages = build_messages(request.instructions, history, items)
+            messages = build_messages(request.instructions,
+                                      open_history_items(self.sealer, history), prompt_items)
             tools = plan_tools(request, self.engine)
             model_limit = int(self.engine.sampling_defaults.get("max_tokens", 0)) or None
             return PreparedRequest(
@@ -303,6 +318,8 @@ class ResponseService:
         # a plain JSON response has none, and must not fail for an event never sent.
         builder = ResponseEvents(response, self.ids, max_event_bytes=(
             self.config.max_stream_event_bytes if sends_events else 0))
+        if ENCRYPTED_REASONING_INCLUDE in (request.include or ()):
+            builder.seal_reasoning = reasoning_sealer(self.sealer)
         created = builder.created()
         if builder.finished:  # the request's own echo is over --max-stream-event-bytes
             raise InvalidRequest(

@@ -11,6 +11,7 @@ rest end with a terminal event; then the engine and the store close.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from ..engine.base import Engine
 from ..protocol.ids import IdFactory
 from ..runtime.ratelimit import RateLimiter
 from ..runtime.registry import Registry
+from ..runtime.sealing import load_sealer
 from ..runtime.service import ResponseService
 from ..runtime.service_config import ServiceConfig
 from ..store.base import ResponseStore, SharedStore
@@ -119,6 +121,9 @@ class AppState:
             if failed:
                 log.warning("marked %d responses left running by a previous process as failed",
                             failed)
+            sealer = await trio.to_thread.run_sync(functools.partial(
+                load_sealer, self.settings.sealing_key_path(),
+                create=not self.settings.sealing_key_file))
             await self.engine.start()
             freeze_startup_heap()
             if self.keys.open:
@@ -129,7 +134,7 @@ class AppState:
                     config=ServiceConfig.from_settings(self.settings, KeyRing.owner_of),
                     engine=self.engine,
                     store=self.store, registry=registry, ids=self.ids, clock=self.clock,
-                    limiter=self.limiter, observer=self.metrics.observe)
+                    limiter=self.limiter, observer=self.metrics.observe, sealer=sealer)
                 self.metrics.bind(lambda: registry, self.engine)
                 if isinstance(self.store, SharedStore):
                     self.store.on_control(lambda kind, response_id: _control(
