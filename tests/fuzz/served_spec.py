@@ -189,7 +189,9 @@ def input_item_schema() -> dict[str, Any]:
     reasoning = closed({
         "type": {"const": "reasoning"},
         "id": ANY,
-        "encrypted_content": ANY,
+        # Only a value this server sealed opens (anything else is 400
+        # invalid_encrypted_content); a schema cannot make one, so positive cases send null.
+        "encrypted_content": NULL,
         "summary": {"type": "array", "items": summary},
         "content": nullable({"type": "array", "items": reasoning_text}),
         "status": status,
@@ -229,8 +231,11 @@ def tool_schema() -> dict[str, Any]:
         "description": {"type": "string"},
         "format": {"anyOf": [
             closed({"type": {"const": "text"}}, ("type",)),
+            # A grammar must compile (400 invalid_grammar otherwise), which a random
+            # string does not: positive cases send ones that compile in both syntaxes.
             closed({"type": {"const": "grammar"}, "syntax": {"enum": ["lark", "regex"]},
-                    "definition": {"type": "string"}}, ("type", "syntax", "definition"))]},
+                    "definition": {"enum": ["start: /[a-z]+/", 'start: "yes" | "no"']}},
+                   ("type", "syntax", "definition"))]},
         "allowed_callers": CALLERS,
         "defer_loading": {"type": "boolean"},
         "async": {"type": "boolean"},

@@ -78,9 +78,13 @@ def _compiler() -> Any:
 
 
 def _message(exc: Exception) -> str:
-    """xgrammar's message without its C++ source location prefix."""
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return text.split(": ", 1)[1] if text.startswith("[") and ": " in text else text
+    """xgrammar's message: its first line, without a C++ source location prefix
+    (``[13:49:16] /project/cpp/regex_converter.cc:83: ...``)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    if text.startswith("["):
+        text = text.split(": ", 1)[-1]
+    return text
 
 
 def matching_text(grammar: Grammar, wanted: str, max_chars: int) -> str:
