@@ -51,3 +51,34 @@ def test_no_instructions_no_system_message() -> None:
     assert build_messages(None, [], normalize_input("hi")) == [
         {"role": "user", "content": "hi"}]
     assert build_messages("", [], []) == []
+
+
+def thought(text: str) -> dict[str, object]:
+    return {"type": "reasoning", "summary": [],
+            "content": [{"type": "reasoning_text", "text": text}]}
+
+
+def test_reasoning_goes_with_the_assistant_message_after_it() -> None:
+    items = normalize_input([
+        {"role": "user", "content": "q1"},
+        thought("think 1"),
+        {"role": "assistant", "content": [{"type": "output_text", "text": "a1"}]},
+        {"role": "user", "content": "q2"},
+        thought("think 2a"), thought("think 2b"),
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "out"},
+        thought("think 3"),  # a turn that was all reasoning
+        {"role": "user", "content": "q3"},
+        thought("trailing"),
+    ])
+    assert items_to_messages(items) == [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1", "reasoning_content": "think 1"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "", "reasoning_content": "think 2a\nthink 2b",
+         "tool_calls": [{"id": "c1", "type": "function",
+                         "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "out"},
+        {"role": "assistant", "content": "", "reasoning_content": "think 3"},
+        {"role": "user", "content": "q3"},
+    ]

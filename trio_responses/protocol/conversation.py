@@ -4,7 +4,8 @@ The prompt of a turn is: the request's ``instructions`` as a system message, the
 earlier turn behind ``previous_response_id`` (its input items, then its output items),
 then this turn's input. Instructions of earlier turns are not carried over (OpenAI's
 rule). A reasoning item's text (its ``content``; a sealed one is opened by the runtime
-first) goes with the assistant message after it, as ``reasoning_content`` (the key chat
+first) goes with the assistant message after it (an empty one of its own when a user message or
+a tool output comes first; dropped at the very end), as ``reasoning_content`` (the key chat
 templates of thinking models read; vLLM's server merges reasoning into the next
 assistant message likewise); templates that do not know it leave it out. Function and
 custom tool calls become assistant ``tool_calls`` and their outputs
@@ -45,6 +46,9 @@ def items_to_messages(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
                 reasoning.append(text)
         elif kind == "message":
             role = _ROLE.get(item["role"], item["role"])
+            if role != "assistant" and reasoning:
+                # A turn that was all reasoning: an assistant message of its own.
+                messages.append(assistant({"role": "assistant", "content": ""}))
             message = {"role": role, "content": _text(item["content"])}
             messages.append(assistant(message) if role == "assistant" else message)
         elif kind in ("function_call", "custom_tool_call"):
@@ -65,6 +69,8 @@ def items_to_messages(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
                 messages.append(assistant({"role": "assistant", "content": "",
                                            "tool_calls": [call]}))
         elif kind in ("function_call_output", "custom_tool_call_output"):
+            if reasoning:
+                messages.append(assistant({"role": "assistant", "content": ""}))
             messages.append(
                 {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
             )
