@@ -7,6 +7,9 @@
 //   node openai_ts.mjs tools             a function-tool loop: the model calls
 //                                        get_weather, the output goes back with
 //                                        previous_response_id, until a turn has no call
+//   node openai_ts.mjs compact [INPUT]   client.responses.compact() of a short history,
+//                                        then a stateless turn after the compaction item,
+//                                        and a stream whose context_management compacts
 import OpenAI from "openai";
 import { countingFetch, report } from "./wire.mjs";
 
@@ -69,6 +72,32 @@ async function main() {
       previous = result.id;
     }
     return { turns };
+  }
+  if (mode === "compact") {
+    const history = [
+      { role: "user", content: "My name is Ada." },
+      { role: "assistant", content: "Hello Ada." },
+      { role: "user", content: input ?? "Remember the number 42." },
+    ];
+    const compacted = await client.responses.compact({ model, input: history });
+    const after = await client.responses.create({
+      model, store: false, input: [...compacted.output, { role: "user", content: "What is my name?" }],
+    });
+    const stream = client.responses.stream({
+      model, input: history, context_management: [{ type: "compaction", compact_threshold: 1 }],
+    });
+    const types = [];
+    for await (const event of stream) types.push(event.type);
+    const final = await stream.finalResponse();
+    return {
+      object: compacted.object,
+      output: compacted.output.map((item) => item.type),
+      sealed: typeof compacted.output[0].encrypted_content,
+      usage: compacted.usage.total_tokens,
+      after: after.output_text,
+      types,
+      final: final.output.map((item) => item.type),
+    };
   }
   throw new Error(`unknown mode ${mode}`);
 }

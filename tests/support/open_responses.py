@@ -40,7 +40,8 @@ EXTENSION_EVENTS = frozenset({"response.ping", "response.rate_limits.updated"})
 # OpenAI's, not in the spec (see the module docstring): the events of custom tool calls,
 # and the tool and item types it has.
 NON_SPEC_EVENTS = frozenset({"response.custom_tool_call_input.delta",
-                             "response.custom_tool_call_input.done"})
+                             "response.custom_tool_call_input.done",
+                             "response.compaction.compacting"})
 SPEC_TOOL_TYPES = frozenset({"function"})
 SPEC_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning",
                              "compaction"})

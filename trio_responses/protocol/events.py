@@ -172,6 +172,20 @@ class ResponseEvents:
 
         return self._batch(build)
 
+    def compaction(self, encrypted_content: str) -> list[Emitted]:
+        """A ``compaction`` item (the prompt was compacted before the answer): added,
+        ``response.compaction.compacting``, done with its sealed summary."""
+
+        def build() -> None:
+            self._close_item("completed")
+            item = self._open("compaction", "cmp", encrypted_content="")
+            self._emit("response.compaction.compacting", item_id=item["id"],
+                       output_index=len(self.response["output"]) - 1)
+            item["encrypted_content"] = encrypted_content
+            self._close_item("completed")
+
+        return self._batch(build)
+
     def tool_output(self, *, call_id: str, output: str, custom: bool = False
                     ) -> list[Emitted]:
         """A tool output given while the response waited (an item added and done): a

@@ -15,7 +15,7 @@ IdFactory = Callable[[str], str]
 # The id prefix of an item, by its type, when the server gives it an id.
 ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
                   "custom_tool_call": "ctc", "custom_tool_call_output": "ctco",
-                  "reasoning": "rs"}
+                  "reasoning": "rs", "compaction": "cmp"}
 
 
 def item_id(ids: IdFactory, item_type: str) -> str:

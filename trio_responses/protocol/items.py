@@ -188,6 +188,19 @@ def _reasoning(item: Mapping[str, Any], param: str) -> dict[str, Any]:
     return normalized
 
 
+def _compaction(item: Mapping[str, Any], param: str) -> dict[str, Any]:
+    """A ``compaction`` item (from ``/v1/responses/compact`` or ``context_management``):
+    its sealed summary, opened by the runtime, which holds the keys."""
+    check_keys(item, ("type", "id", "encrypted_content", "created_by"), param)
+    normalized: dict[str, Any] = {"type": "compaction",
+                                  "encrypted_content": require_str(item, "encrypted_content",
+                                                                   param)}
+    for key in ("id", "created_by"):
+        if isinstance(item.get(key), str):
+            normalized[key] = item[key]
+    return normalized
+
+
 _ITEM_KINDS: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
     "message": _message,
     "function_call": _tool_call,
@@ -195,6 +208,7 @@ _ITEM_KINDS: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
     "custom_tool_call": _tool_call,
     "custom_tool_call_output": _tool_call_output,
     "reasoning": _reasoning,
+    "compaction": _compaction,
 }
 
 

@@ -146,6 +146,8 @@ class EventValidator:
             self._text_done(kind, event)
         elif kind.rpartition(".")[0] in _CALL_FAMILIES:
             self._call_piece(kind, event)
+        elif kind == "response.compaction.compacting":
+            self._current(event, "compaction")
         else:
             raise ProtocolViolation(f"unknown event type {kind}")
 

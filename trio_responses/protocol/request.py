@@ -15,6 +15,7 @@ naming the field (:mod:`.nesting`), before anything copies or encodes it again.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -126,9 +127,11 @@ class CreateResponseRequest(_Closed, kw_only=True):
     # A Conversations API conversation, "conv_..." or {"id": "conv_..."}: its items are
     # the history, and the turn is appended to it (see conversation_id()).
     conversation: str | dict[str, Any] | None = None
+    # [{"type": "compaction", "compact_threshold": N}]: compact the prompt first when it
+    # is over N tokens (compact_threshold()).
+    context_management: list[dict[str, Any]] | None = None
     # OpenAI fields for features this server does not have: accepted only when null.
     prompt: dict[str, Any] | None = None
-    context_management: list[dict[str, Any]] | None = None
     moderation: Any = None
     image: Any = None
     access_programs: Any = None
@@ -287,13 +290,45 @@ def check_create_request(request: CreateResponseRequest) -> None:
                 param="text.format.schema",
                 code="missing_required_parameter",
             )
-    for name in ("prompt", "context_management", "moderation", "image", "access_programs"):
+    compact_threshold(request.context_management)
+    for name in ("prompt", "moderation", "image", "access_programs"):
         if getattr(request, name) is not None:
             raise InvalidRequest(
                 f"'{name}' is not supported by this server.",
                 param=name,
                 code="unsupported_parameter",
             )
+
+
+def compact_threshold(context_management: Sequence[Any] | None) -> int | None:
+    """The token count past which a create request compacts its prompt first (its
+    ``context_management`` entry of type ``compaction``; 0: the server's default), or
+    None; raises 400 on a bad entry."""
+    threshold: int | None = None
+    for index, entry in enumerate(context_management or ()):
+        param = f"context_management[{index}]"
+        if not isinstance(entry, Mapping):
+            raise InvalidRequest(f"Invalid type for '{param}': expected an object.",
+                                 param=param, code="invalid_type")
+        unknown = sorted(set(entry) - {"type", "compact_threshold"})
+        if unknown:
+            raise InvalidRequest(f"Unknown parameter: '{param}.{unknown[0]}'.",
+                                 param=f"{param}.{unknown[0]}", code="unknown_parameter")
+        if entry.get("type") != "compaction":
+            raise InvalidRequest(
+                f"Invalid value for '{param}.type': only 'compaction' is supported.",
+                param=f"{param}.type", code="invalid_value")
+        value = entry.get("compact_threshold")
+        if value is None:
+            # The server's threshold (DEFAULT_COMPACT_THRESHOLD): 0 here.
+            threshold = 0 if threshold is None else threshold
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidRequest(
+                f"Invalid value for '{param}.compact_threshold': expected a positive "
+                "integer.", param=f"{param}.compact_threshold", code="invalid_value")
+        threshold = value if not threshold else min(threshold, value)
+    return threshold
 
 
 def extension_fields_set(request: CreateResponseRequest) -> list[str]:

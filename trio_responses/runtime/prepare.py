@@ -10,6 +10,7 @@ model, the ``previous_response_id`` chain, the conversation) stay in
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from ..engine.base import EngineRequest, SamplingOptions
 from ..protocol.ids import IdFactory, item_id
 from ..protocol.items import normalize_input
 from ..protocol.request import CreateResponseRequest, stop_sequences
+from .compaction import Compacted
 from .conversations import ConversationTurn
 from .tools import ToolPlan
 
@@ -42,6 +44,11 @@ class PreparedRequest:
     # Its hold on its conversation (the history read, the lock its run lets go); None:
     # no conversation, or prepared only to count its tokens.
     conversation: ConversationTurn | None = None
+    # History and input as the prompt has them (sealed content opened, compactions in
+    # place of what they stand for).
+    prompt_items: tuple[Mapping[str, Any], ...] = ()
+    # The compaction its context_management made before it (its item leads the output).
+    compacted: Compacted | None = None
 
 
 def items_with_ids(request: CreateResponseRequest, ids: IdFactory) -> list[dict[str, Any]]:

@@ -117,6 +117,8 @@ class ResponseRun:
         owner: str = "",
         rate_limits: Sequence[LimitState] = (),
         on_event: Callable[[ResponseRun, Event], None] | None = None,
+        compaction: str | None = None,
+        earlier: TokenCounts | None = None,
     ) -> None:
         self.builder = builder
         self.buffer = buffer
@@ -148,7 +150,10 @@ class ResponseRun:
         self.tools = tools
         # Token counts of earlier model turns (a response that waited for tool outputs
         # has several), added to the current turn's.
-        self._earlier = TokenCounts()
+        self._earlier = earlier or TokenCounts()
+        # The sealed summary of a prompt compacted before this run (context_management):
+        # its item comes first in the output.
+        self._compaction = compaction
         self._engine_done = False  # the engine finished or failed the request itself
         self._steer_requested = False
 
@@ -186,6 +191,8 @@ class ResponseRun:
         try:
             with self._scope:
                 self._publish(self.builder.in_progress())
+                if self._compaction is not None:
+                    self._publish(self.builder.compaction(self._compaction))
                 async with trio.open_nursery() as nursery:
                     if self._options.ping_interval > 0:
                         nursery.start_soon(self._heartbeat)

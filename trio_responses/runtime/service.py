@@ -17,31 +17,34 @@ from typing import Any
 
 import trio
 
-from ..engine.base import Engine
+from ..engine.base import Engine, EngineRequest
 from ..errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
 from ..protocol.events import Emitted, Event, ResponseEvents, replay_without_log
 from ..protocol.ids import IdFactory, random_id
 from ..protocol.machine import TERMINAL_EVENTS
-from ..protocol.request import CreateResponseRequest, conversation_id
+from ..protocol.request import CreateResponseRequest, compact_threshold, conversation_id
 from ..protocol.response import new_response
 from ..protocol.response import usage as usage_block
 from ..protocol.sse import frame
 from ..store.base import TERMINAL_STATUSES, ResponseStore, SharedStore, StoredResponse
 from .buffer import EventBuffer, EventReader, Frame
+from .compaction import (
+    DEFAULT_THRESHOLD_SHARE,
+    Compacted,
+    compaction_item,
+    prompt_items,
+    restored_items,
+)
+from .compaction import compact as compact_prompt
 from .conversations import ConversationService
 from .prepare import TIER_PRIORITY, PreparedRequest, first_engine_request, items_with_ids
 from .quotas import Hold, KeyQuotas
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .replay import StoredLog
-from .run import ResponseRun, RunOptions
-from .sealed_items import (
-    ENCRYPTED_REASONING_INCLUDE,
-    open_history_items,
-    open_input_items,
-    reasoning_sealer,
-)
+from .run import ResponseRun, RunOptions, TokenCounts
+from .sealed_items import ENCRYPTED_REASONING_INCLUDE, open_input_items, reasoning_sealer
 from .sealing import Sealer
 from .service_config import ServiceConfig
 from .shared import CANCEL_WAIT, SharedLog, publish_events, wait_terminal
@@ -213,17 +216,18 @@ class ResponseService:
         return history
 
     async def prepare(self, request: CreateResponseRequest, owner: str, *,
-                      take_turn: bool = False) -> PreparedRequest:
+                      take_turn: bool = False, compact: bool = False) -> PreparedRequest:
         """Everything up to the engine: checks, prompt, sampling. Raises 4xx errors.
         ``take_turn``: a request on a conversation waits for its turn and holds it (in
         ``PreparedRequest.conversation``: the caller ends it unless a run takes it);
-        otherwise the conversation is only read."""
+        otherwise the conversation is only read. ``compact``: a prompt over the request's
+        ``context_management`` threshold is compacted first (an engine turn)."""
         self._check_model(request)
         tier = self._service_tier(request, owner)
         items = items_with_ids(request, self.ids)
         # Sealed reasoning opened for the prompt (a 400 naming the item if it does not
         # open); the items stored keep it sealed.
-        prompt_items = open_input_items(self.sealer, items)
+        open_input_items(self.sealer, items)
         conversation = conversation_id(request)
         turn = None
         if conversation is not None and take_turn:
@@ -234,20 +238,68 @@ class ResponseService:
         else:
             history = await self._history(request, owner)
         try:
-            messages = build_messages(request.instructions,
-                                      open_history_items(self.sealer, history), prompt_items)
+            in_prompt = prompt_items(self.sealer, history, items)
             tools = plan_tools(request, self.engine)
             model_limit = int(self.engine.sampling_defaults.get("max_tokens", 0)) or None
+            response_id = self.ids("resp")
+
+            def engine_request(in_prompt: list[Mapping[str, Any]]) -> EngineRequest:
+                messages = build_messages(request.instructions, (), in_prompt)
+                return first_engine_request(request, response_id, messages, tier, tools,
+                                            owner, default_max_tokens=model_limit)
+
+            first = engine_request(in_prompt)
+            compacted = await self._compact_if_over(request, first, in_prompt) \
+                if compact else None
+            if compacted is not None:
+                in_prompt = list(restored_items(compacted.summary, compacted.user_texts))
+                first = engine_request(in_prompt)
             return PreparedRequest(
-                request=request,
-                engine_request=first_engine_request(request, self.ids("resp"), messages,
-                                                    tier, tools, owner,
-                                                    default_max_tokens=model_limit),
-                input_items=tuple(items), service_tier=tier, tools=tools, conversation=turn)
+                request=request, engine_request=first, input_items=tuple(items),
+                service_tier=tier, tools=tools, conversation=turn,
+                prompt_items=tuple(in_prompt), compacted=compacted)
         except BaseException:
             if turn is not None:
                 turn.end()
             raise
+
+    async def _compact_if_over(self, request: CreateResponseRequest, first: EngineRequest,
+                               in_prompt: list[Mapping[str, Any]]) -> Compacted | None:
+        """The compaction of a prompt over the request's ``context_management``
+        threshold (none asked, or under it: None)."""
+        threshold = compact_threshold(request.context_management)
+        if threshold is None:
+            return None
+        limit = threshold or int(self.engine.max_model_len * DEFAULT_THRESHOLD_SHARE)
+        if await self.engine.count_tokens(first) <= limit:
+            return None
+        self._check_engine_queue()
+        return await compact_prompt(self.engine, self.sealer, first, in_prompt)
+
+    def _check_engine_queue(self) -> None:
+        """503 while the engine queue is at its bound."""
+        bound = self.config.max_queued_requests
+        if bound and self.engine.statistics().running >= bound:
+            raise EngineUnavailable(
+                "The server is overloaded (the engine queue is full); retry shortly.",
+                headers={"retry-after": "1", "retry-after-ms": "1000"})
+
+    async def compact(self, request: CreateResponseRequest, owner: str) -> dict[str, Any]:
+        """``POST /v1/responses/compact``: the ``response.compaction`` object of
+        ``request``'s prompt (one compaction item), written by the model."""
+        self.count_request(owner)
+        async with self.quotas.reading(owner):
+            prepared = await self.prepare(request, owner)
+        self._check_engine_queue()
+        compacted = await compact_prompt(self.engine, self.sealer, prepared.engine_request,
+                                         prepared.prompt_items)
+        tokens = compacted.tokens
+        return {"id": prepared.engine_request.request_id, "object": "response.compaction",
+                "created_at": int(self.clock()),
+                "output": [compaction_item(self.ids, compacted.encrypted_content)],
+                "usage": usage_block(input_tokens=tokens.prompt, output_tokens=tokens.output,
+                                     cached_tokens=tokens.cached,
+                                     reasoning_tokens=tokens.reasoning)}
 
     async def post_tool_outputs(self, response_id: str, owner: str,
                                 outputs: list[dict[str, Any]]) -> Mapping[str, Any]:
@@ -274,7 +326,7 @@ class ResponseService:
         ``ping_events``: heartbeats as ``response.ping`` events rather than SSE comments
         (None: the server's default). ``heartbeats=False``: none at all (a WebSocket's
         heartbeats are transport pings)."""
-        prepared = await self.prepare(request, owner, take_turn=True)
+        prepared = await self.prepare(request, owner, take_turn=True, compact=True)
         try:
             builder, created = self._open_events(
                 prepared, sends_events=stream or bool(request.background))
@@ -350,7 +402,9 @@ class ResponseService:
                 tools=None if prepared.tools is None else tool_turns(
                     prepared.tools, prepared.engine_request, builder, self.ids,
                     engine=self.engine, wait=tool_wait, timeout=self.config.tool_timeout),
-                owner=admission.owner, rate_limits=admission.limits, on_event=self._observe)
+                owner=admission.owner, rate_limits=admission.limits, on_event=self._observe,
+                compaction=prepared.compacted.encrypted_content if prepared.compacted else None,
+                earlier=prepared.compacted.tokens if prepared.compacted else TokenCounts())
             # Its place is given back at its terminal event, or when it leaves the
             # registry however it ends.
             self.registry.start(run, on_exit=admission.hold.release)

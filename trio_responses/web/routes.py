@@ -29,6 +29,7 @@ from ..errors import (
     PayloadTooLarge,
     ServerError,
 )
+from ..protocol.compaction import decode_compact_request
 from ..protocol.request import (
     CreateResponseRequest,
     decode_create_request,
@@ -251,6 +252,11 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         create = parse_create(await read_body(), request.headers.get("x-request-id"))
         count = await state.service.count_input_tokens(create, g.owner)
         return json_response({"object": "response.input_tokens", "input_tokens": count})
+
+    @app.post("/v1/responses/compact")
+    async def compact_response() -> Response:
+        compact = decode_compact_request(await read_body())
+        return json_response(await state.service.compact(compact, g.owner))
 
     @app.get("/v1/responses/<response_id>")
     async def retrieve_response(response_id: str) -> Response:
