@@ -21,7 +21,9 @@ from .served_spec import SCHEMAS, served_spec
 SPEC_URI = "urn:trio-responses:served-spec"
 # Our extension events (not in the spec, sent outside compatibility mode only when
 # heartbeats or rate limits are on): checked by tests/support/events.py instead.
-EXTENSION_EVENTS = frozenset({"response.ping", "response.rate_limits.updated"})
+EXTENSION_EVENTS = frozenset({"response.ping", "response.rate_limits.updated",
+                              # OpenAI's, newer than the vendored spec.
+                              "response.compaction.compacting"})
 
 
 @cache

@@ -114,7 +114,7 @@ def spec_properties(schemas: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 # Create fields of OpenAI features this server does not have (request.check_create_request).
-NULL_ONLY = ("prompt", "context_management", "moderation", "image", "access_programs")
+NULL_ONLY = ("prompt", "moderation", "image", "access_programs")
 
 # -- the create body -------------------------------------------------------------------
 
@@ -326,6 +326,11 @@ def create_request_schema(schemas: dict[str, Any], model: str) -> dict[str, Any]
     })
     # Features this server does not have: accepted only when null (400 otherwise).
     properties.update({name: NULL for name in NULL_ONLY if name in properties})
+    # Compaction entries only; the spec's threshold minimum (1000) is not the server's (1).
+    properties["context_management"] = nullable({"type": "array", "items": closed({
+        "type": {"const": "compaction"},
+        "compact_threshold": nullable({"type": "integer", "minimum": 1}),
+    }, ("type",))})
     properties.update(_extension_properties())
     schema = closed(properties, ("model", "input"))
     # Background mode needs a stored response (400 otherwise).

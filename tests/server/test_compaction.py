@@ -177,3 +177,28 @@ def test_typescript_sdk_compacts(scripted_server: ServerThread) -> None:
     assert report["after"] == "You said: What is my name?"
     assert "response.compaction.compacting" in report["types"]
     assert report["final"] == ["compaction", "message"]
+
+
+def test_a_compaction_trigger_answers_with_the_compaction_alone(
+        client: openai.OpenAI, scripted_server: ServerThread) -> None:
+    """Codex's remote compaction and the TypeScript SDK's tool runner: the input ends with
+    a ``compaction_trigger``; the response's output is one compaction item."""
+    with client.responses.stream(model="scripted", store=False, input=[
+            *HISTORY, {"type": "compaction_trigger"}]) as stream:
+        events = [as_dict(event) for event in stream]
+        final = stream.get_final_response()
+    check_stream(events)
+    [item] = final.output
+    assert item.type == "compaction" and final.status == "completed"
+    assert final.usage is not None and final.usage.output_tokens > 0
+    [summarizing] = prompts(scripted_server, 1)  # one engine turn: the summary
+    assert summarizing[-1]["content"] == SUMMARY_INSTRUCTION
+    after = client.responses.create(model="scripted", store=False, input=[
+        item.model_dump(exclude_none=True), {"role": "user", "content": "go on"}])
+    assert after.output_text == "You said: go on"
+
+
+def test_a_compaction_trigger_must_be_last(http: httpx.Client) -> None:
+    bad = http.post("/v1/responses", json={"model": "scripted", "input": [
+        {"type": "compaction_trigger"}, {"role": "user", "content": "x"}]})
+    assert_openai_error(bad, 400, param="input[0].type")

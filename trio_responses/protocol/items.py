@@ -191,13 +191,22 @@ def _reasoning(item: Mapping[str, Any], param: str) -> dict[str, Any]:
 def _compaction(item: Mapping[str, Any], param: str) -> dict[str, Any]:
     """A ``compaction`` item (from ``/v1/responses/compact`` or ``context_management``):
     its sealed summary, opened by the runtime, which holds the keys."""
-    check_keys(item, ("type", "id", "encrypted_content", "created_by"), param)
+    check_keys(item, ("type", "id", "encrypted_content", "created_by", "status"), param)
     normalized: dict[str, Any] = {"type": "compaction",
                                   "encrypted_content": require_str(item, "encrypted_content",
                                                                    param)}
     for key in ("id", "created_by"):
         if isinstance(item.get(key), str):
             normalized[key] = item[key]
+    return normalized
+
+
+def _compaction_trigger(item: Mapping[str, Any], param: str) -> dict[str, Any]:
+    """``compaction_trigger`` (last input item only): compact instead of answering."""
+    check_keys(item, ("type", "id"), param)
+    normalized: dict[str, Any] = {"type": "compaction_trigger"}
+    if isinstance(item.get("id"), str):
+        normalized["id"] = item["id"]
     return normalized
 
 
@@ -209,6 +218,7 @@ _ITEM_KINDS: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
     "custom_tool_call_output": _tool_call_output,
     "reasoning": _reasoning,
     "compaction": _compaction,
+    "compaction_trigger": _compaction_trigger,
 }
 
 
@@ -236,5 +246,8 @@ def normalize_input(value: str | list[dict[str, Any]], root: str = "input"
                 f"Invalid value for '{param}.type': {kind!r} is not a supported input item type.",
                 f"{param}.type",
             )
+        if kind == "compaction_trigger" and index != len(value) - 1:
+            raise invalid(f"Invalid value for '{param}.type': a 'compaction_trigger' must be "
+                          "the final input item.", f"{param}.type")
         items.append(build(item, param))
     return items

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from ..engine.base import Engine, EngineRequest
+from ..engine.base import Engine, EngineDelta, EngineRequest
 from ..errors import InvalidRequest
 from ..protocol.ids import IdFactory, item_id
 from .run import TokenCounts
@@ -32,6 +32,9 @@ from .sealed_items import open_history_items, open_input_items
 from .sealing import Sealer, SealError
 
 COMPACTION = "compaction"
+# The last input item of a create request that asks for a compaction instead of an
+# answer (Codex's remote compaction, the TypeScript SDK's tool runner).
+TRIGGER = "compaction_trigger"
 # The model is asked for the summary by a last user message after the whole history.
 SUMMARY_INSTRUCTION = (
     "Summarize the conversation so far, for yourself to continue it later without it: "
@@ -101,7 +104,9 @@ def prompt_items(sealer: Sealer, history: Sequence[Mapping[str, Any]],
     own input that does not open is a 400 naming it; in the stored history, reasoning
     that no longer opens is left out, and a compaction that no longer opens stands for
     nothing (what was before it is gone either way)."""
-    opened = [*open_history_items(sealer, history), *open_input_items(sealer, items)]
+    opened = [item for item in (*open_history_items(sealer, history),
+                                *open_input_items(sealer, items))
+              if item.get("type") != TRIGGER]
     for index in range(len(opened) - 1, -1, -1):
         item = opened[index]
         if item.get("type") != COMPACTION:
@@ -162,6 +167,32 @@ async def compact(engine: Engine, sealer: Sealer, request: EngineRequest,
     summary, counts = await summarize(engine, request)
     users = user_texts(items)
     return Compacted(seal_compaction(sealer, summary, users), counts, summary, tuple(users))
+
+
+def triggered(items: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a request's input ends with a ``compaction_trigger``."""
+    return bool(items) and items[-1].get("type") == TRIGGER
+
+
+class FinishedStream:
+    """The engine stream of a response that only compacts: it finishes at once, having
+    written nothing (the compaction item is the whole output)."""
+
+    def __init__(self) -> None:
+        self._done = False
+
+    def __aiter__(self) -> FinishedStream:
+        return self
+
+    async def __anext__(self) -> EngineDelta:
+        await trio.lowlevel.checkpoint()
+        if self._done:
+            raise StopAsyncIteration
+        self._done = True
+        return EngineDelta(finish_reason="stop")
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
 
 
 def compaction_item(ids: IdFactory, encrypted_content: str) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class PreparedRequest:
     prompt_items: tuple[Mapping[str, Any], ...] = ()
     # The compaction its context_management made before it (its item leads the output).
     compacted: Compacted | None = None
+    # Its input ended with a compaction_trigger: the compaction is its whole output.
+    compaction_only: bool = False
 
 
 def items_with_ids(request: CreateResponseRequest, ids: IdFactory) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ..engine.base import Engine, EngineRequest
+from ..engine.base import Engine, EngineRequest, EngineStream
 from ..errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from ..protocol.conversation import build_messages
 from ..protocol.events import Emitted, Event, ResponseEvents, replay_without_log
@@ -32,9 +32,11 @@ from .buffer import EventBuffer, EventReader, Frame
 from .compaction import (
     DEFAULT_THRESHOLD_SHARE,
     Compacted,
+    FinishedStream,
     compaction_item,
     prompt_items,
     restored_items,
+    triggered,
 )
 from .compaction import compact as compact_prompt
 from .conversations import ConversationService
@@ -249,15 +251,21 @@ class ResponseService:
                                             owner, default_max_tokens=model_limit)
 
             first = engine_request(in_prompt)
-            compacted = await self._compact_if_over(request, first, in_prompt) \
-                if compact else None
-            if compacted is not None:
+            only = compact and triggered(items)
+            if only:
+                self._check_engine_queue()
+                compacted: Compacted | None = await compact_prompt(
+                    self.engine, self.sealer, first, in_prompt)
+            else:
+                compacted = await self._compact_if_over(request, first, in_prompt) \
+                    if compact else None
+            if compacted is not None and not only:
                 in_prompt = list(restored_items(compacted.summary, compacted.user_texts))
                 first = engine_request(in_prompt)
             return PreparedRequest(
                 request=request, engine_request=first, input_items=tuple(items),
                 service_tier=tier, tools=tools, conversation=turn,
-                prompt_items=tuple(in_prompt), compacted=compacted)
+                prompt_items=tuple(in_prompt), compacted=compacted, compaction_only=only)
         except BaseException:
             if turn is not None:
                 turn.end()
@@ -387,7 +395,8 @@ class ResponseService:
         A request that fails here is given its admission back, and its engine request
         is aborted."""
         try:
-            engine_stream = await self.engine.submit(prepared.engine_request)
+            engine_stream: EngineStream = FinishedStream() if prepared.compaction_only \
+                else await self.engine.submit(prepared.engine_request)
         except BaseException:
             self._refund(admission)
             raise
