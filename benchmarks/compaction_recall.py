@@ -83,11 +83,13 @@ def main() -> None:
             model=args.model, temperature=0, max_output_tokens=40,
             input=[*history, {"role": "user", "content": QUESTIONS[0][0]}],
             context_management=[{"type": "compaction", "compact_threshold": 200}]) as stream:
-        kinds = [event.type for event in stream]
-        final = stream.get_final_response()
+        events = list(stream)
+    kinds = [event.type for event in events]
+    final = events[-1].response  # type: ignore[union-attr]  # completed or incomplete
     figures["context_management"] = {
         "events": [kind for kind in kinds if "compaction" in kind or kind.endswith(".added")],
-        "output": [item.type for item in final.output], "answer": final.output_text,
+        "status": final.status, "output": [item.type for item in final.output],
+        "answer": final.output_text,
         "usage": final.usage.model_dump() if final.usage else None}
     print(json.dumps(figures, indent=1))
 

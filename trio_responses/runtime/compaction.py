@@ -42,7 +42,11 @@ SUMMARY_INSTRUCTION = (
     "matter, and what is still open. Write only the summary.")
 # How the summary is given back to the model, as a user message before the user messages.
 SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
+# The summary's length: a quarter of the prompt, within these bounds (measured: the
+# default model, given 512, repeats itself to the limit and makes the "compacted" prompt
+# longer than the history).
 SUMMARY_MAX_TOKENS = 512
+SUMMARY_MIN_TOKENS = 64
 # A context_management entry without compact_threshold: this share of the context.
 DEFAULT_THRESHOLD_SHARE = 0.8
 
@@ -137,11 +141,17 @@ def summary_request(request: EngineRequest, max_tokens: int = SUMMARY_MAX_TOKENS
                                parse_tool_calls=False, truncate=True)
 
 
+def summary_tokens(prompt_tokens: int) -> int:
+    """The most tokens a summary of a prompt of ``prompt_tokens`` may take."""
+    return max(SUMMARY_MIN_TOKENS, min(SUMMARY_MAX_TOKENS, prompt_tokens // 4))
+
+
 async def summarize(engine: Engine, request: EngineRequest) -> tuple[str, TokenCounts]:
     """The model's summary of ``request``'s prompt (its answer text; its reasoning only
-    when it wrote nothing else), and the tokens it took. The engine request is aborted if this is
-    cancelled."""
-    stream = await engine.submit(summary_request(request))
+    when it wrote nothing else), and the tokens it took. The engine request is aborted
+    if this is cancelled."""
+    limit = summary_tokens(await engine.count_tokens(request))
+    stream = await engine.submit(summary_request(request, limit))
     text: list[str] = []
     reasoning: list[str] = []
     counts = TokenCounts()
