@@ -49,7 +49,14 @@ from .run import ResponseRun, RunOptions, TokenCounts
 from .sealed_items import ENCRYPTED_REASONING_INCLUDE, open_input_items, reasoning_sealer
 from .sealing import Sealer
 from .service_config import ServiceConfig
-from .shared import CANCEL_WAIT, SharedLog, publish_events, wait_terminal
+from .shared import (
+    CANCEL_WAIT,
+    TOOL_OUTPUTS_WAIT,
+    SharedLog,
+    answer_of,
+    publish_events,
+    wait_terminal,
+)
 from .tools import plan_tools, tool_turns
 
 
@@ -315,7 +322,15 @@ class ResponseService:
         run = self.registry.get(response_id)
         if run is None or run.owner != owner:
             async with self.quotas.reading(owner):
-                await self._record(response_id, owner)  # 404 unless it exists for it
+                record = await self._record(response_id, owner)  # 404 unless it is its
+            if (run is None and record.status not in TERMINAL_STATUSES
+                    and isinstance(self.store, SharedStore)):
+                # Running on another replica, maybe waiting there: ask it.
+                answer = await self.store.call_replica(
+                    "tool_outputs", response_id, {"owner": owner, "outputs": outputs},
+                    wait_seconds=TOOL_OUTPUTS_WAIT)
+                if answer is not None:
+                    return answer_of(answer)
             raise Conflict("This response is not waiting for tool outputs.",
                            param="tool_outputs", code="not_waiting_for_tool_outputs")
         if run.tools is None:

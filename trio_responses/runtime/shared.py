@@ -26,12 +26,14 @@ from typing import Any
 
 import trio
 
+from ..errors import APIError, Conflict, InvalidRequest
 from ..protocol.events import replay_without_log
 from ..protocol.machine import TERMINAL_EVENTS
 from ..protocol.sse import frame
 from ..store.base import TERMINAL_STATUSES, ResponseStore, SharedStore
 from .buffer import EventBuffer, Frame
 from .replay import PAGE_EVENTS
+from .run import ResponseRun
 
 log = logging.getLogger("trio_responses")
 
@@ -39,6 +41,8 @@ log = logging.getLogger("trio_responses")
 PUBLISH_INTERVAL = 0.02
 # How long a cancel from another replica waits for the running replica to save it.
 CANCEL_WAIT = 30.0
+# How long tool outputs posted on another replica wait for the running one's answer.
+TOOL_OUTPUTS_WAIT = 10.0
 # A follower re-reads after this long without a notification: a guard against a lost
 # notification (the listening connection dropped), not the way it learns of new events.
 SAFETY_RECHECK = 5.0
@@ -108,6 +112,35 @@ class SharedLog:
         self._terminal_sent = True
         event = dict(replay_without_log(final)[-1], sequence_number=cursor + 1)
         return [Frame(event, frame(event))], cursor + 1
+
+
+async def answer_tool_outputs(store: SharedStore, run: ResponseRun, call_id: int) -> None:
+    """On the replica running ``run``: post the tool outputs another replica received,
+    and answer it with the response as it is now, or the error the post raised."""
+    payload = await store.call_payload(call_id)
+    if payload is None:
+        return
+    answer: dict[str, Any]
+    try:
+        if payload.get("owner") != run.owner or run.tools is None:
+            raise Conflict("This response is not waiting for tool outputs.",
+                           param="tool_outputs", code="not_waiting_for_tool_outputs")
+        run.tools.post(list(payload["outputs"]))
+        answer = {"response": run.response}
+    except APIError as exc:
+        answer = {"error": {"status": exc.status, "message": exc.message,
+                            "param": exc.param, "code": exc.code, "kind": type(exc).__name__}}
+    await store.answer_call(call_id, answer)
+
+
+def answer_of(answer: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The running replica's answer to posted tool outputs: the response, or its error
+    raised again here."""
+    if "response" in answer:
+        return dict(answer["response"])
+    error = answer["error"]
+    kind = {"Conflict": Conflict, "InvalidRequest": InvalidRequest}.get(error["kind"], Conflict)
+    raise kind(error["message"], param=error["param"], code=error["code"])
 
 
 async def wait_terminal(store: ResponseStore, shared: SharedStore, response_id: str,

@@ -182,8 +182,9 @@ class ResponseStore(ConversationStore, Protocol):
         is not found for ``owner``."""
 
 
-# A control message's handler: (kind, response id), called on the Trio thread.
-ControlHandler = Callable[[str, str], None]
+# A control message's handler: (kind, response id, call id: 0 for a message that wants no
+# answer), called on the Trio thread.
+ControlHandler = Callable[[str, str, int], None]
 
 
 @runtime_checkable
@@ -205,6 +206,17 @@ class SharedStore(Protocol):
 
     async def send_control(self, kind: str, response_id: str) -> None:
         """Tell every replica (``kind``: ``cancel``); the one running the response acts."""
+
+    async def call_replica(self, kind: str, response_id: str, payload: Mapping[str, Any],
+                           *, wait_seconds: float) -> Mapping[str, Any] | None:
+        """Ask the replica running the response (``kind``: ``tool_outputs``) and wait for
+        its answer; None if none came within ``wait_seconds`` (no replica runs it)."""
+
+    async def call_payload(self, call_id: int) -> Mapping[str, Any] | None:
+        """The payload of a call this replica was asked (None if it is gone)."""
+
+    async def answer_call(self, call_id: int, answer: Mapping[str, Any]) -> None:
+        """Give the caller its answer (the first answer wins)."""
 
     def on_control(self, handler: ControlHandler | None) -> None:
         """What this process does with control messages (the registry's owner sets it)."""

@@ -321,6 +321,52 @@ class PostgresStore:
     def on_control(self, handler: ControlHandler | None) -> None:
         self._control = handler
 
+    async def call_replica(self, kind: str, response_id: str, payload: Mapping[str, Any],
+                           *, wait_seconds: float) -> Mapping[str, Any] | None:
+        def ask(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(
+                "INSERT INTO replica_calls (response_id, kind, payload) VALUES (%s, %s, %s) "
+                "RETURNING id", (response_id, kind, _dumps(dict(payload)))).fetchone()
+            assert row is not None
+            conn.execute("SELECT pg_notify(%s, %s)",
+                         (CONTROL_CHANNEL, f"{kind}:{response_id}:{row[0]}"))
+            return int(row[0])
+
+        call_id = await self._call(ask, transaction=True)
+        key = f"call:{call_id}"
+        try:
+            with trio.move_on_after(wait_seconds):
+                while True:
+                    changed = self.changed(key)
+                    answer = await self._call(lambda conn: conn.execute(
+                        "SELECT answer FROM replica_calls WHERE id = %s",
+                        (call_id,)).fetchone())
+                    if answer is None:  # the response was deleted
+                        return None
+                    if answer[0] is not None:
+                        return dict(json.loads(answer[0]))
+                    with trio.move_on_after(5.0):  # a guard against a lost notification
+                        await changed.wait()
+            return None
+        finally:
+            self._watchers.pop(key, None)
+            with trio.CancelScope(shield=True):
+                await self._call(lambda conn: conn.execute(
+                    "DELETE FROM replica_calls WHERE id = %s", (call_id,)))
+
+    async def call_payload(self, call_id: int) -> Mapping[str, Any] | None:
+        row = await self._call(lambda conn: conn.execute(
+            "SELECT payload FROM replica_calls WHERE id = %s", (call_id,)).fetchone())
+        return None if row is None else dict(json.loads(row[0]))
+
+    async def answer_call(self, call_id: int, answer: Mapping[str, Any]) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("UPDATE replica_calls SET answer = %s WHERE id = %s AND answer IS NULL",
+                         (_dumps(dict(answer)), call_id))
+            conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"call:{call_id}"))
+
+        await self._call(work, transaction=True)
+
     def _dispatch(self, channel: str | None, payload: str) -> None:
         """A notification, on the Trio thread (postgres_notify.Listener)."""
         if channel is None:  # (re)connected: anything may have been missed
@@ -331,8 +377,9 @@ class PostgresStore:
             if payload in self._watchers:
                 self._watchers.pop(payload).set()
         elif channel == CONTROL_CHANNEL and self._control is not None:
-            kind, _, response_id = payload.partition(":")
-            self._control(kind, response_id)
+            kind, _, rest = payload.partition(":")
+            response_id, _, call_id = rest.partition(":")
+            self._control(kind, response_id, int(call_id or 0))
 
     # -- conversations (postgres_conversations.py) --------------------------------------
 

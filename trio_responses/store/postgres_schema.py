@@ -74,4 +74,16 @@ MIGRATIONS: tuple[str, ...] = (
         lease_seconds DOUBLE PRECISION NOT NULL
     );
     """,
+    # v2. Calls from one replica to the one running a response (tool outputs posted on
+    # another replica), answered in the row; NOTIFY wakes both sides.
+    """
+    CREATE TABLE replica_calls (
+        id BIGSERIAL PRIMARY KEY,
+        response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        answer TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    """,
 )

@@ -26,6 +26,7 @@ from ..runtime.registry import Registry
 from ..runtime.sealing import load_sealer
 from ..runtime.service import ResponseService
 from ..runtime.service_config import ServiceConfig
+from ..runtime.shared import answer_tool_outputs
 from ..store.base import ResponseStore, SharedStore
 from .gateway import KeyRing
 from .metrics import Metrics
@@ -73,12 +74,18 @@ def build_store(settings: Settings) -> ResponseStore:
                        read_connections=settings.store_read_connections)
 
 
-def _control(registry: Registry, kind: str, response_id: str) -> None:
+def _control(registry: Registry, store: SharedStore, kind: str, response_id: str,
+             call_id: int) -> None:
     """A control message from another replica (store.base.SharedStore): act if the
-    response runs here."""
+    response runs here (every replica hears it)."""
     run = registry.get(response_id)
-    if run is not None and kind == "cancel" and run.cancellable:
+    if run is None:
+        return
+    if kind == "cancel" and run.cancellable:
         run.end("cancel")
+    elif kind == "tool_outputs" and call_id:
+        registry.spawn(answer_tool_outputs, store, run, call_id,
+                       name=f"tool outputs for {response_id}")
 
 
 class AppState:
@@ -137,8 +144,9 @@ class AppState:
                     limiter=self.limiter, observer=self.metrics.observe, sealer=sealer)
                 self.metrics.bind(lambda: registry, self.engine)
                 if isinstance(self.store, SharedStore):
-                    self.store.on_control(lambda kind, response_id: _control(
-                        registry, kind, response_id))
+                    store = self.store
+                    self.store.on_control(lambda kind, response_id, call_id: _control(
+                        registry, store, kind, response_id, call_id))
                 task_status.started()
                 await self._stop.wait()
                 await registry.drain(self.settings.shutdown_grace_seconds)
