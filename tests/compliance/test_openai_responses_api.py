@@ -27,6 +27,7 @@ objects, error shapes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from types import EllipsisType
 from typing import Any
@@ -660,3 +661,61 @@ def test_hosted_tools_are_accepted_and_echoed(sdk: openai.OpenAI, model: str) ->
     final = check_stream(events)
     assert final is not None and final["status"] in FINISHED
     assert [tool["type"] for tool in final["tools"]] == ["web_search", "function"]
+
+
+# -- stateless agent loops: grammars, sealed reasoning, compaction -------------------------
+
+SERIAL = r"[0-9]{3}-[a-z]{2,8}"
+
+
+def test_a_forced_custom_tool_with_a_regex_grammar_gets_matching_input(
+        sdk: openai.OpenAI, model: str) -> None:
+    tool = {"type": "custom", "name": "serial", "description": "A serial number.",
+            "format": {"type": "grammar", "syntax": "regex", "definition": SERIAL}}
+    with sdk.responses.stream(model=model, input="Make up a serial number.",
+                              tools=[tool],  # type: ignore[list-item]
+                              tool_choice={"type": "custom", "name": "serial"},
+                              max_output_tokens=100) as stream:
+        events = sdk_events(stream)
+    final = check_stream(events)
+    assert final is not None and final["status"] == "completed"
+    [call] = [item for item in final["output"] if item["type"] == "custom_tool_call"]
+    assert re.fullmatch(SERIAL, call["input"]), call["input"]
+
+
+def test_encrypted_reasoning_round_trips_or_is_refused(sdk: openai.OpenAI, http: httpx.Client,
+                                                       model: str) -> None:
+    """With ``include: ["reasoning.encrypted_content"]`` every reasoning item carries its
+    sealed content, which goes back in a stateless next turn; a value the deployment did
+    not seal is a 400 naming the item."""
+    first = sdk.responses.create(model=model, input="Think, then say hi.", store=False,
+                                 include=["reasoning.encrypted_content"],
+                                 max_output_tokens=SHORT)
+    history: list[Any] = [{"role": "user", "content": "Think, then say hi."}]
+    for item in first.output:
+        if item.type == "reasoning":
+            assert item.encrypted_content
+        history.append(item.model_dump(exclude_none=True))
+    second = sdk.responses.create(model=model, store=False, max_output_tokens=SHORT,
+                                  include=["reasoning.encrypted_content"],
+                                  input=[*history, {"role": "user", "content": "Again."}])
+    assert second.status in FINISHED
+    forged = {"type": "reasoning", "summary": [], "encrypted_content": "bm90IHNlYWxlZA"}
+    bad = http.post("/responses", json={"model": model, "store": False, "input": [
+        {"role": "user", "content": "hi"}, forged, {"role": "user", "content": "again"}]})
+    assert_error_shape(bad, [400])
+
+
+def test_compact_then_continue_statelessly(sdk: openai.OpenAI, model: str) -> None:
+    history: list[Any] = [{"role": "user", "content": "My name is Ada."},
+                          {"role": "assistant", "content": "Hello Ada."},
+                          {"role": "user", "content": "Remember the number 42."}]
+    compacted = sdk.responses.compact(model=model, input=history)
+    assert compacted.object == "response.compaction" and compacted.id
+    assert compacted.output and compacted.output[-1].type == "compaction"
+    assert compacted.output[-1].encrypted_content  # type: ignore[union-attr]
+    assert compacted.usage.total_tokens > 0
+    carried = [item.model_dump(exclude_none=True) for item in compacted.output]
+    after = sdk.responses.create(model=model, store=False, max_output_tokens=SHORT,
+                                 input=[*carried, {"role": "user", "content": "What is my name?"}])
+    assert after.status in FINISHED and after.output
