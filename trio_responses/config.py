@@ -61,6 +61,15 @@ class Settings:
         "", "SQLite file of stored responses", metavar="PATH",
         default_text="responses.sqlite3 in $XDG_DATA_HOME/trio_responses "
         "(~/.local/share/trio_responses)")
+    store_ttl_days: float = setting(
+        30.0, "days a stored response is kept after it was created, as OpenAI keeps them; "
+        "a background sweep deletes older finished ones (0: kept until deleted)")
+    store_max_bytes_per_key: int = setting(
+        0, "most bytes of stored responses per API key; the sweep deletes a key's oldest "
+        "finished responses past it (0: no quota)")
+    store_sweep_interval_seconds: float = setting(
+        600.0, "seconds between retention sweeps (--store-ttl-days, "
+        "--store-max-bytes-per-key)")
     store_read_connections: int = setting(
         8, "SQLite connections for reads beside the one for writes, so a slow read blocks "
         "neither writes nor other reads (0: reads share the writer's)")
@@ -199,6 +208,7 @@ class Settings:
         for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
                      "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds",
                      "max_background_log_bytes", "store_read_connections",
+                     "store_ttl_days", "store_max_bytes_per_key",
                      "max_conversation_items", "max_conversation_item_bytes",
                      "conversation_lock_timeout_seconds",
                      "max_queued_requests", "max_queued_requests_per_key",

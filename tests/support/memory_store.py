@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,6 +80,40 @@ class MemoryStore:
             return None
         log = self.event_logs.get(response_id, [])
         return copy.deepcopy([e for e in log if e["sequence_number"] > after][:limit])
+
+    def _size(self, row: StoredResponse) -> int:
+        def size(value: Any) -> int:
+            return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        return (size(row.response) + size(list(row.input_items))
+                + sum(size(event) for event in self.event_logs.get(row.id, ())))
+
+    def _drop(self, response_id: str) -> None:
+        self.rows.pop(response_id, None)
+        self.event_logs.pop(response_id, None)
+
+    async def expire(self, *, created_before: float, limit: int) -> int:
+        await trio.lowlevel.checkpoint()
+        doomed = sorted((r for r in self.rows.values() if r.created_at < created_before
+                         and r.status in TERMINAL_STATUSES), key=lambda r: r.created_at)
+        for row in doomed[:limit]:
+            self._drop(row.id)
+        return len(doomed[:limit])
+
+    async def trim(self, *, max_bytes_per_owner: int, limit: int) -> int:
+        await trio.lowlevel.checkpoint()
+        deleted = 0
+        for owner in sorted({r.owner for r in self.rows.values()}):
+            rows = sorted((r for r in self.rows.values() if r.owner == owner),
+                          key=lambda r: r.created_at)
+            total = sum(self._size(r) for r in rows)
+            for row in rows:
+                if total <= max_bytes_per_owner or deleted >= limit:
+                    break
+                if row.status in TERMINAL_STATUSES:
+                    total -= self._size(row)
+                    self._drop(row.id)
+                    deleted += 1
+        return deleted
 
     async def delete(self, response_id: str, owner: str) -> bool:
         if await self.get(response_id, owner) is None:

@@ -15,6 +15,13 @@ SQL stores), written by :meth:`ResponseStore.finish`; how long it may be is the
 runtime's business (``--max-background-log-bytes``: past it only the first and the final
 events are kept).
 
+Retention (issue 13, finding 9): :meth:`ResponseStore.expire` and
+:meth:`ResponseStore.trim` delete finished responses (with their input items and logs)
+that are too old, or of an owner over a size quota, a bounded batch per call, each in one
+short transaction; ``runtime/retention.py`` calls them from a background sweep. A
+response's size is the UTF-8 bytes of its JSON: the object, the input items and the log.
+Running responses are never deleted; conversations are not touched.
+
 Conversations (the Conversations API) are a list of items in the order they were
 appended, each item a JSON object with its ``id``. Appends are all or nothing: a
 response's input and output items are appended in the same transaction that writes its
@@ -175,6 +182,16 @@ class ResponseStore(ConversationStore, Protocol):
         not found for ``owner``."""
 
     async def delete(self, response_id: str, owner: str) -> bool: ...
+
+    async def expire(self, *, created_before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished responses created before ``created_before``
+        (seconds since the epoch), oldest first, each with its input items and log;
+        returns how many. One short transaction."""
+
+    async def trim(self, *, max_bytes_per_owner: int, limit: int) -> int:
+        """For each owner whose responses take more than ``max_bytes_per_owner`` bytes,
+        delete its oldest finished responses until it is within it (running ones count,
+        but stay); at most ``limit`` in all; returns how many. One short transaction."""
 
     async def chain(self, response_id: str, owner: str) -> list[StoredResponse] | None:
         """The response and every ``previous_response_id`` ancestor, oldest first, each

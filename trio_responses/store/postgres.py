@@ -56,6 +56,12 @@ _INSERT_COLUMNS = (
     "id, owner, status, background, previous_response_id, created_at, response, input_items"
 )
 _TERMINAL = tuple(sorted(TERMINAL_STATUSES))
+# Every response's size for the retention quota: its JSON texts' UTF-8 bytes.
+_SIZES = (
+    "SELECT r.id, r.owner, r.created_at, octet_length(r.response) "
+    "+ octet_length(r.input_items) + coalesce((SELECT sum(octet_length(e.event)) "
+    "FROM response_events AS e WHERE e.response_id = r.id), 0) AS size FROM responses AS r"
+)
 
 
 def is_postgres_url(url: str) -> bool:
@@ -281,6 +287,41 @@ class PostgresStore:
         return await self._call(lambda conn: conn.execute(
             "DELETE FROM responses WHERE id = %s AND owner = %s",
             (response_id, owner)).rowcount == 1)
+
+    # -- retention (runtime/retention.py) -----------------------------------------------
+
+    async def expire(self, *, created_before: float, limit: int) -> int:
+        # SKIP LOCKED: two replicas sweeping at once share the work instead of waiting.
+        return await self._call(lambda conn: conn.execute(
+            "DELETE FROM responses WHERE id IN (SELECT id FROM responses "
+            "WHERE created_at < %s AND status = ANY(%s) ORDER BY created_at LIMIT %s "
+            "FOR UPDATE SKIP LOCKED)", (created_before, list(_TERMINAL), limit)).rowcount,
+            transaction=True)
+
+    async def trim(self, *, max_bytes_per_owner: int, limit: int) -> int:
+        # Sizes are summed per sweep (no column keeps them): the UTF-8 bytes of the
+        # object, the input items and the log, as the SQLite store counts them.
+        def work(conn: psycopg.Connection[Any]) -> int:
+            over = conn.execute(
+                f"SELECT owner, sum(size) FROM ({_SIZES}) AS s GROUP BY owner "
+                "HAVING sum(size) > %s", (max_bytes_per_owner,)).fetchall()
+            doomed: list[str] = []
+            for owner, total in over:
+                for rid, size in conn.execute(
+                        f"SELECT id, size FROM ({_SIZES} WHERE r.owner = %s AND "
+                        "r.status = ANY(%s)) AS s ORDER BY created_at LIMIT %s",
+                        (owner, list(_TERMINAL), limit - len(doomed))).fetchall():
+                    if total <= max_bytes_per_owner:
+                        break
+                    doomed.append(rid)
+                    total -= size
+                if len(doomed) >= limit:
+                    break
+            if doomed:
+                conn.execute("DELETE FROM responses WHERE id = ANY(%s)", (doomed,))
+            return len(doomed)
+
+        return await self._call(work, transaction=True)
 
     async def chain(self, response_id: str, owner: str) -> list[StoredResponse] | None:
         def work(conn: psycopg.Connection[Any]) -> list[StoredResponse] | None:

@@ -112,6 +112,18 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT count(*) FROM response_events WHERE response_id = responses.id)
         WHERE events IS NOT NULL;
     """,
+    # v5. Retention (issue 13, finding 9): each response's size in bytes (its JSON: the
+    # object, the input items, the log), and indexes for the sweep: by age, and by owner
+    # with the size (covering: summing an owner's sizes reads no row).
+    """
+    ALTER TABLE responses ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE responses SET size = length(CAST(response AS BLOB))
+        + length(CAST(input_items AS BLOB)) + coalesce((
+            SELECT sum(length(CAST(event AS BLOB))) FROM response_events
+            WHERE response_id = responses.id), 0);
+    CREATE INDEX responses_by_age ON responses (created_at);
+    CREATE INDEX responses_by_owner ON responses (owner, created_at, size);
+    """,
 )
 
 # Longer chains (or a loop, which the API cannot create) are reported as not found.
@@ -137,6 +149,11 @@ def _dumps(value: Any) -> str:
     # allow_nan=False: "NaN" is not JSON, and one such row would make json_set() in the
     # start-up sweep fail, i.e. the server could not start. Better to refuse the write.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _size(text: str) -> int:
+    """What a JSON text takes, in UTF-8 bytes (as SQLite's length(CAST(... AS BLOB)))."""
+    return len(text.encode())
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -320,6 +337,7 @@ class SQLiteStore:
                 f"response {record.id}: status {record.status!r} differs from the "
                 f"response object's {record.response.get('status')!r}"
             )
+        response, items = _dumps(record.response), _dumps(list(record.input_items))
         params = (
             record.id,
             record.owner,
@@ -327,14 +345,16 @@ class SQLiteStore:
             int(record.background),
             record.previous_response_id,
             record.created_at,
-            _dumps(record.response),
-            _dumps(list(record.input_items)),
+            response,
+            items,
         )
+        size = _size(response) + _size(items)
 
         def work(conn: sqlite3.Connection) -> None:
             # A duplicate id raises sqlite3.IntegrityError: ids are generated, so it is a bug.
-            conn.execute(f"INSERT INTO responses ({_INSERT_COLUMNS}, instance) "
-                         "VALUES (?,?,?,?,?,?,?,?,?)", (*params, self._instance.instance))
+            conn.execute(f"INSERT INTO responses ({_INSERT_COLUMNS}, instance, size) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         (*params, self._instance.instance, size))
 
         await self._call(work)
 
@@ -350,14 +370,17 @@ class SQLiteStore:
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"response {response_id}: finish() needs a terminal status, "
                              f"got {status!r}")
-        params = (status, _dumps(response), len(events), response_id)
+        final = _dumps(response)
         log = [(response_id, int(event["sequence_number"]), _dumps(event)) for event in events]
+        size = _size(final) + sum(_size(event) for _, _, event in log)
+        params = (status, final, len(events), size, response_id)
 
         def work(conn: sqlite3.Connection) -> bool:
             # The condition is the whole point: whichever of cancel and the engine's result
             # is written first wins, and the other is dropped, atomically.
             cursor = conn.execute(
-                "UPDATE responses SET status = ?, response = ?, event_count = ? "
+                "UPDATE responses SET status = ?, response = ?, event_count = ?, "
+                "size = ? + length(CAST(input_items AS BLOB)) "
                 f"WHERE id = ? AND status NOT IN ({_TERMINAL_SQL})",
                 params,
             )
@@ -408,6 +431,39 @@ class SQLiteStore:
             return cursor.rowcount == 1
 
         return await self._call(work)
+
+    async def expire(self, *, created_before: float, limit: int) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            ids = conn.execute(
+                f"SELECT id FROM responses WHERE created_at < ? AND status IN "
+                f"({_TERMINAL_SQL}) ORDER BY created_at LIMIT ?",
+                (created_before, limit)).fetchall()
+            conn.executemany("DELETE FROM responses WHERE id = ?", ids)
+            return len(ids)
+
+        return await self._call(in_transaction(work, write=True))
+
+    async def trim(self, *, max_bytes_per_owner: int, limit: int) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            over = conn.execute(
+                "SELECT owner, sum(size) FROM responses GROUP BY owner HAVING sum(size) > ?",
+                (max_bytes_per_owner,)).fetchall()
+            doomed: list[tuple[str]] = []
+            for owner, total in over:
+                for rid, size in conn.execute(
+                        f"SELECT id, size FROM responses WHERE owner = ? AND status IN "
+                        f"({_TERMINAL_SQL}) ORDER BY created_at LIMIT ?",
+                        (owner, limit - len(doomed))):
+                    if total <= max_bytes_per_owner:
+                        break
+                    doomed.append((rid,))
+                    total -= size
+                if len(doomed) >= limit:
+                    break
+            conn.executemany("DELETE FROM responses WHERE id = ?", doomed)
+            return len(doomed)
+
+        return await self._call(in_transaction(work, write=True))
 
     async def chain(self, response_id: str, owner: str) -> list[StoredResponse] | None:
         def work(conn: sqlite3.Connection) -> list[StoredResponse] | None:

@@ -23,6 +23,7 @@ from ..engine.base import Engine
 from ..protocol.ids import IdFactory
 from ..runtime.ratelimit import RateLimiter
 from ..runtime.registry import Registry
+from ..runtime.retention import retention_policy, sweep_forever
 from ..runtime.sealing import load_sealer
 from ..runtime.service import ResponseService
 from ..runtime.service_config import ServiceConfig
@@ -136,7 +137,7 @@ class AppState:
             if self.keys.open:
                 log.warning("no API key configured (--api-key): the server is open to anyone "
                             "who can reach it")
-            async with Registry.open() as registry:
+            async with trio.open_nursery() as background, Registry.open() as registry:
                 self._service = ResponseService(
                     config=ServiceConfig.from_settings(self.settings, KeyRing.owner_of),
                     engine=self.engine,
@@ -147,9 +148,13 @@ class AppState:
                     store = self.store
                     self.store.on_control(lambda kind, response_id, call_id: _control(
                         registry, store, kind, response_id, call_id))
+                background.start_soon(sweep_forever, self.store,
+                                      retention_policy(self.settings), self.clock,
+                                      name="retention sweep")
                 task_status.started()
                 await self._stop.wait()
                 await registry.drain(self.settings.shutdown_grace_seconds)
+                background.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 try:
