@@ -6,6 +6,7 @@ upgrade of an existing store, and kill -9 in the middle of appends."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -179,8 +180,13 @@ async def test_a_v2_store_upgrades_in_place(tmp_path: Path) -> None:
     path = tmp_path / "responses.sqlite3"
     old = SQLiteStore(path, migrations=MIGRATIONS[:2])
     await old.open()
-    await old.create(running("resp_old"))
     await old.aclose()
+    # A running row as a v2 server wrote it (this code's create() writes later columns).
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO responses (id, owner, status, background, created_at, response, "
+            "input_items, instance) VALUES (?, ?, 'in_progress', 0, 1.0, ?, '[]', 'gone')",
+            ("resp_old", OWNER, json.dumps(running("resp_old").response)))
     before = raw(path, "SELECT * FROM responses")
     assert raw(path, "PRAGMA user_version") == [(2,)]
 
