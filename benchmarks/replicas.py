@@ -176,6 +176,7 @@ async def live(replicas: list[ServerProcess], streams: int) -> None:
           f"p99 {ms(pct(lags, 99))}")
 
     cancels: list[float] = []
+    errors: list[str] = []
     async with httpx.AsyncClient(timeout=300, limits=limits) as http:
 
         async def cancel_one(n: int) -> None:
@@ -183,15 +184,30 @@ async def live(replicas: list[ServerProcess], streams: int) -> None:
             created = (await http.post(creator.base_url + "/v1/responses", json={
                 "model": MODEL, "input": "wait [[stall]]", "background": True})).json()
             began = time.perf_counter()
-            reply = await http.post(other.base_url + f"/v1/responses/{created['id']}/cancel")
+            try:
+                # Its own connection: a pooled one may have been closed by the server's
+                # keep-alive timeout while the loaded machine kept this task waiting.
+                reply = await http.post(
+                    other.base_url + f"/v1/responses/{created['id']}/cancel",
+                    headers={"connection": "close"})
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                return
             if reply.json().get("status") == "cancelled":
                 cancels.append(time.perf_counter() - began)
+            else:
+                errors.append(f"{reply.status_code} {reply.text[:200]}")
 
         async with trio.open_nursery() as nursery:
             for n in range(streams):
                 nursery.start_soon(cancel_one, n)
     print(f"- cancel from another replica → aborted and saved ({len(cancels)}/{streams}): "
           f"p50 {ms(pct(cancels, 50))}, p99 {ms(pct(cancels, 99))}")
+    for error in sorted(set(errors)):
+        print(f"  - {errors.count(error)} times: {error}")
+    if errors:
+        for replica in replicas:
+            print(f"  --- {replica.base_url} log tail:\n" + replica.log()[-1500:])
 
 
 def part_live(cluster: Cluster, tmp: Path, streams: int) -> None:
