@@ -198,6 +198,19 @@ def test_a_compaction_trigger_answers_with_the_compaction_alone(
     assert after.output_text == "You said: go on"
 
 
+
+def test_a_stored_compaction_trigger_response_lists_its_input_without_the_trigger(
+        client: openai.OpenAI) -> None:
+    made = client.responses.create(model="scripted", store=True, input=[
+        *HISTORY, {"type": "compaction_trigger"}])
+    assert [item.type for item in made.output] == ["compaction"]
+    items = client.responses.input_items.list(made.id, order="asc").data  # strict SDK
+    assert [item.type for item in items] == ["message"] * len(HISTORY)
+    later = client.responses.create(model="scripted", input="and then",
+                                    previous_response_id=made.id)
+    assert later.output_text == "You said: and then"
+
+
 def test_a_compaction_trigger_must_be_last(http: httpx.Client) -> None:
     bad = http.post("/v1/responses", json={"model": "scripted", "input": [
         {"type": "compaction_trigger"}, {"role": "user", "content": "x"}]})

@@ -234,6 +234,11 @@ class ResponseService:
         self._check_model(request)
         tier = self._service_tier(request, owner)
         items = items_with_ids(request, self.ids)
+        # A compaction_trigger asks for a compaction; it is no item to store or list (the
+        # SDK's item types have none).
+        trigger = triggered(items)
+        if trigger:
+            items = items[:-1]
         # Sealed reasoning opened for the prompt (a 400 naming the item if it does not
         # open); the items stored keep it sealed.
         open_input_items(self.sealer, items)
@@ -258,7 +263,7 @@ class ResponseService:
                                             owner, default_max_tokens=model_limit)
 
             first = engine_request(in_prompt)
-            only = compact and triggered(items)
+            only = compact and trigger
             if only:
                 self._check_engine_queue()
                 compacted: Compacted | None = await compact_prompt(
