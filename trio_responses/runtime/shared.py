@@ -58,6 +58,10 @@ async def publish_events(store: SharedStore, response_id: str, buffer: EventBuff
             if not frames:
                 return
             events = [f.event for f in frames if f.event is not None]
+            if buffer.log_cut:
+                # Past --max-background-log-bytes the saved log is bounded as the run's
+                # is: followers elsewhere wait for the final events (buffer.py).
+                events = [e for e in events if e["type"] in TERMINAL_EVENTS]
             await store.publish_events(response_id, events)
             await trio.sleep(PUBLISH_INTERVAL)
     except Exception as exc:  # deleted meanwhile, the database away: the run goes on

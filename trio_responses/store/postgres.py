@@ -244,6 +244,13 @@ class PostgresStore:
             written = conn.execute(
                 "UPDATE responses SET status = %s, response = %s, event_count = %s "
                 "WHERE id = %s AND NOT (status = ANY(%s))", params).rowcount == 1
+            if written:
+                # The log is what is given: events published while the response ran that
+                # it leaves out (heartbeats, the part of a log cut past its bound) go.
+                conn.execute(
+                    "DELETE FROM response_events WHERE response_id = %s AND NOT "
+                    "(sequence_number = ANY(%s))",
+                    (response_id, [number for _, number, _ in log]))
             if written and log:
                 with conn.cursor() as cursor:
                     cursor.executemany(
