@@ -96,27 +96,11 @@ def adjust_case(case: AnyCase) -> AnyCase:
         # and so vLLM's own server, accepts it. Reported, not changed here: positive cases
         # send integers as integers.
         case.body = body = _integral_floats_as_ints(body)
-        _valid_grammars(body)
     if body.get("ignore_eos") is True:
         limit = body.get("max_output_tokens")
         if limit is None or (type(limit) is int and MAX_IGNORE_EOS_TOKENS < limit <= 2**20):
             body["max_output_tokens"] = MAX_IGNORE_EOS_TOKENS
     return case
-
-
-# A custom tool's grammar must compile (400 invalid_grammar otherwise), which no schema
-# can say: positive cases get one that does, in the syntax they chose.
-VALID_GRAMMARS = {"lark": 'start: "yes" | "no"', "regex": "[a-z]{1,8}"}
-
-
-def _valid_grammars(body: dict[str, Any]) -> None:
-    tools = body.get("tools")
-    for tool in tools if isinstance(tools, list) else []:
-        members = tool.get("tools") if isinstance(tool, dict) else None
-        for member in members if isinstance(members, list) else [tool]:
-            fmt = member.get("format") if isinstance(member, dict) else None
-            if isinstance(fmt, dict) and fmt.get("type") == "grammar":
-                fmt["definition"] = VALID_GRAMMARS.get(fmt.get("syntax"), fmt.get("definition"))
 
 
 def background_half_the_time(case: AnyCase) -> st.SearchStrategy[AnyCase]:
