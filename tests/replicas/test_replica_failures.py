@@ -16,6 +16,7 @@ from tests.reliability.procs import ServerProcess
 from tests.replicas.conftest import start_replicas
 from tests.support.events import check_stream, sdk_events, sdk_events_until_error
 from tests.support.sdk import strict_sdk
+from tests.support.waiting import wait_until
 
 MODEL = "scripted"
 
@@ -74,3 +75,45 @@ def test_a_drained_replica_ends_every_response_it_owned(pair: list[ServerProcess
                 events, error = sdk_events_until_error(stream)
             assert "shut down" in str(error)
             assert [e["type"] for e in events][:1] == ["response.created"]
+
+
+async def test_draining_a_replica_ends_its_followers_of_responses_running_elsewhere(
+        pair: list[ServerProcess]) -> None:
+    a, b = pair
+    with strict_sdk(a.base_url + "/v1") as on_a, strict_sdk(b.base_url + "/v1",
+                                                            timeout=30) as on_b:
+        response_id = stalled(on_b, 1)[0]
+        seen: list[dict[str, object]] = []
+        ended = trio.Event()
+
+        def follower() -> None:
+            try:
+                with on_a.responses.retrieve(response_id, stream=True) as stream:
+                    for event in stream:
+                        seen.append(event.model_dump(mode="json"))
+            except openai.APIError:
+                pass  # the connection closed under it: the client resumes elsewhere
+
+        async with trio.open_nursery() as nursery:
+            async def follow_then_mark() -> None:
+                await trio.to_thread.run_sync(follower)
+                ended.set()
+
+            nursery.start_soon(follow_then_mark)
+            await trio.to_thread.run_sync(lambda: wait_until(
+                lambda: bool(seen), 10, "the follower's first event"))
+            code, _ = await trio.to_thread.run_sync(a.terminate, 30)
+            assert code == 0
+            assert "Traceback" not in a.log()
+            with trio.fail_after(10):
+                await ended.wait()
+        # The response still runs on B, and a follower there resumes after what was seen.
+        assert on_b.responses.retrieve(response_id).status in ("queued", "in_progress")
+        last = int(str(seen[-1]["sequence_number"]))
+        cancelled = on_b.responses.cancel(response_id)
+        assert cancelled.status == "cancelled"
+        with on_b.responses.retrieve(response_id, stream=True,
+                                     starting_after=last) as stream:
+            rest = sdk_events(stream)
+        assert rest[0]["sequence_number"] == last + 1
+        assert rest[-1]["type"] == "response.incomplete"

@@ -85,6 +85,14 @@ class SharedLog:
         self._terminal_sent = False
 
     async def read(self, cursor: int, *, primary: bool = False) -> tuple[list[Frame], int]:
+        try:
+            return await self._read(cursor)
+        except RuntimeError:
+            # This replica's store closed (a drain): end here; the response runs on, and
+            # the client resumes on another replica with starting_after.
+            return [], cursor
+
+    async def _read(self, cursor: int) -> tuple[list[Frame], int]:
         while True:
             changed = self._shared.changed(self._id)
             async with self._read_slot():

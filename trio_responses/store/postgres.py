@@ -181,6 +181,11 @@ class PostgresStore:
                 return
             opened = self._state == "open"
             self._state = "closing"
+            # Followers of responses running elsewhere stop waiting now (they find the
+            # store closing and end their streams), not at their next safety re-read.
+            watchers, self._watchers = self._watchers, {}
+            for event in watchers.values():
+                event.set()
             if opened:
                 await trio.to_thread.run_sync(self._close_sync)
             self._state = "closed"
