@@ -148,3 +148,12 @@ def test_cpu_environment_avoids_the_aot_compile_cache(monkeypatch: pytest.Monkey
     monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "1")
     vllm_args.apply_cpu_environment()
     assert os.environ["VLLM_USE_AOT_COMPILE"] == "1"
+
+
+@pytest.mark.parametrize("flag", ["responses_ping_events", "responses_rate_limit_events"])
+def test_extension_event_defaults_are_refused_in_compatibility_mode(flag: str) -> None:
+    """An event type OpenAI's API does not have cannot be every stream's default when
+    the server promises only what OpenAI's API has (a request may still ask)."""
+    with pytest.raises(ValueError, match=flag):
+        Settings(**{flag: True, "responses_compatibility_mode": True})
+    assert getattr(Settings(**{flag: True}), flag) is True

@@ -101,6 +101,12 @@ class Settings:
         False, "send heartbeats as response.ping events (numbered like every event) "
         "instead of SSE comments; a request's X-Responses-Ping-Events header (true or "
         "false) decides for its own stream. Not with --responses-compatibility-mode")
+    # Why off by default: the TypeScript SDK's stream helper throws on this event type
+    # (the x-ratelimit-* headers carry the same figures, on every response).
+    responses_rate_limit_events: bool = setting(
+        False, "send a response.rate_limits.updated event at the start of each stream "
+        "while rate limits are on; a request's X-Responses-Rate-Limit-Events header (true "
+        "or false) decides for its own stream. Not with --responses-compatibility-mode")
     responses_compatibility_mode: bool = setting(
         False, "serve only what OpenAI's API has (no vLLM extensions, no extra events), "
         "for clients that validate strictly")
@@ -205,6 +211,11 @@ class Settings:
             raise ValueError("responses_ping_events sends an event type OpenAI's API does not "
                              "have: it cannot be the default in compatibility mode (a "
                              "request can still ask for it with X-Responses-Ping-Events)")
+        if self.responses_rate_limit_events and self.responses_compatibility_mode:
+            raise ValueError("responses_rate_limit_events sends an event type OpenAI's API "
+                             "does not have: it cannot be the default in compatibility mode "
+                             "(a request can still ask for it with "
+                             "X-Responses-Rate-Limit-Events)")
         for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
                      "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds",
                      "max_background_log_bytes", "store_read_connections",

@@ -3,6 +3,7 @@
 // tests/clients/test_heartbeats.py to check.
 //
 //   BASE_URL=http://127.0.0.1:PORT/v1 MODEL=... [API_KEY=...] [PING_EVENTS=true]
+//   [RATE_LIMIT_EVENTS=true]
 //   node openai_ts.mjs text [INPUT]      one streamed response
 //   node openai_ts.mjs tools             a function-tool loop: the model calls
 //                                        get_weather, the output goes back with
@@ -14,7 +15,11 @@ import OpenAI from "openai";
 import { countingFetch, report } from "./wire.mjs";
 
 const [mode, input] = process.argv.slice(2);
-const headers = process.env.PING_EVENTS ? { "X-Responses-Ping-Events": process.env.PING_EVENTS } : {};
+const headers = {};
+if (process.env.PING_EVENTS) headers["X-Responses-Ping-Events"] = process.env.PING_EVENTS;
+if (process.env.RATE_LIMIT_EVENTS) {
+  headers["X-Responses-Rate-Limit-Events"] = process.env.RATE_LIMIT_EVENTS;
+}
 const wire = countingFetch();
 const client = new OpenAI({
   fetch: wire.fetch,

@@ -40,9 +40,21 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThre
         yield server
 
 
-def node(server: ServerThread, script: str, *args: str, ping_events: bool = False
-         ) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """Rate limits on, no extension-event flag: what a default deployment with limits
+    runs."""
+    with serve_scripted(tmp_path_factory, ScriptedEngine(model_name=MODEL),
+                        rate_limit_requests_per_minute=1000,
+                        rate_limit_tokens_per_minute=1_000_000) as server:
+        yield server
+
+
+def node(server: ServerThread, script: str, *args: str, ping_events: bool = False,
+         rate_limit_events: bool = False) -> dict[str, Any]:
     env = {"PING_EVENTS": "true"} if ping_events else {}
+    if rate_limit_events:
+        env["RATE_LIMIT_EVENTS"] = "true"
     return run_node_client(script, *args, base_url=server.base_url + "/v1", model=MODEL,
                            env=env)
 
@@ -77,6 +89,24 @@ def test_typescript_stream_helper_fails_on_ping_events(slow_server: ServerThread
     """Why heartbeats are comments by default: the stream helper throws on an event
     type it does not know, as it would on any other server's."""
     report = node(slow_server, "openai_ts.mjs", "text", "slow reply", ping_events=True)
+    assert "Unhandled response stream event" in report["error"], report
+
+
+def test_typescript_stream_helper_works_with_rate_limits_on(limited_server: ServerThread
+                                                           ) -> None:
+    """Rate limits on and no opt-in: no response.rate_limits.updated event, so the
+    unmodified stream helper completes (the figures are in the x-ratelimit-* headers)."""
+    report = node(limited_server, "openai_ts.mjs", "text", "limited reply")
+    assert "error" not in report, report
+    assert report["status"] == "completed" and report["text"] == "You said: limited reply"
+    assert "response.rate_limits.updated" not in report["types"]
+
+
+def test_typescript_stream_helper_fails_on_rate_limit_events(limited_server: ServerThread
+                                                             ) -> None:
+    """Why the event is opt-in: asked for, it makes the stream helper throw."""
+    report = node(limited_server, "openai_ts.mjs", "text", "limited reply",
+                  rate_limit_events=True)
     assert "Unhandled response stream event" in report["error"], report
 
 

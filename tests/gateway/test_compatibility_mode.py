@@ -53,10 +53,10 @@ def compat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """Not compatible, with the extension events on: ping events (the server flag) and
-    rate limits."""
+    """Not compatible, with the extension events on (the server flags): ping events and
+    rate-limit events."""
     with serve_scripted(tmp_path_factory, responses_ping_interval_seconds=PING_INTERVAL,
-                        responses_ping_events=True,
+                        responses_ping_events=True, responses_rate_limit_events=True,
                         rate_limit_requests_per_minute=1000) as server:
         yield server
 
@@ -211,9 +211,23 @@ def test_compat_heartbeat_events_when_a_request_asks(compat: ServerThread) -> No
     assert b": ping" not in raw
 
 
+def test_compat_rate_limit_event_only_when_a_request_asks(compat: ServerThread) -> None:
+    """Rate limits are on: compatibility mode sends no rate-limit event unless the
+    request's header asks for it (the client chose it), the headers in both cases."""
+    body = {"model": MODEL, "input": "x y", "stream": True}
+    with http(compat) as client:
+        plain = client.post("/v1/responses", json=body)
+        asked = client.post("/v1/responses", json=body,
+                            headers={"x-responses-rate-limit-events": "true"})
+    assert "x-ratelimit-remaining-requests" in plain.headers
+    assert b"response.rate_limits.updated" not in plain.content
+    assert b"event: response.rate_limits.updated\n" in asked.content
+
+
 def test_extension_events_without_the_flag(extended: ServerThread) -> None:
     """The contrast: outside compatibility mode the stream carries
-    response.rate_limits.updated (and response.ping, with --responses-ping-events),
+    response.rate_limits.updated and response.ping (with --responses-rate-limit-events
+    and --responses-ping-events),
     which the lenient SDK passes through and the strict SDK refuses (trap 2)."""
     raw = stream_until(extended, {"model": MODEL, "input": "wait [[stall]]"},
                        lambda raw: raw.count(b"event: response.ping\n") >= 2)

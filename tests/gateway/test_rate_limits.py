@@ -29,7 +29,7 @@ from .helpers import MODEL, http
 RPM = 60  # one request a second after a burst of 60
 TPM = 1000
 KEYS = ("fresh", "burst", "bystander", "tokens", "tokens-bystander", "huge", "stream",
-        "retry", "refund", "default-budget", "reader")
+        "retry", "refund", "default-budget", "reader", "no-event", "bad-header")
 CONTEXT = 1000  # the scripted model's context, in words
 # max_output_tokens of the requests here unless a test says otherwise: a request without
 # one is charged the effective default (the whole context here, TPM's worth).
@@ -59,9 +59,11 @@ def seconds(duration: str) -> float:
     return total
 
 
-def create(client: httpx.Client, **fields: object) -> httpx.Response:
+def create(client: httpx.Client, headers: dict[str, str] | None = None,
+           **fields: object) -> httpx.Response:
     body = {"model": MODEL, "input": "hi", "max_output_tokens": OUTPUT, **fields}
-    return client.post("/v1/responses", json={k: v for k, v in body.items() if v is not None})
+    return client.post("/v1/responses", json={k: v for k, v in body.items() if v is not None},
+                       headers=headers)
 
 
 def drain_requests(client: httpx.Client) -> httpx.Response:
@@ -177,10 +179,34 @@ def test_a_request_the_engine_refuses_gives_its_tokens_back(server: ServerThread
     assert int(after.headers["x-ratelimit-remaining-requests"]) in (RPM - 2, RPM - 1)
 
 
-def test_stream_carries_the_rate_limit_event(server: ServerThread) -> None:
+def test_stream_has_no_rate_limit_event_unless_asked(server: ServerThread) -> None:
+    """Off by default (the TypeScript SDK's stream helper throws on it); the headers
+    carry the figures all the same."""
+    with http(server, "no-event") as client:
+        response = create(client, stream=True, max_output_tokens=8)
+        declined = create(client, stream=True, max_output_tokens=8,
+                          headers={"x-responses-rate-limit-events": "false"})
+    for answer in (response, declined):
+        events = read_sse(EventSource(answer))
+        check_stream(events)
+        assert [e["type"] for e in events[:2]] == ["response.created",
+                                                   "response.in_progress"]
+        assert "response.rate_limits.updated" not in [e["type"] for e in events]
+        assert int(answer.headers["x-ratelimit-remaining-requests"]) < RPM
+
+
+def test_a_bad_rate_limit_events_header_is_a_400(server: ServerThread) -> None:
+    with http(server, "bad-header") as client:
+        refused = create(client, stream=True, headers={"x-responses-rate-limit-events": "yes"})
+    assert_openai_error(refused, 400, code="invalid_value")
+    assert "X-Responses-Rate-Limit-Events" in refused.json()["error"]["message"]
+
+
+def test_stream_carries_the_rate_limit_event_when_asked(server: ServerThread) -> None:
     with http(server, "stream") as client:
         # 9 tokens in all: a reset under a second, which headers write to the millisecond.
-        response = create(client, stream=True, max_output_tokens=8)
+        response = create(client, stream=True, max_output_tokens=8,
+                          headers={"x-responses-rate-limit-events": "true"})
     events = read_sse(EventSource(response))
     check_stream(events)
     assert [e["type"] for e in events[:3]] == [

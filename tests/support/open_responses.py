@@ -14,9 +14,8 @@ serve it first), and the difference is named here, nowhere else:
 - reasoning text streams as ``response.reasoning_text.delta`` / ``.done`` (OpenAI's
   names, which the strict SDK requires); the spec calls them ``response.reasoning.*``
   with the same fields, so they are validated against those models under the spec's name;
-- extension events (``response.ping``, only for streams that ask for them;
-  ``response.rate_limits.updated``, only with rate limits outside compatibility mode)
-  are not the spec's and are passed over: :data:`EXTENSION_EVENTS`;
+- extension events (``response.ping`` and ``response.rate_limits.updated``, only for
+  streams that ask for them) are not the spec's and are passed over: :data:`EXTENSION_EVENTS`;
 - the spec knows function tools and ``function_call`` items only. OpenAI's other tool
   kinds (custom, namespace and hosted tools, in ``tools``; a custom ``tool_choice``),
   custom tool call items and their events are left out of what is validated against it

@@ -200,6 +200,11 @@ def model_tokens(tokenizer: Any, text: str) -> tuple[list[str], list[tuple[int, 
     return pieces, [(token,) for token in ids]
 
 
+# Prompts of this many messages or more are counted in a worker thread, at most two at once.
+_COUNT_THREAD_MIN_MESSAGES = 64
+_COUNT_THREADS = trio.CapacityLimiter(2)
+
+
 def _count_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     return sum(len(_TOKEN.findall(str(m.get("content") or ""))) + 2 for m in messages)
 
@@ -333,6 +338,7 @@ class ScriptedEngine:
         self.requests: list[EngineRequest] = []
         self.aborted: list[str] = []
         self._running: set[str] = set()
+        self._count_threads = trio.CapacityLimiter(2)
         self._seen_prompts: set[tuple[str | None, str]] = set()
 
     @classmethod
@@ -454,11 +460,18 @@ class ScriptedEngine:
         return None if splitter is None and calls is None else TurnParsing(splitter, calls)
 
     async def count_tokens(self, request: EngineRequest) -> int:
-        await trio.lowlevel.checkpoint()
-        try:
-            return self._fit(request)[1]
-        except ContextLengthExceeded:
-            return _count_tokens(request.messages)
+        def count() -> int:
+            try:
+                return self._fit(request)[1]
+            except ContextLengthExceeded:
+                return _count_tokens(request.messages)
+
+        # A long prompt is counted in a worker thread, as the vLLM bridge renders and
+        # counts every prompt (the loop stays free meanwhile).
+        if len(request.messages) < _COUNT_THREAD_MIN_MESSAGES:
+            await trio.lowlevel.checkpoint()
+            return count()
+        return await trio.to_thread.run_sync(count, limiter=_COUNT_THREADS)
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(

@@ -63,14 +63,16 @@ class Delivery:
 
 async def start_streamed(service: ResponseService, create: CreateResponseRequest, *,
                          owner: str, tool_wait: bool = False, ping_events: bool | None = None,
-                         heartbeats: bool = True) -> tuple[ResponseRun, Delivery]:
+                         heartbeats: bool = True, rate_limit_events: bool | None = None,
+                         ) -> tuple[ResponseRun, Delivery]:
     """Create a streamed response and the creator's delivery of it (holding one of the
     owner's stream slots). ``heartbeats=False``: the run sends none (a WebSocket's are
     transport pings)."""
     slot = service.quotas.hold_stream(owner)
     try:
         run = await service.create(create, owner=owner, stream=True, tool_wait=tool_wait,
-                                   ping_events=ping_events, heartbeats=heartbeats)
+                                   ping_events=ping_events, heartbeats=heartbeats,
+                                   rate_limit_events=rate_limit_events)
     except BaseException:
         slot.release()
         raise

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -59,6 +59,11 @@ from .shared import (
 )
 from .tools import plan_tools, tool_turns
 
+_Built = TypeVar("_Built")
+# A prompt with this many history items or more is built in a worker thread (below it,
+# the hop costs more than the work), at most PROMPT_THREADS at once per process.
+PROMPT_THREAD_MIN_ITEMS = 64
+PROMPT_THREADS = 2
 
 @dataclass(frozen=True)
 class Admission:
@@ -103,6 +108,10 @@ class ResponseService:
         self.conversations = ConversationService(config=config, store=store, ids=ids,
                                                  clock=clock)
         self.quotas = KeyQuotas(config.quotas)
+        # Long prompts are built in worker threads, at most this many at once per process
+        # (the loop stays free for everyone else; a request waiting for a thread is
+        # cancelled with its client, so no work piles up behind the limiter).
+        self._prompt_threads = trio.CapacityLimiter(PROMPT_THREADS)
         # The admissions of live runs, settled when each run ends.
         self._admissions: dict[str, Admission] = {}
 
@@ -252,7 +261,6 @@ class ResponseService:
         else:
             history = await self._history(request, owner)
         try:
-            in_prompt = prompt_items(self.sealer, history, items)
             tools = plan_tools(request, self.engine)
             model_limit = int(self.engine.sampling_defaults.get("max_tokens", 0)) or None
             response_id = self.ids("resp")
@@ -262,7 +270,11 @@ class ResponseService:
                 return first_engine_request(request, response_id, messages, tier, tools,
                                             owner, default_max_tokens=model_limit)
 
-            first = engine_request(in_prompt)
+            def build() -> tuple[list[Mapping[str, Any]], EngineRequest]:
+                in_prompt = prompt_items(self.sealer, history, items)
+                return in_prompt, engine_request(in_prompt)
+
+            in_prompt, first = await self._build_prompt(build, len(history))
             only = compact and trigger
             if only:
                 self._check_engine_queue()
@@ -282,6 +294,17 @@ class ResponseService:
             if turn is not None:
                 turn.end()
             raise
+
+    async def _build_prompt(self, build: Callable[[], _Built], history_items: int) -> _Built:
+        """``build()`` (open the history's sealed items, lay out the messages): on the
+        loop for a short history, in a worker thread for a long one, so that a request
+        on a long chain does not hold up every other request for its CPU time. The
+        thread is not abandoned when the caller is cancelled (it ends in milliseconds,
+        and its result is dropped); callers waiting for the limiter are cancelled at
+        once."""
+        if history_items < PROMPT_THREAD_MIN_ITEMS:
+            return build()
+        return await trio.to_thread.run_sync(build, limiter=self._prompt_threads)
 
     async def _compact_if_over(self, request: CreateResponseRequest, first: EngineRequest,
                                in_prompt: list[Mapping[str, Any]]) -> Compacted | None:
@@ -347,19 +370,25 @@ class ResponseService:
     async def create(
         self, request: CreateResponseRequest, *, owner: str, stream: bool,
         tool_wait: bool = False, ping_events: bool | None = None, heartbeats: bool = True,
+        rate_limit_events: bool | None = None,
     ) -> ResponseRun:
         """Start a response. ``stream``: its creator will read the events (a bounded,
         primary reader) — otherwise a foreground run keeps no events. ``tool_wait``:
         after function calls, wait for their outputs in the same response.
         ``ping_events``: heartbeats as ``response.ping`` events rather than SSE comments
         (None: the server's default). ``heartbeats=False``: none at all (a WebSocket's
-        heartbeats are transport pings)."""
+        heartbeats are transport pings). ``rate_limit_events``: a
+        ``response.rate_limits.updated`` event after ``response.created`` while rate
+        limits are on (None: the server's default, off unless
+        ``--responses-rate-limit-events``)."""
         prepared = await self.prepare(request, owner, take_turn=True, compact=True)
         try:
             builder, created = self._open_events(
                 prepared, sends_events=stream or bool(request.background))
             admission = self._admit(prepared, owner)
-            if admission.limits and not self.config.compatibility_mode:
+            if rate_limit_events is None:
+                rate_limit_events = self.config.rate_limit_events
+            if admission.limits and rate_limit_events:
                 created += builder.notice("response.rate_limits.updated",
                                           **RateLimiter.event_fields(admission.limits))
             options = self._run_options(prepared, ping_events, heartbeats=heartbeats)

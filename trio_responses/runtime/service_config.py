@@ -22,6 +22,9 @@ class ServiceConfig:
     # Heartbeats as response.ping events (else SSE comments) unless a request says;
     # --responses-ping-events.
     ping_events: bool
+    # A response.rate_limits.updated event opens each stream (while rate limits are on)
+    # unless a request says; --responses-rate-limit-events.
+    rate_limit_events: bool
     # Only what the official SDK's strict models parse; --responses-compatibility-mode.
     compatibility_mode: bool
     # The tier of a request that names none, and the tiers a request may name.
@@ -64,6 +67,7 @@ class ServiceConfig:
         return cls(
             ping_interval=settings.responses_ping_interval_seconds,
             ping_events=settings.responses_ping_events,
+            rate_limit_events=settings.responses_rate_limit_events,
             compatibility_mode=settings.responses_compatibility_mode,
             default_service_tier=settings.responses_default_service_tier,
             allowed_service_tiers=settings.responses_allowed_service_tiers,

@@ -65,6 +65,9 @@ TOOL_WAIT_HEADER = "x-responses-tool-wait"
 # Heartbeats of this stream as response.ping events ("true") or SSE comments ("false");
 # absent: the server's --responses-ping-events.
 PING_EVENTS_HEADER = "x-responses-ping-events"
+# A response.rate_limits.updated event in this stream ("true") or none ("false"); absent:
+# the server's --responses-rate-limit-events.
+RATE_LIMIT_EVENTS_HEADER = "x-responses-rate-limit-events"
 
 
 def error_response(exc: APIError) -> Response:
@@ -79,14 +82,15 @@ def _body_left_unread() -> bool:
     return "transfer-encoding" in request.headers or length != "0"
 
 
-def _ping_events_header() -> bool | None:
-    raw = request.headers.get(PING_EVENTS_HEADER)
+def _flag_header(name: str, title: str) -> bool | None:
+    """A true/false opt-in header (None: absent); anything else is a 400."""
+    raw = request.headers.get(name)
     if raw is None:
         return None
     value = raw.strip().lower()
     if value not in ("true", "false", "1", "0"):
-        raise InvalidRequest(f"Invalid X-Responses-Ping-Events header {raw!r}: expected true "
-                             "or false.", code="invalid_value")
+        raise InvalidRequest(f"Invalid {title} header {raw!r}: expected true or false.",
+                             code="invalid_value")
     return value in ("true", "1")
 
 
@@ -222,14 +226,18 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
         stream = bool(create.stream) or (create.stream is None and wants_sse)
         tool_wait = request.headers.get(TOOL_WAIT_HEADER, "").lower() in ("1", "true")
-        ping_events = _ping_events_header()
+        ping_events = _flag_header(PING_EVENTS_HEADER, "X-Responses-Ping-Events")
+        rate_limit_events = _flag_header(RATE_LIMIT_EVENTS_HEADER,
+                                         "X-Responses-Rate-Limit-Events")
         if stream:
             run, delivery = await start_streamed(state.service, create, owner=g.owner,
-                                                 tool_wait=tool_wait, ping_events=ping_events)
+                                                 tool_wait=tool_wait, ping_events=ping_events,
+                                                 rate_limit_events=rate_limit_events)
             g.rate_limits = run.rate_limits
             return sse_response(SSEBody(delivery))
         run = await state.service.create(create, owner=g.owner, stream=False,
-                                         tool_wait=tool_wait, ping_events=ping_events)
+                                         tool_wait=tool_wait, ping_events=ping_events,
+                                         rate_limit_events=rate_limit_events)
         g.rate_limits = run.rate_limits
         try:
             # A disconnect that came while create() was in a worker thread (the store
