@@ -225,3 +225,32 @@ def test_closing_the_socket_with_queued_steering_ends_everything(server: ServerT
         assert receive(socket)["type"] == "response.steer.accepted"
     wait_until(lambda: run_ended(server, response_id), 10, "the run ended")
     assert response_id in engine_of(server).aborted
+
+
+def test_steer_as_the_response_completes_normally_still_gets_a_successor(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    # A one-token reply after a long first-token wait: the steer is accepted before any
+    # delta, and the only delta is also the last (no boundary before the end), so the
+    # response completes normally with the input queued.
+    engine = ScriptedEngine(reply=lambda request: "done", first_token_delay=2.0)
+    with serve_scripted(tmp_path_factory, engine, api_keys=[KEY]) as slow, \
+            open_socket(slow, KEY) as socket:
+        send(socket, create("go", "n"))
+        created = receive(socket)
+        response_id = created["response"]["id"]
+        send(socket, steer(response_id, "and then this"))
+        events = [created]
+        notices = []
+        while not is_terminal(events[-1]):
+            event = receive(socket)
+            (notices if event["type"].startswith("response.steer.") else events).append(event)
+        check_lane(events, "n")
+        assert [n["type"] for n in notices] == ["response.steer.accepted"]
+        assert events[-1]["type"] == "response.completed"
+        successor = [receive(socket)]
+        while not is_terminal(successor[-1]):
+            successor.append(receive(socket))
+        check_lane(successor, "n")
+        assert successor[-1]["response"]["previous_response_id"] == response_id
+        seen = slow.call(lambda: engine.requests[-1]).messages
+        assert seen[-1] == {"role": "user", "content": "and then this"}
