@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -99,14 +101,39 @@ def _healthy(port: int) -> bool:
         return False
 
 
+# Set by --py-spy: a folder where each server's py-spy profile (collapsed stacks) goes.
+PROFILES: Path | None = None
+
+
 @contextmanager
-def started(argv: list[str], port: int) -> Iterator[Server]:
-    """Run ``argv`` (a server on ``port``) until the block ends; its output goes to a
-    temporary file, shown if it dies before answering /health."""
+def profiled(pid: int, name: str) -> Iterator[None]:
+    """py-spy samples the server while the block runs (if --py-spy asked for it)."""
+    if PROFILES is None:
+        yield
+        return
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    out = PROFILES / f"{name}-{pid}.txt"
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                            "--pid", str(pid), "--format", "raw", "--rate", "200",
+                            "--nonblocking", "--output", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # attached before the load starts
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
+@contextmanager
+def started(argv: list[str], port: int, root: Path = ROOT) -> Iterator[Server]:
+    """Run ``argv`` (a server on ``port``, from the checkout ``root``) until the block
+    ends; its output goes to a temporary file, shown if it dies before answering /health."""
     with tempfile.TemporaryDirectory(prefix="trio-responses-bench-") as tmp:
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log:
-            process = subprocess.Popen([a.replace("{tmp}", tmp) for a in argv], cwd=ROOT,
+            process = subprocess.Popen([a.replace("{tmp}", tmp) for a in argv], cwd=root,
+                                       env={**os.environ, "PYTHONPATH": str(root)},
                                        stdout=log, stderr=subprocess.STDOUT)
             try:
                 deadline = time.monotonic() + 60
@@ -125,15 +152,22 @@ def started(argv: list[str], port: int) -> Iterator[Server]:
                     process.wait()
 
 
-def trio_responses(python: str, ping_interval: float) -> AbstractContextManager[Server]:
+# Set by --token-delay: the scripted engine's pause between tokens (0: as fast as it can,
+# so frames pile up and go out several to a chunk; a pause makes it one chunk per token,
+# as with a live engine, where each response gets one token per engine step).
+TOKEN_DELAY = 0.0
+
+
+def trio_responses(python: str, ping_interval: float, root: Path = ROOT
+                   ) -> AbstractContextManager[Server]:
     port = free_port()
     # One client holds every stream: the per-key bounds (which would refuse the idle
     # part's thousand) are off, since what is measured is the server's own cost.
     return started([python, "-m", "trio_responses", "--engine", "scripted", "--host", HOST,
                     "--port", str(port), "--store-path", "{tmp}/store.sqlite3",
-                    "--log-level", "warning",
+                    "--log-level", "warning", "--scripted-token-delay", str(TOKEN_DELAY),
                     "--max-responses-per-key", "0", "--max-streams-per-key", "0",
-                    "--responses-ping-interval-seconds", str(ping_interval)], port)
+                    "--responses-ping-interval-seconds", str(ping_interval)], port, root)
 
 
 def baseline(python: str, kind: str) -> AbstractContextManager[Server]:
@@ -470,13 +504,17 @@ def row(name: str, value: str, note: str = "") -> None:
 def report_throughput(args: argparse.Namespace) -> None:
     servers: list[tuple[str, Callable[[], AbstractContextManager[Server]]]] = [
         ("trio_responses", partial(trio_responses, args.python, 0))]
+    if args.compare:
+        servers.append((f"trio_responses at {args.compare}",
+                        partial(trio_responses, args.python, 0, args.compare)))
+    servers *= args.rounds
     if args.baselines:
         servers += [("floor: bare Quart-Trio + Hypercorn", partial(baseline, args.python, "quart")),
                     ("floor: raw Trio sockets", partial(baseline, args.python, "raw"))]
     print(f"\nthroughput: {args.streams} streams, {args.words + 2}-token replies, "
           f"{args.seconds:g} s each")
     for name, start in servers:
-        with start() as server:
+        with start() as server, profiled(server.ps.pid, "throughput"):
             tp = trio.run(throughput, server, args.streams, args.words, args.seconds)
         print(f" {name}: {tp.responses} responses in {tp.wall:.1f} s")
         row("SSE events/s (wall)", f"{tp.events / tp.wall:,.0f}")
@@ -549,12 +587,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jitter-streams", type=int, default=50)
     parser.add_argument("--jitter-seconds", type=float, default=10)
     parser.add_argument("--quick", action="store_true", help="every part small")
+    parser.add_argument("--compare", type=Path,
+                        help="throughput: also serve this checkout (e.g. main before a change)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="throughput: alternate the servers this many times")
+    parser.add_argument("--token-delay", type=float, default=0.0,
+                        help="throughput: seconds between the scripted engine's tokens")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="profile each throughput server with py-spy into DIR")
     parser.add_argument("--serve-baseline", choices=("raw", "quart"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
         (serve_raw if args.serve_baseline == "raw" else serve_quart)(args.port)
         return 0
+    global PROFILES, TOKEN_DELAY
+    PROFILES, TOKEN_DELAY = args.py_spy, args.token_delay
     if args.quick:
         args.seconds, args.idle, args.idle_seconds = 5, 200, 3
         args.disconnects, args.jitter_streams, args.jitter_seconds = 60, 20, 4
