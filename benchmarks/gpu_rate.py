@@ -1,0 +1,276 @@
+"""The streaming path at GPU rates: an engine that steps like a GPU, the real bridge.
+
+    python benchmarks/gpu_rate.py [--streams 256] [--rates 10 20 40 80] [--seconds 8]
+
+Each rate starts a fresh server subprocess (``--serve``): trio_responses' own app on
+Hypercorn, with the real vLLM bridge (:class:`VLLMEngine`: the engine thread, one
+``TrioToken.run_sync_soon`` batch per step, the merging of deltas a reader has not taken)
+over a *paced core* in place of vLLM's ``LLMEngine``: every ``1 / rate`` seconds one step
+gives every running request one token, as a GPU's batch does. Each token's text is the
+``time.monotonic()`` at which its step was handed over, so a client on this machine (the
+clock is system-wide) knows how late each token reached it.
+
+``--streams`` clients (raw sockets on Trio, in this process) each keep one streamed
+response running (``--tokens`` tokens, then the next), so the engine runs ``--streams``
+requests; the offered load is ``streams x rate`` tokens/s. Reported per rate:
+
+* offered and delivered tokens/s (tokens the clients got; when the server lags, the
+  bridge merges a stream's waiting deltas, so tokens still arrive, in fewer events);
+* SSE events/s and tokens per event (1.0 while the server keeps up);
+* added latency: from a token's step hand-over to its arrival at the client, p50 / p99
+  (the part of the inter-token latency the front end adds);
+* the server's CPU (psutil: user + system of its process) per event and in cores.
+
+The server "keeps up" at a rate while it delivers what is offered one token per event
+with p99 added latency under one step interval. Not a test: nothing asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from benchmarks.server_overhead import HOST, Server, free_port, quantile, started
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "gpu-sim"
+STAMP = re.compile(rb'"delta":"((?: [0-9]+\.[0-9]+)+)"')
+DELTA_EVENT = b"event: response.output_text.delta\n"
+DONE = b"data: [DONE]"
+
+
+# -- the server side -----------------------------------------------------------------------
+
+class WordTokenizer:
+    """Enough of a tokenizer for the bridge's prompt renderer: one id per word."""
+
+    chat_template = "words"
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> str:
+        return " ".join(str(m.get("content")) for m in conversation)
+
+    def encode(self, text: str, **kwargs: Any) -> list[int]:
+        return [len(word) for word in text.split()]
+
+
+@dataclass
+class _Live:
+    max_tokens: int
+    produced: int = 0
+
+
+@dataclass
+class PacedCore:
+    """``LLMEngine`` as the bridge's worker uses it, stepping at ``rate`` steps/s."""
+
+    rate: float
+    _live: dict[str, _Live] = field(default_factory=dict)
+    _next: float = 0.0
+
+    def add_request(self, request_id: str, prompt: Any, params: Any, priority: int) -> None:
+        self._live[request_id] = _Live(max_tokens=int(params))
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        for request_id in request_ids:
+            self._live.pop(request_id, None)
+
+    def step(self) -> list[Any]:
+        from types import SimpleNamespace
+
+        now = time.monotonic()
+        self._next = max(self._next + 1 / self.rate, now)
+        time.sleep(self._next - now)
+        token = f" {time.monotonic():.6f}"
+        outputs = []
+        for request_id, request in list(self._live.items()):
+            request.produced += 1
+            finished = request.produced >= request.max_tokens
+            if finished:
+                del self._live[request_id]
+            completion = SimpleNamespace(text=token, token_ids=[request.produced],
+                                         logprobs=None, stop_reason=None,
+                                         finish_reason="length" if finished else None)
+            outputs.append(SimpleNamespace(request_id=request_id, outputs=[completion],
+                                           finished=finished, num_cached_tokens=0))
+        return outputs
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._live)
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self._live)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def serve(port: int, rate: float) -> None:
+    from trio_responses import Settings
+    from trio_responses.engine.base import SamplingOptions
+    from trio_responses.engine.vllm.bridge import VLLMEngine
+    from trio_responses.engine.vllm.prompt import PromptRenderer
+    from trio_responses.engine.vllm.worker import LoadedEngine
+    from trio_responses.server import serve as serve_settings
+
+    def factory() -> LoadedEngine:
+        def make_params(sampling: SamplingOptions, max_tokens: int, parse_tools: bool) -> int:
+            return max_tokens
+
+        return LoadedEngine(PacedCore(rate), PromptRenderer(WordTokenizer(), max_model_len=1 << 20),
+                            make_params)
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.from_args([
+            "--model", MODEL, "--host", HOST, "--port", str(port), "--log-level", "warning",
+            "--store-path", f"{tmp}/store.sqlite3",
+            "--max-responses-per-key", "0", "--max-streams-per-key", "0"])
+        trio.run(lambda: serve_settings(settings, engine=VLLMEngine(factory, model_name=MODEL)))
+
+
+# -- the client side -----------------------------------------------------------------------
+
+@dataclass
+class Tally:
+    counting: bool = False
+    tokens: int = 0
+    events: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+async def stream_forever(port: int, tokens: int, tally: Tally) -> None:
+    body = json.dumps({"model": MODEL, "input": "go", "stream": True, "store": False,
+                       "max_output_tokens": tokens}).encode()
+    request = (b"POST /v1/responses HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+               b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    while True:
+        async with await trio.open_tcp_stream(HOST, port) as stream:
+            await stream.send_all(request)
+            tail = b""
+            while True:
+                data = await stream.receive_some(1 << 16)
+                now = time.monotonic()
+                if not data:
+                    raise ConnectionError("the server closed a stream early")
+                data = tail + data
+                # Only whole events are read; a partial one waits for the next bytes.
+                cut = data.rfind(b"\n\n") + 2
+                whole, tail = data[:cut], data[cut:]
+                if tally.counting:
+                    tally.events += whole.count(DELTA_EVENT)
+                    for match in STAMP.finditer(whole):
+                        stamps = match.group(1).split()
+                        tally.tokens += len(stamps)
+                        tally.latencies.extend(now - float(stamp) for stamp in stamps)
+                if DONE in whole:
+                    break
+
+
+@dataclass
+class Point:
+    rate: float
+    streams: int
+    seconds: float
+    tokens: int
+    events: int
+    server_cpu: float
+    latencies: list[float]
+
+    @property
+    def offered(self) -> float:
+        return self.streams * self.rate
+
+    @property
+    def delivered(self) -> float:
+        return self.tokens / self.seconds
+
+    def as_json(self) -> dict[str, float]:
+        return {"rate": self.rate, "streams": self.streams, "offered": self.offered,
+                "delivered": self.delivered, "events_per_second": self.events / self.seconds,
+                "tokens_per_event": self.tokens / max(self.events, 1),
+                "added_p50_ms": quantile(self.latencies, 0.5) * 1e3,
+                "added_p99_ms": quantile(self.latencies, 0.99) * 1e3,
+                "server_cores": self.server_cpu / self.seconds,
+                "cpu_us_per_event": self.server_cpu / max(self.events, 1) * 1e6}
+
+
+async def measure(server: Server, streams: int, tokens: int, warmup: float,
+                  seconds: float, rate: float) -> Point:
+    tally = Tally()
+    async with trio.open_nursery() as nursery:
+        for _ in range(streams):
+            nursery.start_soon(stream_forever, server.port, tokens, tally)
+            await trio.sleep(0.002)  # not all at once: Hypercorn's listen backlog is 100
+        await trio.sleep(warmup)
+        tally.counting = True
+        cpu, wall = server.cpu_seconds(), time.monotonic()
+        await trio.sleep(seconds)
+        tally.counting = False
+        point = Point(rate, streams, time.monotonic() - wall, tally.tokens, tally.events,
+                      server.cpu_seconds() - cpu, tally.latencies)
+        nursery.cancel_scope.cancel()
+    return point
+
+
+def run_rate(args: argparse.Namespace, rate: float, root: Path) -> Point:
+    port = free_port()
+    argv = [args.python, "-m", "benchmarks.gpu_rate", "--serve", str(port),
+            "--rate", str(rate)]
+    with started(argv, port, root) as server:
+        return trio.run(measure, server, args.streams, args.tokens, args.warmup,
+                        args.seconds, rate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--streams", type=int, default=256)
+    parser.add_argument("--rates", type=float, nargs="+", default=[10, 20, 40, 80],
+                        help="engine steps per second to try")
+    parser.add_argument("--tokens", type=int, default=400, help="tokens per response")
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--compare", type=Path,
+                        help="also serve this checkout at each rate (before/after)")
+    parser.add_argument("--json", type=Path, help="append the points here (for the plots)")
+    parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.rate)
+        return 0
+    import psutil
+
+    print(f"GPU-rate simulation: {args.streams} streams, {args.tokens}-token responses; "
+          f"{psutil.cpu_count()} CPUs, load average {psutil.getloadavg()[0]:.1f} at start")
+    checkouts = [(args.label, ROOT)] + ([(str(args.compare), args.compare)]
+                                        if args.compare else [])
+    print(f"  {'server':<24} {'steps/s':>7} {'offered':>8} {'delivered':>9} {'events/s':>8} "
+          f"{'tok/ev':>6} {'added p50':>9} {'p99 ms':>7} {'cores':>5} {'µs/event':>8}")
+    for rate in args.rates:
+        for label, root in checkouts:
+            point = run_rate(args, rate, root)
+            row = point.as_json()
+            print(f"  {label[-24:]:<24} {rate:>7g} {row['offered']:>8,.0f} "
+                  f"{row['delivered']:>9,.0f} {row['events_per_second']:>8,.0f} "
+                  f"{row['tokens_per_event']:>6.2f} {row['added_p50_ms']:>9.1f} "
+                  f"{row['added_p99_ms']:>7.1f} {row['server_cores']:>5.2f} "
+                  f"{row['cpu_us_per_event']:>8.1f}", flush=True)
+            if args.json:
+                with args.json.open("a") as out:
+                    out.write(json.dumps({"server": label, **row}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
