@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_rate.py [--streams 256] [--rates 10 20 40 80] [--seconds 8]
 
-Each rate starts a fresh server subprocess (``--serve``): trio_responses' own app on
+Each rate starts a fresh server subprocess (``gpu_sim_server.py``): trio_responses' app on
 Hypercorn, with the real vLLM bridge (:class:`VLLMEngine`: the engine thread, one
 ``TrioToken.run_sync_soon`` batch per step, the merging of deltas a reader has not taken)
 over a *paced core* in place of vLLM's ``LLMEngine``: every ``1 / rate`` seconds one step
@@ -34,107 +34,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 
-from benchmarks.server_overhead import HOST, Server, free_port, quantile, started
+from benchmarks import server_overhead
+from benchmarks.server_overhead import HOST, Server, free_port, profiled, quantile, started
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpu-sim"
 STAMP = re.compile(rb'"delta":"((?: [0-9]+\.[0-9]+)+)"')
 DELTA_EVENT = b"event: response.output_text.delta\n"
 DONE = b"data: [DONE]"
-
-
-# -- the server side -----------------------------------------------------------------------
-
-class WordTokenizer:
-    """Enough of a tokenizer for the bridge's prompt renderer: one id per word."""
-
-    chat_template = "words"
-
-    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> str:
-        return " ".join(str(m.get("content")) for m in conversation)
-
-    def encode(self, text: str, **kwargs: Any) -> list[int]:
-        return [len(word) for word in text.split()]
-
-
-@dataclass
-class _Live:
-    max_tokens: int
-    produced: int = 0
-
-
-@dataclass
-class PacedCore:
-    """``LLMEngine`` as the bridge's worker uses it, stepping at ``rate`` steps/s."""
-
-    rate: float
-    _live: dict[str, _Live] = field(default_factory=dict)
-    _next: float = 0.0
-
-    def add_request(self, request_id: str, prompt: Any, params: Any, priority: int) -> None:
-        self._live[request_id] = _Live(max_tokens=int(params))
-
-    def abort_request(self, request_ids: list[str]) -> None:
-        for request_id in request_ids:
-            self._live.pop(request_id, None)
-
-    def step(self) -> list[Any]:
-        from types import SimpleNamespace
-
-        now = time.monotonic()
-        self._next = max(self._next + 1 / self.rate, now)
-        time.sleep(self._next - now)
-        token = f" {time.monotonic():.6f}"
-        outputs = []
-        for request_id, request in list(self._live.items()):
-            request.produced += 1
-            finished = request.produced >= request.max_tokens
-            if finished:
-                del self._live[request_id]
-            completion = SimpleNamespace(text=token, token_ids=[request.produced],
-                                         logprobs=None, stop_reason=None,
-                                         finish_reason="length" if finished else None)
-            outputs.append(SimpleNamespace(request_id=request_id, outputs=[completion],
-                                           finished=finished, num_cached_tokens=0))
-        return outputs
-
-    def has_unfinished_requests(self) -> bool:
-        return bool(self._live)
-
-    def get_num_unfinished_requests(self) -> int:
-        return len(self._live)
-
-    def shutdown(self) -> None:
-        pass
-
-
-def serve(port: int, rate: float) -> None:
-    from trio_responses import Settings
-    from trio_responses.engine.base import SamplingOptions
-    from trio_responses.engine.vllm.bridge import VLLMEngine
-    from trio_responses.engine.vllm.prompt import PromptRenderer
-    from trio_responses.engine.vllm.worker import LoadedEngine
-    from trio_responses.server import serve as serve_settings
-
-    def factory() -> LoadedEngine:
-        def make_params(sampling: SamplingOptions, max_tokens: int, parse_tools: bool) -> int:
-            return max_tokens
-
-        return LoadedEngine(PacedCore(rate), PromptRenderer(WordTokenizer(), max_model_len=1 << 20),
-                            make_params)
-
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.from_args([
-            "--model", MODEL, "--host", HOST, "--port", str(port), "--log-level", "warning",
-            "--store-path", f"{tmp}/store.sqlite3",
-            "--max-responses-per-key", "0", "--max-streams-per-key", "0"])
-        trio.run(lambda: serve_settings(settings, engine=VLLMEngine(factory, model_name=MODEL)))
 
 
 # -- the client side -----------------------------------------------------------------------
@@ -223,9 +133,11 @@ async def measure(server: Server, streams: int, tokens: int, warmup: float,
 
 def run_rate(args: argparse.Namespace, rate: float, root: Path) -> Point:
     port = free_port()
-    argv = [args.python, "-m", "benchmarks.gpu_rate", "--serve", str(port),
-            "--rate", str(rate)]
-    with started(argv, port, root) as server:
+    # By path, so that trio_responses comes from `root` (PYTHONPATH) and the paced core
+    # from this checkout, whichever checkout is served.
+    argv = [args.python, str(Path(__file__).resolve().parent / "gpu_sim_server.py"),
+            str(port), str(rate)]
+    with started(argv, port, root) as server, profiled(server.ps.pid, f"gpu-rate-{rate:g}"):
         return trio.run(measure, server, args.streams, args.tokens, args.warmup,
                         args.seconds, rate)
 
@@ -243,13 +155,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also serve this checkout at each rate (before/after)")
     parser.add_argument("--json", type=Path, help="append the points here (for the plots)")
     parser.add_argument("--label", default="this checkout")
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="profile each server with py-spy into DIR")
     args = parser.parse_args(argv)
-    if args.serve:
-        serve(args.serve, args.rate)
-        return 0
     import psutil
+
+    server_overhead.PROFILES = args.py_spy
 
     print(f"GPU-rate simulation: {args.streams} streams, {args.tokens}-token responses; "
           f"{psutil.cpu_count()} CPUs, load average {psutil.getloadavg()[0]:.1f} at start")
