@@ -24,6 +24,7 @@ from ..protocol.ids import IdFactory, random_id
 from ..store.base import ResponseStore
 from .conversation_routes import register_conversation_routes
 from .routes import register_routes
+from .sse_send import SSEConnection
 from .state import AppState, build_engine, build_store
 
 # Bounds the shielded last send below (it only writes a few bytes and resets state).
@@ -56,17 +57,25 @@ def shield_last_send(asgi_app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":
             await asgi_app(scope, receive, send)
             return
-
-        async def guarded_send(message: ASGISendEvent) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                with trio.move_on_after(LAST_SEND_TIMEOUT, shield=True):
-                    await send(message)
-            else:
-                await send(message)
-
-        await asgi_app(scope, receive, guarded_send)
+        await asgi_app(scope, receive, GuardedSend(send))
 
     return app
+
+
+class GuardedSend:
+    """An ASGI ``send`` whose last HTTP response message is shielded (see
+    :func:`shield_last_send`); ``inner`` is the server's own ``send``, which
+    ``web/sse_send.py`` looks behind for the connection."""
+
+    def __init__(self, inner: ASGISendCallable) -> None:
+        self.inner = inner
+
+    async def __call__(self, message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            with trio.move_on_after(LAST_SEND_TIMEOUT, shield=True):
+                await self.inner(message)
+        else:
+            await self.inner(message)
 
 
 def create_app(
@@ -82,6 +91,8 @@ def create_app(
     state = AppState(settings, engine or build_engine(settings), store or build_store(settings),
                      ids, clock)
     app = QuartTrio("trio_responses")
+    # SSE bodies go to the socket on a short path of their own (web/sse_send.py).
+    app.asgi_http_class = SSEConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_body_bytes or None
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT

@@ -1,0 +1,99 @@
+"""How an SSE body reaches the socket: the hot path of every streamed event.
+
+Quart sends a streaming body one chunk at a time through the ASGI ``send``: a message
+dict per chunk, Hypercorn's ``Body`` event, its protocol dispatch, h11's ``Data`` event
+and chunked writer, then the connection's locked, shielded ``send_all``. At one chunk per
+engine step per stream that Python is about as much CPU as the ``send()`` system call
+itself (benchmarks/README.md). So :class:`SSEConnection` (the app's
+``asgi_http_class``) sends an :class:`~.streaming.SSEBody` itself:
+
+- every frame that is ready goes out in one write (the body already joins them);
+- on an HTTP/1.1 connection of Hypercorn's (checked by type, so another server, HTTP/2,
+  HTTP/1.0 or a HEAD request takes the ASGI path unchanged), each chunk is framed here
+  (``<size hex>\\r\\n<bytes>\\r\\n``, as h11's chunked writer does) and handed straight to
+  the connection's ``protocol_send`` — the same lock, shielded scope and ``send_all``
+  Hypercorn uses, so a broken connection is noticed and reported the same way. h11
+  keeps no state per chunk of a chunked body, so skipping it for the chunks leaves it
+  consistent: the start and the end of the response (``0\\r\\n\\r\\n``) still go through
+  the ASGI ``send``, and h11.
+
+Everything else is Quart's own behaviour, kept: the body is closed (``aclose``: the
+delivery is released, a foreground run ends with cause ``disconnect``) however sending
+stops, and the last ``send`` is the shielded one of ``shield_last_send``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import h11
+from hypercorn.events import Event, RawData
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.typing import ASGISendCallable, HTTPResponseBodyEvent, HTTPResponseStartEvent
+from quart.utils import encode_headers
+from quart.wrappers.response import IterableBody
+from quart_trio.asgi import TrioASGIHTTPConnection
+
+from .streaming import SSEBody
+
+# h11 0.14-0.16 keep the writer of the message being sent here.
+_CHUNKED_WRITER = getattr(getattr(h11, "_writers", None), "ChunkedWriter", None)
+
+
+class ChunkWriter:
+    """Writes chunked-body frames straight to a Hypercorn HTTP/1.1 connection."""
+
+    def __init__(self, stream: HTTPStream, protocol_send: Callable[[Event], Awaitable[None]]
+                 ) -> None:
+        self._stream = stream
+        self._send = protocol_send
+
+    @classmethod
+    def find(cls, send: ASGISendCallable, scope: dict[str, Any]) -> ChunkWriter | None:
+        """The writer for this response, or None where only the ASGI ``send`` will do."""
+        send = getattr(send, "inner", send)  # under shield_last_send
+        stream = getattr(send, "__self__", None)
+        if (_CHUNKED_WRITER is None or not isinstance(stream, HTTPStream)
+                or scope.get("http_version") != "1.1" or scope.get("method") == "HEAD"):
+            return None
+        protocol = getattr(stream.send, "__self__", None)
+        if not isinstance(protocol, H11Protocol):
+            return None
+        connection = protocol.connection
+        if (not isinstance(connection, h11.Connection) or connection.our_state is not h11.SEND_BODY
+                or not isinstance(getattr(connection, "_writer", None), _CHUNKED_WRITER)):
+            return None
+        return cls(stream, protocol.send)
+
+    async def write(self, data: bytes) -> None:
+        if self._stream.closed:
+            return  # gone: Hypercorn tells the app (http.disconnect), which ends the body
+        await self._send(RawData(data=b"%x\r\n%s\r\n" % (len(data), data)))
+
+
+class SSEConnection(TrioASGIHTTPConnection):
+    """Quart-Trio's HTTP connection, sending SSE bodies through :class:`ChunkWriter`."""
+
+    async def _send_response(self, send: ASGISendCallable, response: Any) -> None:
+        body = getattr(response, "response", None)
+        if not (isinstance(body, IterableBody) and isinstance(body.iter, SSEBody)):
+            await super()._send_response(send, response)
+            return
+        sse = body.iter
+        try:
+            await send(cast(HTTPResponseStartEvent, {
+                "type": "http.response.start", "status": response.status_code,
+                "headers": encode_headers(response.headers)}))
+            writer = ChunkWriter.find(send, cast(dict[str, Any], self.scope))
+            async for chunk in sse:
+                if writer is not None:
+                    await writer.write(chunk)
+                else:
+                    await send(cast(HTTPResponseBodyEvent, {
+                        "type": "http.response.body", "body": chunk, "more_body": True}))
+        finally:
+            await sse.aclose()
+        await send(cast(HTTPResponseBodyEvent,
+                        {"type": "http.response.body", "body": b"", "more_body": False}))
