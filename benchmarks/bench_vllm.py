@@ -94,7 +94,12 @@ async def one_request(client: httpx.AsyncClient, model: str, tokens: int) -> Sam
 async def load(base_url: str, model: str, concurrency: int, requests: int,
                tokens: int) -> Result:
     result = Result()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # A pooled connection is dropped after 2 s idle, before either server's idle timer
+    # can close it (uvicorn's 5 s under vLLM): at httpx's default 5 s a request could be
+    # sent on a connection the server was closing (RemoteProtocolError, "Server
+    # disconnected without sending a response").
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
         todo = iter(range(requests))
 

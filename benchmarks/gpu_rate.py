@@ -12,10 +12,12 @@ clock is system-wide) knows how late each token reached it.
 
 ``--streams`` clients (raw sockets on Trio, in this process) each keep one streamed
 response running (``--tokens`` tokens, then the next), so the engine runs ``--streams``
-requests; the offered load is ``streams x rate`` tokens/s. Reported per rate:
+requests; the nominal load is ``streams x rate`` tokens/s. Reported per rate:
 
-* offered and delivered tokens/s (tokens the clients got; when the server lags, the
-  bridge merges a stream's waiting deltas, so tokens still arrive, in fewer events);
+* offered tokens/s (what the engine produced in the window: a stream between two
+  responses, being created, has no tokens for a few steps) and delivered tokens/s
+  (tokens the clients got; when the server lags, the bridge merges a stream's waiting
+  deltas, so tokens still arrive, in fewer events);
 * SSE events/s and tokens per event (1.0 while the server keeps up);
 * added latency: from a token's step hand-over to its arrival at the client, p50 / p99
   (the part of the inter-token latency the front end adds);
@@ -31,6 +33,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,10 +97,11 @@ class Point:
     events: int
     server_cpu: float
     latencies: list[float]
+    produced: int  # tokens the engine produced in the window
 
     @property
     def offered(self) -> float:
-        return self.streams * self.rate
+        return self.produced / self.seconds
 
     @property
     def delivered(self) -> float:
@@ -105,7 +109,8 @@ class Point:
 
     def as_json(self) -> dict[str, float]:
         return {"rate": self.rate, "streams": self.streams, "offered": self.offered,
-                "delivered": self.delivered, "events_per_second": self.events / self.seconds,
+                "delivered": self.delivered, "nominal": self.streams * self.rate,
+                "events_per_second": self.events / self.seconds,
                 "tokens_per_event": self.tokens / max(self.events, 1),
                 "added_p50_ms": quantile(self.latencies, 0.5) * 1e3,
                 "added_p99_ms": quantile(self.latencies, 0.99) * 1e3,
@@ -114,7 +119,7 @@ class Point:
 
 
 async def measure(server: Server, streams: int, tokens: int, warmup: float,
-                  seconds: float, rate: float) -> Point:
+                  seconds: float, rate: float, counter: Path) -> Point:
     tally = Tally()
     async with trio.open_nursery() as nursery:
         for _ in range(streams):
@@ -122,24 +127,33 @@ async def measure(server: Server, streams: int, tokens: int, warmup: float,
             await trio.sleep(0.002)  # not all at once: Hypercorn's listen backlog is 100
         await trio.sleep(warmup)
         tally.counting = True
-        cpu, wall = server.cpu_seconds(), time.monotonic()
+        cpu, wall, produced = server.cpu_seconds(), time.monotonic(), produced_by(counter)
         await trio.sleep(seconds)
         tally.counting = False
         point = Point(rate, streams, time.monotonic() - wall, tally.tokens, tally.events,
-                      server.cpu_seconds() - cpu, tally.latencies)
+                      server.cpu_seconds() - cpu, tally.latencies,
+                      produced_by(counter) - produced)
         nursery.cancel_scope.cancel()
     return point
 
 
+def produced_by(counter: Path) -> int:
+    try:
+        return int(counter.read_text() or 0)
+    except FileNotFoundError:
+        return 0
+
+
 def run_rate(args: argparse.Namespace, rate: float, root: Path) -> Point:
     port = free_port()
+    counter = Path(tempfile.mkdtemp(prefix="gpu-rate-")) / "produced"
     # By path, so that trio_responses comes from `root` (PYTHONPATH) and the paced core
     # from this checkout, whichever checkout is served.
     argv = [args.python, str(Path(__file__).resolve().parent / "gpu_sim_server.py"),
-            str(port), str(rate)]
+            str(port), str(rate), str(counter)]
     with started(argv, port, root) as server, profiled(server.ps.pid, f"gpu-rate-{rate:g}"):
         return trio.run(measure, server, args.streams, args.tokens, args.warmup,
-                        args.seconds, rate)
+                        args.seconds, rate, counter)
 
 
 def main(argv: list[str] | None = None) -> int:

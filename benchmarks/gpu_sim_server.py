@@ -1,7 +1,7 @@
 """The server of benchmarks/gpu_rate.py: trio_responses with the real vLLM bridge over a
 core that steps like a GPU.
 
-    python benchmarks/gpu_sim_server.py PORT STEPS_PER_SECOND
+    python benchmarks/gpu_sim_server.py PORT STEPS_PER_SECOND [COUNTER_FILE]
 
 :class:`PacedCore` stands in for vLLM's ``LLMEngine`` behind the bridge's engine thread:
 every ``1 / rate`` seconds one ``step()`` gives every running request one token, whose
@@ -48,6 +48,9 @@ class PacedCore:
     """``LLMEngine`` as the bridge's worker uses it, stepping at ``rate`` steps/s."""
 
     rate: float
+    # Where the count of tokens produced so far is kept (the benchmark's "offered").
+    counter: str | None = None
+    produced: int = 0
     _live: dict[str, _Live] = field(default_factory=dict)
     _next: float = 0.0
 
@@ -74,6 +77,10 @@ class PacedCore:
                                          finish_reason="length" if finished else None)
             outputs.append(SimpleNamespace(request_id=request_id, outputs=[completion],
                                            finished=finished, num_cached_tokens=0))
+        self.produced += len(outputs)
+        if self.counter is not None:
+            with open(self.counter, "w") as out:
+                out.write(str(self.produced))
         return outputs
 
     def has_unfinished_requests(self) -> bool:
@@ -86,7 +93,7 @@ class PacedCore:
         pass
 
 
-def serve(port: int, rate: float) -> None:
+def serve(port: int, rate: float, counter: str | None = None) -> None:
     from trio_responses import Settings
     from trio_responses.engine.base import SamplingOptions
     from trio_responses.engine.vllm.bridge import VLLMEngine
@@ -98,8 +105,8 @@ def serve(port: int, rate: float) -> None:
         def make_params(sampling: SamplingOptions, max_tokens: int, parse_tools: bool) -> int:
             return max_tokens
 
-        return LoadedEngine(PacedCore(rate), PromptRenderer(WordTokenizer(), max_model_len=1 << 20),
-                            make_params)
+        renderer = PromptRenderer(WordTokenizer(), max_model_len=1 << 20)
+        return LoadedEngine(PacedCore(rate, counter), renderer, make_params)
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.from_args([
@@ -110,4 +117,4 @@ def serve(port: int, rate: float) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), float(sys.argv[2]))
+    serve(int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
