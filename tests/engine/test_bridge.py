@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -130,6 +131,47 @@ async def test_abort_reaches_the_engine_and_ends_the_stream() -> None:
         await settle(engine, core, lambda: core.aborted and engine.statistics().running == 0)
         assert core.aborted == core.added
         assert engine.statistics().aborted_total == 1
+
+
+@dataclass
+class GatedCore(FakeCore):
+    """A fake engine whose steps, once ``gated``, each wait for the test to let them run."""
+
+    gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+    gated: bool = False
+    waiting: bool = False  # a step waits at the gate
+
+    def step(self) -> list[Any]:
+        if self.gated:
+            self.waiting = True
+            self.gate.acquire()
+            self.waiting = False
+        return super().step()
+
+    def open(self) -> None:
+        self.gated = False
+        self.gate.release()
+
+
+async def test_the_running_gauge_drops_when_an_abort_lands_not_a_step_later() -> None:
+    core = GatedCore()
+    async with started(core) as engine:
+        first = await engine.submit(request(max_tokens=100_000))
+        second = await engine.submit(request(max_tokens=100_000))
+        await first.__anext__()
+        await second.__anext__()
+        core.gated = True
+        await settle(engine, core, lambda: core.waiting)  # a step is in flight
+        await settle(engine, core, lambda: engine.statistics().running == 2)
+        await first.aclose()
+        core.gate.release()  # the step in flight when the abort came ends...
+        # ...and the count without the aborted request is reported before the next step
+        # ends (it waits at the gate).
+        await settle(engine, core, lambda: engine.statistics().running == 1)
+        assert core.waiting
+        assert core.aborted == core.added[:1]
+        core.open()
+        await second.aclose()
 
 
 async def test_close_from_a_cancelled_scope_still_aborts() -> None:

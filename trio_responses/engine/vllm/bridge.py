@@ -13,7 +13,9 @@ side of that boundary.
 - :meth:`VLLMEngine._on_batch` merges each delta into its stream's pending delta and
   wakes the reader. A reader that lags gets fewer, larger deltas (text and logprobs
   concatenated, counts are totals) instead of a growing queue, and the engine thread
-  never waits for Trio: one slow client cannot stall the others.
+  never waits for Trio: one slow client cannot stall the others. Merging only collects
+  the parts (:class:`_Merged`); the merged delta is built once, when it is read, so a
+  Trio thread that falls behind at GPU rates pays one small append per step and stream.
 - ``VLLMStream.aclose`` aborts with a ``SimpleQueue.put``, which never blocks; the engine
   thread applies it before its next step. The stream ends locally at once: vLLM sends
   no final output for an aborted request, and a delta still in flight is dropped.
@@ -56,12 +58,44 @@ from trio_responses.engine.vllm.worker import (
 log = logging.getLogger(__name__)
 
 
-def _mergeable(first: EngineDelta, then: EngineDelta) -> bool:
-    """Whether ``then`` can join ``first`` without reordering the output: a merged
-    delta is read as reasoning, then text, then tool calls."""
-    if then.reasoning and (first.text or first.tool_calls):
-        return False
-    return not (then.text and first.tool_calls)
+class _Merged:
+    """Deltas waiting to be read as one: the newest (whose counts are totals, and so
+    win) and the parts to join. Built into one delta only when read."""
+
+    __slots__ = ("has_calls", "has_output", "last", "parts")
+
+    def __init__(self, delta: EngineDelta) -> None:
+        self.last = delta
+        self.parts: list[EngineDelta] | None = None
+        self.has_output = bool(delta.text or delta.tool_calls)
+        self.has_calls = bool(delta.tool_calls)
+
+    def accepts(self, then: EngineDelta) -> bool:
+        """Whether ``then`` can join without reordering the output: a merged delta is
+        read as reasoning, then text, then tool calls."""
+        if then.reasoning and self.has_output:
+            return False
+        return not (then.text and self.has_calls)
+
+    def add(self, delta: EngineDelta) -> None:
+        if self.parts is None:
+            self.parts = [self.last]
+        self.parts.append(delta)
+        self.last = delta
+        self.has_output = self.has_output or bool(delta.text or delta.tool_calls)
+        self.has_calls = self.has_calls or bool(delta.tool_calls)
+
+    def delta(self) -> EngineDelta:
+        parts = self.parts
+        if parts is None:
+            return self.last
+        return replace(
+            self.last,
+            text="".join(part.text for part in parts),
+            reasoning="".join(part.reasoning for part in parts),
+            logprobs=tuple(lp for part in parts for lp in part.logprobs),
+            tool_calls=tuple(call for part in parts for call in part.tool_calls),
+        )
 
 
 class VLLMStream:
@@ -72,7 +106,7 @@ class VLLMStream:
         self.request_id = request_id
         # Deltas not read yet: merged into one, except where merging would reorder the
         # output (see _push), so rarely more than one.
-        self._pending: collections.deque[EngineDelta] = collections.deque()
+        self._pending: collections.deque[_Merged] = collections.deque()
         self._finished = False
         self._closed = False
         self._error: str | None = None
@@ -84,7 +118,7 @@ class VLLMStream:
     async def __anext__(self) -> EngineDelta:
         while True:
             if self._pending:
-                delta = self._pending.popleft()
+                delta = self._pending.popleft().delta()
                 await trio.lowlevel.checkpoint()
                 return delta
             if self._error is not None:
@@ -105,17 +139,10 @@ class VLLMStream:
 
     def _push(self, delta: EngineDelta) -> None:
         last = self._pending[-1] if self._pending else None
-        if last is not None and _mergeable(last, delta):
-            # Counts are totals, so the newer delta's counts win.
-            self._pending[-1] = replace(
-                delta,
-                text=last.text + delta.text,
-                reasoning=last.reasoning + delta.reasoning,
-                logprobs=last.logprobs + delta.logprobs,
-                tool_calls=last.tool_calls + delta.tool_calls,
-            )
+        if last is not None and last.accepts(delta):
+            last.add(delta)
         else:
-            self._pending.append(delta)
+            self._pending.append(_Merged(delta))
         if delta.finish_reason is not None:
             self._finished = True
         self._lot.unpark_all()
@@ -304,7 +331,7 @@ class VLLMEngine:
         self._started.set()
 
     def _on_batch(self, batch: Batch) -> None:
-        self._steps += 1
+        self._steps += batch.step
         self._running = batch.running
         for request_id, delta in batch.deltas:
             stream = self._streams.get(request_id)

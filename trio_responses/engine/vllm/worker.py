@@ -10,7 +10,10 @@ the engine with the bridge's factory, then loops:
 - otherwise it drains the queue without blocking (so an abort acts before the next
   step), runs one ``step()``, and hands the whole step to Trio as ONE :class:`Batch`
   through one ``TrioToken.run_sync_soon`` call: the new deltas, per-request failures,
-  and the engine's own count of unfinished requests.
+  and the engine's own count of unfinished requests. When the drain aborted something
+  and requests remain, the new count goes to Trio at once, in a batch of its own
+  (``step=False``), so the running-requests gauge drops when the abort lands rather
+  than a step later.
 
 It never waits for Trio: a batch is posted and the next step starts. When the Trio run
 is gone (``RunFinishedError``), on :class:`Stop`, or when the engine raises (it died),
@@ -110,6 +113,8 @@ class Batch:
     deltas: list[tuple[str, EngineDelta]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     running: int = 0
+    # False for a batch that only reports the count (aborts landed between steps).
+    step: bool = True
 
 
 @dataclass(slots=True)
@@ -198,13 +203,22 @@ class EngineWorker:
                     batch = Batch()
                 if not self._apply(core, self._commands.get(), batch):
                     return
+            aborted = False
             while True:
                 try:
                     command = self._commands.get_nowait()
                 except queue.Empty:
                     break
+                aborted = aborted or isinstance(command, Abort)
                 if not self._apply(core, command, batch):
                     return
+            if aborted and core.has_unfinished_requests():
+                # The gauge follows the abort now, not after the step below.
+                batch.running = running = core.get_num_unfinished_requests()
+                batch.step = False
+                if not self._post(self._callbacks.on_batch, batch):
+                    return
+                batch = Batch()
             if core.has_unfinished_requests():
                 failed = [output.request_id for output in core.step()
                           if not self._convert(output, batch)]
