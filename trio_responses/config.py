@@ -194,6 +194,16 @@ class Settings:
     tcp_user_timeout_seconds: float = setting(
         60.0, "drop a connection whose peer acknowledges nothing for this long "
         "(TCP_USER_TIMEOUT, Linux; 0: the OS default)")
+    # Why a setting: Hypercorn's keep-alive timer is two things at once. It closes a
+    # connection idle between requests, and one that has not sent its first request (or
+    # sends its head a byte at a time: the slow-loris defence, tests/reliability). Its 5 s
+    # equals httpx's pool expiry (the openai SDK's), so a request sent on a pooled
+    # connection as the timer closes it can fail with "Server disconnected without
+    # sending a response" (the SDK retries it; issue 17). Raise it when clients' pools
+    # keep connections longer; the client side is fixed by expiring its pool sooner.
+    keep_alive_timeout_seconds: float = setting(
+        5.0, "close a keep-alive connection idle this long between requests, or a new "
+        "one that has not sent its request head by then")
     log_level: str = setting("info", "debug, info, warning or error", metavar="LEVEL")
     # No flag of its own: every flag the parser does not know (see the --help epilog).
     vllm_args: tuple[str, ...] = setting(
@@ -218,6 +228,7 @@ class Settings:
                              "X-Responses-Rate-Limit-Events)")
         for name in ("port", "max_request_body_bytes", "max_stream_event_bytes",
                      "responses_stream_buffer_max_bytes", "tcp_user_timeout_seconds",
+                     "keep_alive_timeout_seconds",
                      "max_background_log_bytes", "store_read_connections",
                      "store_ttl_days", "store_max_bytes_per_key",
                      "max_conversation_items", "max_conversation_item_bytes",
