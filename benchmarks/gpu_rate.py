@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also serve this checkout at each rate (before/after)")
     parser.add_argument("--json", type=Path, help="append the points here (for the plots)")
     parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--compare-label", help="the --compare checkout's name")
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="profile each server with py-spy into DIR")
     args = parser.parse_args(argv)
@@ -178,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"GPU-rate simulation: {args.streams} streams, {args.tokens}-token responses; "
           f"{psutil.cpu_count()} CPUs, load average {psutil.getloadavg()[0]:.1f} at start")
-    checkouts = [(args.label, ROOT)] + ([(str(args.compare), args.compare)]
-                                        if args.compare else [])
+    checkouts = [(args.label, ROOT)] + ([(args.compare_label or str(args.compare),
+                                          args.compare)] if args.compare else [])
     print(f"  {'server':<24} {'steps/s':>7} {'offered':>8} {'delivered':>9} {'events/s':>8} "
           f"{'tok/ev':>6} {'added p50':>9} {'p99 ms':>7} {'cores':>5} {'µs/event':>8}")
     for rate in args.rates:

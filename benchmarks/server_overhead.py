@@ -503,9 +503,9 @@ def row(name: str, value: str, note: str = "") -> None:
 
 def report_throughput(args: argparse.Namespace) -> None:
     servers: list[tuple[str, Callable[[], AbstractContextManager[Server]]]] = [
-        ("trio_responses", partial(trio_responses, args.python, 0))]
+        (args.label, partial(trio_responses, args.python, 0))]
     if args.compare:
-        servers.append((f"trio_responses at {args.compare}",
+        servers.append((args.compare_label or f"trio_responses at {args.compare}",
                         partial(trio_responses, args.python, 0, args.compare)))
     servers *= args.rounds
     if args.baselines:
@@ -525,6 +525,12 @@ def report_throughput(args: argparse.Namespace) -> None:
         row("server CPU per streamed token", f"{tp.server_cpu / tp.tokens * 1e6:.1f}", "µs")
         row("client CPU per streamed token", f"{tp.client_cpu / tp.tokens * 1e6:.1f}",
             "µs (the load generator)")
+        if args.json:
+            with args.json.open("a") as out:
+                out.write(json.dumps({
+                    "server": name, "token_delay": TOKEN_DELAY, "streams": args.streams,
+                    "events_per_cpu_second": tp.events / tp.server_cpu,
+                    "cpu_us_per_token": tp.server_cpu / tp.tokens * 1e6}) + "\n")
 
 
 def report_idle(args: argparse.Namespace) -> None:
@@ -589,12 +595,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="every part small")
     parser.add_argument("--compare", type=Path,
                         help="throughput: also serve this checkout (e.g. main before a change)")
+    parser.add_argument("--label", default="trio_responses", help="this checkout's name")
+    parser.add_argument("--compare-label", help="the --compare checkout's name")
     parser.add_argument("--rounds", type=int, default=1,
                         help="throughput: alternate the servers this many times")
     parser.add_argument("--token-delay", type=float, default=0.0,
                         help="throughput: seconds between the scripted engine's tokens")
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="profile each throughput server with py-spy into DIR")
+    parser.add_argument("--json", type=Path,
+                        help="throughput: append each server's figures here (benchmarks/plots.py)")
     parser.add_argument("--serve-baseline", choices=("raw", "quart"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
