@@ -193,6 +193,8 @@ def main() -> None:
                         help="default: 2 x concurrency (at least 4)")
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--no-ceiling", action="store_true")
+    parser.add_argument("--json", type=Path,
+                        help="append each server's figures per level here (benchmarks/plots.py)")
     args = parser.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
@@ -233,6 +235,12 @@ def main() -> None:
             print(f"| {level} | {server.name} | {r.tokens_per_second:.1f} | {r.ttft(0.5):.3f} s"
                   f" | {r.ttft(0.99):.3f} s | {r.gap(0.5) * 1000:.1f} ms | "
                   f"{r.gap(0.99) * 1000:.1f} ms |")
+            if args.json:
+                with args.json.open("a") as out:
+                    out.write(json.dumps({"server": server.name, "concurrency": level,
+                                          "tokens_per_second": r.tokens_per_second,
+                                          "ttft_p50": r.ttft(0.5), "ttft_p99": r.ttft(0.99)})
+                              + "\n")
         a, b = results[(ours.name, level)], results[(theirs.name, level)]
         print(f"| {level} | **ours/vLLM** | **{a.tokens_per_second / b.tokens_per_second:.3f}**"
               f" | {a.ttft(0.5) / b.ttft(0.5):.3f} | {a.ttft(0.99) / b.ttft(0.99):.3f} | "

@@ -428,9 +428,35 @@ class Disconnects:
     poll_round_trips: list[float] = field(default_factory=list)
 
 
-async def disconnects(server: Server, count: int) -> Disconnects:
+async def disconnects(server: Server, count: int, storm: int = 0, words: int = 200
+                      ) -> Disconnects:
     """The client sends its FIN (as a close would) but keeps reading, so the moment the
-    server closes the connection is seen exactly; /metrics then confirms the abort."""
+    server closes the connection is seen exactly; /metrics then confirms the abort.
+    With ``storm``, that many other streams keep streaming meanwhile."""
+    if not storm:
+        return await _disconnects(server, count)
+    text = " ".join(f"w{i}" for i in range(words))
+    opening = trio.CapacityLimiter(50)  # Hypercorn's listen backlog is 100
+
+    async def stream_forever() -> None:
+        while True:
+            async with opening:
+                client = await SSEClient.open(server.port, text, DONE)
+            try:
+                await client.read_until(DONE)
+            finally:
+                await client.aclose()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(storm):
+            nursery.start_soon(stream_forever)
+        await trio.sleep(3)  # all connected and streaming
+        result = await _disconnects(server, count)
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def _disconnects(server: Server, count: int) -> Disconnects:
     result = Disconnects()
     async with await trio.open_tcp_stream(HOST, server.port) as connection:
         poller = MetricsPoller(connection)
@@ -549,8 +575,10 @@ def report_idle(args: argparse.Namespace) -> None:
 
 def report_disconnects(args: argparse.Namespace) -> None:
     with trio_responses(args.python, 0) as server:
-        result = trio.run(disconnects, server, args.disconnects)
-    print(f"\ndisconnect → engine abort: {len(result.upper)} disconnects, one at a time")
+        result = trio.run(disconnects, server, args.disconnects, args.storm, args.words)
+    print(f"\ndisconnect → engine abort: {len(result.upper)} disconnects, one at a time"
+          + (f", while {args.storm} other streams stream ({args.words + 2}-token replies, "
+             f"--token-delay {TOKEN_DELAY:g})" if args.storm else ""))
     row("server closed the connection p50 / p99",
         f"{quantile(result.closed, 0.5) * 1e3:.2f} / {quantile(result.closed, 0.99) * 1e3:.2f}",
         "ms (the run is ended at that point)")
@@ -590,6 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=5,
                         help="idle: how long the held streams ping")
     parser.add_argument("--disconnects", type=int, default=300, help="disconnects measured")
+    parser.add_argument("--storm", type=int, default=0,
+                        help="disconnect: other streams streaming meanwhile (with --words)")
     parser.add_argument("--jitter-streams", type=int, default=50)
     parser.add_argument("--jitter-seconds", type=float, default=10)
     parser.add_argument("--quick", action="store_true", help="every part small")
