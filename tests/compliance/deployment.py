@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from tests.support.open_responses import spec_response
-from tests.support.sdk import strict_sdk
+from tests.support.sdk import POOL, strict_sdk
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def check_wire_timestamps(response: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="session")
 def sdk(deployment: Deployment) -> Iterator[openai.OpenAI]:
-    transport = openai.DefaultHttpxClient(timeout=deployment.timeout,
+    transport = openai.DefaultHttpxClient(timeout=deployment.timeout, limits=POOL,
                                           event_hooks={"response": [check_response_bodies]})
     with strict_sdk(deployment.base_url, api_key=deployment.api_key or "unused",
                     timeout=deployment.timeout, max_retries=2,
@@ -84,7 +84,7 @@ def sdk(deployment: Deployment) -> Iterator[openai.OpenAI]:
 def http(deployment: Deployment) -> Iterator[httpx.Client]:
     headers = {"authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
     with httpx.Client(base_url=deployment.base_url + "/", headers=headers,
-                      timeout=deployment.timeout,
+                      timeout=deployment.timeout, limits=POOL,
                       event_hooks={"response": [check_response_bodies]}) as client:
         yield client
 

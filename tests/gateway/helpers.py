@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.sdk import POOL
 from tests.support.server import ServerThread
 
 MODEL = "scripted"
@@ -22,7 +23,7 @@ MODEL = "scripted"
 
 def http(server: ServerThread, api_key: str | None = None, timeout: float = 10) -> httpx.Client:
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=server.base_url, headers=headers, timeout=timeout)
+    return httpx.Client(base_url=server.base_url, headers=headers, timeout=timeout, limits=POOL)
 
 
 # -- SSE ----------------------------------------------------------------------------

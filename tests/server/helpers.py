@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
+from tests.support.sdk import POOL
 from tests.support.server import ServerThread, engine_of
 from tests.support.waiting import wait_until
 
@@ -23,7 +24,7 @@ T = TypeVar("T")
 
 def http_client(server: ServerThread, timeout: float = 10) -> httpx.Client:
     return httpx.Client(base_url=server.base_url, timeout=timeout,
-                        headers={"authorization": "Bearer test"})
+                        headers={"authorization": "Bearer test"}, limits=POOL)
 
 
 def on_server(server: ServerThread, fn: Callable[[], T]) -> T:
