@@ -21,7 +21,8 @@ requests; the nominal load is ``streams x rate`` tokens/s. Reported per rate:
 * SSE events/s and tokens per event (1.0 while the server keeps up);
 * added latency: from a token's step hand-over to its arrival at the client, p50 / p99
   (the part of the inter-token latency the front end adds);
-* the server's CPU (psutil: user + system of its process) per event and in cores.
+* the server's CPU (psutil: user + system of its process, the engine thread's share of
+  the bridge included) in cores, per event and per delivered token.
 
 The server "keeps up" at a rate while it delivers what is offered one token per event
 with p99 added latency under one step interval. Not a test: nothing asserts.
@@ -115,7 +116,8 @@ class Point:
                 "added_p50_ms": quantile(self.latencies, 0.5) * 1e3,
                 "added_p99_ms": quantile(self.latencies, 0.99) * 1e3,
                 "server_cores": self.server_cpu / self.seconds,
-                "cpu_us_per_event": self.server_cpu / max(self.events, 1) * 1e6}
+                "cpu_us_per_event": self.server_cpu / max(self.events, 1) * 1e6,
+                "cpu_us_per_token": self.server_cpu / max(self.tokens, 1) * 1e6}
 
 
 async def measure(server: Server, streams: int, tokens: int, warmup: float,
@@ -182,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     checkouts = [(args.label, ROOT)] + ([(args.compare_label or str(args.compare),
                                           args.compare)] if args.compare else [])
     print(f"  {'server':<24} {'steps/s':>7} {'offered':>8} {'delivered':>9} {'events/s':>8} "
-          f"{'tok/ev':>6} {'added p50':>9} {'p99 ms':>7} {'cores':>5} {'µs/event':>8}")
+          f"{'tok/ev':>6} {'added p50':>9} {'p99 ms':>7} {'cores':>5} {'µs/event':>8} "
+          f"{'µs/token':>8}")
     for rate in args.rates:
         for label, root in checkouts:
             point = run_rate(args, rate, root)
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['delivered']:>9,.0f} {row['events_per_second']:>8,.0f} "
                   f"{row['tokens_per_event']:>6.2f} {row['added_p50_ms']:>9.1f} "
                   f"{row['added_p99_ms']:>7.1f} {row['server_cores']:>5.2f} "
-                  f"{row['cpu_us_per_event']:>8.1f}", flush=True)
+                  f"{row['cpu_us_per_event']:>8.1f} {row['cpu_us_per_token']:>8.1f}", flush=True)
             if args.json:
                 with args.json.open("a") as out:
                     out.write(json.dumps({"server": label, **row}) + "\n")

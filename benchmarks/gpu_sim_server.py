@@ -12,6 +12,7 @@ the client knows how late each token reached it). Run by path, with no imports f
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -78,9 +79,10 @@ class PacedCore:
             outputs.append(SimpleNamespace(request_id=request_id, outputs=[completion],
                                            finished=finished, num_cached_tokens=0))
         self.produced += len(outputs)
-        if self.counter is not None:
-            with open(self.counter, "w") as out:
+        if self.counter is not None:  # replaced whole, so a reader never sees it half written
+            with open(self.counter + ".new", "w") as out:
                 out.write(str(self.produced))
+            os.replace(self.counter + ".new", self.counter)
         return outputs
 
     def has_unfinished_requests(self) -> bool:

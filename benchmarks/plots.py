@@ -5,7 +5,7 @@
 Reads, where present (each written by a benchmark's ``--json``):
 
 * ``gpu_rate.jsonl`` (``gpu_rate.py``) → ``gpu_rate.png``: delivered against offered
-  tokens/s and the added latency p99, per server (before/after);
+  tokens/s, and server CPU per delivered token, per server (before/after);
 * ``server_overhead.jsonl`` (``server_overhead.py``) → ``cpu_per_event.png``: server CPU
   per streamed token, per server and pacing (the mean over rounds, each round a dot);
 * ``bench_vllm.jsonl`` (``bench_vllm.py``) → ``vs_vllm.png``: tokens/s and TTFT p50
@@ -52,11 +52,12 @@ def gpu_rate(points: list[dict[str, Any]], out: Path) -> None:
         left.plot([p["offered"] for p in group], [p["delivered"] for p in group], "o-",
                   label=server)
         right.plot([p["offered"] for p in group],
-                   [p["events_per_second"] for p in group], "o-", label=server)
+                   [p["cpu_us_per_token"] for p in group], "o-", label=server)
     left.set(xlabel="offered tokens/s (engine)", ylabel="delivered tokens/s (clients)",
              title="GPU-rate simulation: tokens")
-    right.set(xlabel="offered tokens/s (engine)", ylabel="SSE events/s",
-              title="events (fewer than tokens: merged deltas)")
+    right.set(xlabel="offered tokens/s (engine)", ylabel="server CPU per delivered token (µs)",
+              title="CPU per token (falls as lagging streams get merged deltas)")
+    right.set_ylim(bottom=0)
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
