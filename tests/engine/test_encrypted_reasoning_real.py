@@ -3,55 +3,54 @@ vLLM's qwen3 reasoning parser: a stateless multi-turn loop through the strict SD
 ``store: false`` and ``include: ["reasoning.encrypted_content"]``, each turn sending the
 whole history back with the sealed reasoning items.
 
-This module starts an engine of its own (the session's ``real_engine`` has no reasoning
-parser), stopped when the module ends: about 4 GB more while both are up.
+This module starts a server of its own (the session's ``real_engine`` has no reasoning
+parser): Hypercorn's CLI in a subprocess, its engine in that process. Not a second
+engine in the test process: vLLM's parallel state is global to a process, and stopping
+one in-process engine tore it down under the session's (every later real-engine test
+failed with "pipeline model parallel group is not initialized"). About 4 GB more while
+it runs.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.engine.harness import REAL_ENGINE_FLAGS, EngineLoop
+from tests.server.test_hypercorn_cli import HypercornCLI
 from tests.support.sdk import strict_sdk
-from tests.support.server import ServerThread
-from trio_responses import Settings
-from trio_responses.engine.base import Engine
+from trio_responses.runtime.sealing import new_key_line
 
 pytestmark = pytest.mark.engine
 MODEL = "SmolLM2-135M-Instruct"
 
 
-def _thinking_engine() -> Engine:
-    from trio_responses.engine.vllm.args import build_vllm_engine
-
-    return build_vllm_engine(None, (*REAL_ENGINE_FLAGS, "--reasoning-parser", "qwen3"))
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HypercornCLI]:
     pytest.importorskip("vllm")
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    keys = tmp_path_factory.mktemp("keys") / "sealing.keys"
-    loop = EngineLoop(_thinking_engine).start()
+    tmp: Path = tmp_path_factory.mktemp("thinking")
+    (tmp / "sealing.keys").write_text(new_key_line() + "\n")
+    process = HypercornCLI(tmp, {
+        "TRIO_RESPONSES_STORE_PATH": str(tmp / "responses.sqlite3"),
+        "TRIO_RESPONSES_VLLM_ARGS": ("--enforce-eager --max-model-len 2048 --seed 0 "
+                                     "--reasoning-parser qwen3"),
+        "TRIO_RESPONSES_SEALING_KEY_FILE": str(tmp / "sealing.keys"),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "OMP_NUM_THREADS": "1",
+    })
     try:
-        # No --sealing-key-file: the key file is made in the cache folder.
-        settings = Settings(port=0, responses_ping_interval_seconds=0,
-                            shutdown_grace_seconds=5, cache_dir=str(keys.parent))
-        with ServerThread(settings, engine=loop.proxy()) as running:
-            yield running
+        # Hypercorn's own start-up timeout (60 s) bounds the engine start too.
+        yield process.start(timeout=120)
     finally:
-        loop.close()
+        process.stop()
 
 
-def test_a_stateless_loop_round_trips_sealed_reasoning(server: ServerThread) -> None:
+def test_a_stateless_loop_round_trips_sealed_reasoning(server: HypercornCLI) -> None:
     history: list[Any] = []
-    with strict_sdk(server, api_key="unused", timeout=300) as client:
+    with strict_sdk(server.base_url + "/v1", api_key="unused", timeout=300) as client:
         for turn, question in enumerate(("What is the capital of France?", "And of Italy?")):
             history.append({"role": "user", "content": question})
             response = client.responses.create(
@@ -76,4 +75,3 @@ def test_a_stateless_loop_round_trips_sealed_reasoning(server: ServerThread) -> 
             sealed = dict(history[1], encrypted_content=history[1]["encrypted_content"][:-4])
             client.responses.create(model=MODEL, input=[history[0], sealed], store=False)
         assert spoiled.value.code == "invalid_encrypted_content"
-    assert (server.app_state.settings.cache_folder() / "sealing.keys").exists()
