@@ -114,8 +114,12 @@ def test_engine_queue_bound_gives_503(bounded: ServerThread) -> None:
                 assert refused.headers["retry-after-ms"] == "1000"
                 # Reads are not queued work: they still answer.
                 assert second.get("/v1/models").status_code == 200
-        # The held stream's client left; its engine request is aborted and room is back.
+        # The held stream's client left; its engine request is aborted and room is back
+        # once its run is over (the engine's count drops as the abort lands, a little
+        # before the run has ended and given back its admission).
         wait_until(lambda: bounded.call(lambda: engine.statistics().running) == 0)
+        registry = bounded.app_state.service.registry
+        wait_until(lambda: bounded.call(lambda: not registry.live()))
         assert client.post("/v1/responses", json={"model": MODEL, "input": "hi"}
                            ).status_code == 200
 
