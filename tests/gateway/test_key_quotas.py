@@ -119,6 +119,10 @@ def test_one_key_cannot_hold_unbounded_responses(bounded: ServerThread) -> None:
         # Foreground requests count as much as background ones.
         assert_quota_429(k1.post("/v1/responses", json={"model": MODEL, "input": "hi"}),
                          "--max-responses-per-key")
+        # So does a compaction (an engine turn like any other).
+        assert_quota_429(k1.post("/v1/responses/compact", json={"model": MODEL,
+                                                                "input": "hi"}),
+                         "--max-responses-per-key")
         other = k2.post("/v1/responses", json={"model": MODEL, "input": "hi"})
         assert other.status_code == 200 and other.json()["status"] == "completed"
         # Reads are not responses: k1 still reads its own.

@@ -29,7 +29,8 @@ from .helpers import MODEL, http
 RPM = 60  # one request a second after a burst of 60
 TPM = 1000
 KEYS = ("fresh", "burst", "bystander", "tokens", "tokens-bystander", "huge", "stream",
-        "retry", "refund", "default-budget", "reader", "no-event", "bad-header")
+        "retry", "refund", "default-budget", "reader", "no-event", "bad-header", "compact",
+        "compact-held", "compact-create", "plain-create")
 CONTEXT = 1000  # the scripted model's context, in words
 # max_output_tokens of the requests here unless a test says otherwise: a request without
 # one is charged the effective default (the whole context here, TPM's worth).
@@ -352,3 +353,63 @@ def test_a_burst_cannot_spend_the_token_limit_many_times_over(
     # Each took ~1 token of prompt and the 999 its context left.
     assert len(admitted) == tpm // context, len(admitted)
     assert used <= tpm + tpm * elapsed / 60, (used, elapsed)
+
+
+HISTORY = [{"role": "user", "content": "My name is Ada."},
+           {"role": "assistant", "content": "Hello Ada."},
+           {"role": "user", "content": "Remember the number 42."}]
+
+
+def test_compact_is_charged_like_a_create(server: ServerThread) -> None:
+    """POST /v1/responses/compact takes a request and the summary's whole budget (its
+    prompt and the most it may write, 64 tokens at least) up front, gives back what the
+    summary did not use, and is refused with 429 while the key's tokens are held."""
+    with strict_sdk(server, "compact") as sdk, http(server, "compact") as client:
+        raw = sdk.responses.with_raw_response.compact(model=MODEL, input=HISTORY)
+        compacted = raw.parse()
+        assert compacted.usage.input_tokens > 0 and compacted.usage.output_tokens > 0
+        assert raw.headers["x-ratelimit-remaining-requests"] == str(RPM - 1)
+        charged = TPM - int(raw.headers["x-ratelimit-remaining-tokens"])
+        assert charged >= compacted.usage.input_tokens + 64, charged
+        # Settled: what it did not use is back (and a second of refill at most since).
+        after = client.get("/v1/models")
+        remaining = int(after.headers["x-ratelimit-remaining-tokens"])
+        assert TPM - compacted.usage.total_tokens <= remaining <= \
+            TPM - compacted.usage.total_tokens + 20, (remaining, compacted.usage)
+    with http(server, "compact-held") as client, strict_sdk(server, "compact-held") as sdk:
+        with client.stream("POST", "/v1/responses", json={
+                "model": MODEL, "input": "[[stall]]", "stream": True,
+                "max_output_tokens": 950}) as held:
+            assert held.status_code == 200
+            with pytest.raises(openai.RateLimitError) as refused:
+                sdk.responses.compact(model=MODEL, input=HISTORY)
+            error = assert_openai_error(refused.value.response, 429,
+                                        code="rate_limit_exceeded", type="tokens")
+            assert "tokens per minute" in error["message"]
+            assert int(refused.value.response.headers["retry-after"]) >= 1
+            assert "x-ratelimit-remaining-tokens" in refused.value.response.headers
+
+
+def test_context_management_charges_the_summary_turn(server: ServerThread) -> None:
+    """A create that compacts its prompt first is charged the summary's turn on top of
+    its own estimate: the same request without compaction is charged far less."""
+    question = [*HISTORY, {"role": "assistant", "content": "I will."},
+                {"role": "user", "content": "And now?"}]
+    charges = {}
+    usages = {}
+    for key, management in (("plain-create", None),
+                            ("compact-create", [{"type": "compaction",
+                                                 "compact_threshold": 1}])):
+        with strict_sdk(server, key) as sdk:
+            raw = sdk.responses.with_raw_response.create(
+                model=MODEL, input=question, max_output_tokens=OUTPUT,
+                **({"context_management": management} if management else {}))
+            charges[key] = TPM - int(raw.headers["x-ratelimit-remaining-tokens"])
+            usages[key] = raw.parse().usage
+    compacting = usages["compact-create"]
+    assert compacting is not None and usages["plain-create"] is not None
+    # Its charge holds the summary turn (the whole history in, the summary out) and the
+    # answer's budget.
+    assert charges["compact-create"] >= compacting.total_tokens - \
+        usages["plain-create"].output_tokens, (charges, compacting)
+    assert charges["compact-create"] > charges["plain-create"] + 40, charges

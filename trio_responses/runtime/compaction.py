@@ -146,11 +146,22 @@ def summary_tokens(prompt_tokens: int) -> int:
     return max(SUMMARY_MIN_TOKENS, min(SUMMARY_MAX_TOKENS, prompt_tokens // 4))
 
 
-async def summarize(engine: Engine, request: EngineRequest) -> tuple[str, TokenCounts]:
+async def summary_budget(engine: Engine, request: EngineRequest) -> tuple[int, int]:
+    """What summarizing ``request``'s prompt may cost: the summary request's prompt
+    tokens (the prompt and the instruction, characters ÷ 4 for the latter) and the most
+    tokens the summary may take."""
+    prompt = await engine.count_tokens(request)
+    return prompt + -(-len(SUMMARY_INSTRUCTION) // 4), summary_tokens(prompt)
+
+
+async def summarize(engine: Engine, request: EngineRequest, max_tokens: int | None = None
+                    ) -> tuple[str, TokenCounts]:
     """The model's summary of ``request``'s prompt (its answer text; its reasoning only
-    when it wrote nothing else), and the tokens it took. The engine request is aborted
-    if this is cancelled."""
-    limit = summary_tokens(await engine.count_tokens(request))
+    when it wrote nothing else), and the tokens it took; at most ``max_tokens`` (None:
+    :func:`summary_tokens` of the prompt). The engine request is aborted if this is
+    cancelled."""
+    limit = max_tokens if max_tokens is not None \
+        else summary_tokens(await engine.count_tokens(request))
     stream = await engine.submit(summary_request(request, limit))
     text: list[str] = []
     reasoning: list[str] = []
@@ -171,10 +182,12 @@ async def summarize(engine: Engine, request: EngineRequest) -> tuple[str, TokenC
 
 
 async def compact(engine: Engine, sealer: Sealer, request: EngineRequest,
-                  items: Sequence[Mapping[str, Any]]) -> Compacted:
+                  items: Sequence[Mapping[str, Any]], max_tokens: int | None = None
+                  ) -> Compacted:
     """Summarize ``request``'s prompt, made of ``items`` (prompt items, see
-    :func:`prompt_items`), into a sealed compaction."""
-    summary, counts = await summarize(engine, request)
+    :func:`prompt_items`), into a sealed compaction (a summary of at most
+    ``max_tokens``)."""
+    summary, counts = await summarize(engine, request, max_tokens)
     users = user_texts(items)
     return Compacted(seal_compaction(sealer, summary, users), counts, summary, tuple(users))
 

@@ -36,6 +36,7 @@ from .compaction import (
     compaction_item,
     prompt_items,
     restored_items,
+    summary_budget,
     triggered,
 )
 from .compaction import compact as compact_prompt
@@ -122,24 +123,21 @@ class ResponseService:
             used = (event["response"].get("usage") or {}).get("total_tokens", 0)
             self._settle(self._admissions.pop(run.id), used)
 
-    def _admit(self, prepared: PreparedRequest, owner: str) -> Admission:
-        """The engine queue bound, the owner's quotas and rate limits; raises 503 or 429."""
-        bound = self.config.max_queued_requests
-        if bound and self.engine.statistics().running >= bound:
-            raise EngineUnavailable(
-                "The server is overloaded (the engine queue is full); retry shortly.",
-                headers={"retry-after": "1", "retry-after-ms": "1000"})
+    def _admit(self, owner: str, estimate: Callable[[], int], *,
+               output_defaulted: bool = False) -> Admission:
+        """The engine queue bound, the owner's quotas and rate limits (one request and
+        ``estimate()`` tokens); raises 503 or 429."""
+        self._check_engine_queue()
         hold = self.quotas.hold_response(owner)
         if self.limiter is None or not self.limiter.enabled:
             return Admission(owner, [], 0, hold)
-        estimate = self._token_estimate(prepared)
+        tokens = estimate()
         try:
-            limits = self.limiter.acquire(
-                owner, estimate, output_defaulted=prepared.request.max_output_tokens is None)
+            limits = self.limiter.acquire(owner, tokens, output_defaulted=output_defaulted)
         except BaseException:
             hold.release()
             raise
-        return Admission(owner, limits, estimate, hold)
+        return Admission(owner, limits, tokens, hold)
 
     def _token_estimate(self, prepared: PreparedRequest) -> int:
         """What a request may cost: its prompt (characters ÷ 4) and the most it may
@@ -153,7 +151,10 @@ class ResponseService:
         context = self.engine.max_model_len
         if context:
             output = max(1, min(output, context - prompt))
-        return prompt + output
+        # A prompt compacted first (context_management) has already cost its summary's
+        # turn, which the response's usage counts too.
+        earlier = prepared.compacted.tokens if prepared.compacted else TokenCounts()
+        return prompt + output + earlier.prompt + earlier.output
 
     def _settle(self, admission: Admission, used: int) -> None:
         """A request is over: settle its token charge against what it ``used`` and give
@@ -327,22 +328,33 @@ class ResponseService:
                 "The server is overloaded (the engine queue is full); retry shortly.",
                 headers={"retry-after": "1", "retry-after-ms": "1000"})
 
-    async def compact(self, request: CreateResponseRequest, owner: str) -> dict[str, Any]:
+    async def compact(self, request: CreateResponseRequest, owner: str
+                      ) -> tuple[dict[str, Any], list[LimitState]]:
         """``POST /v1/responses/compact``: the ``response.compaction`` object of
-        ``request``'s prompt (one compaction item), written by the model."""
-        self.count_request(owner)
+        ``request``'s prompt (one compaction item), written by the model, and the
+        owner's rate-limit figures. Admitted like a create: a live response of the key,
+        one request, and the summary's prompt and most output tokens up front, settled
+        against what it used when it is done (all given back if it fails or is
+        cancelled before the summary is written)."""
         async with self.quotas.reading(owner):
             prepared = await self.prepare(request, owner)
-        self._check_engine_queue()
-        compacted = await compact_prompt(self.engine, self.sealer, prepared.engine_request,
-                                         prepared.prompt_items)
-        tokens = compacted.tokens
+        prompt, limit = await summary_budget(self.engine, prepared.engine_request)
+        admission = self._admit(owner, lambda: prompt + limit)
+        used = 0
+        try:
+            compacted = await compact_prompt(self.engine, self.sealer,
+                                             prepared.engine_request,
+                                             prepared.prompt_items, max_tokens=limit)
+            tokens = compacted.tokens
+            used = tokens.prompt + tokens.output
+        finally:
+            self._settle(admission, used)
         return {"id": prepared.engine_request.request_id, "object": "response.compaction",
                 "created_at": int(self.clock()),
                 "output": [compaction_item(self.ids, compacted.encrypted_content)],
                 "usage": usage_block(input_tokens=tokens.prompt, output_tokens=tokens.output,
                                      cached_tokens=tokens.cached,
-                                     reasoning_tokens=tokens.reasoning)}
+                                     reasoning_tokens=tokens.reasoning)}, admission.limits
 
     async def post_tool_outputs(self, response_id: str, owner: str,
                                 outputs: list[dict[str, Any]]) -> Mapping[str, Any]:
@@ -385,7 +397,9 @@ class ResponseService:
         try:
             builder, created = self._open_events(
                 prepared, sends_events=stream or bool(request.background))
-            admission = self._admit(prepared, owner)
+            admission = self._admit(
+                owner, lambda: self._token_estimate(prepared),
+                output_defaulted=request.max_output_tokens is None)
             if rate_limit_events is None:
                 rate_limit_events = self.config.rate_limit_events
             if admission.limits and rate_limit_events:

@@ -264,7 +264,8 @@ def register_routes(app: QuartTrio, state: AppState) -> None:
     @app.post("/v1/responses/compact")
     async def compact_response() -> Response:
         compact = decode_compact_request(await read_body())
-        return json_response(await state.service.compact(compact, g.owner))
+        compacted, g.rate_limits = await state.service.compact(compact, g.owner)
+        return json_response(compacted)
 
     @app.get("/v1/responses/<response_id>")
     async def retrieve_response(response_id: str) -> Response:
