@@ -17,7 +17,10 @@ from tests.server.helpers import http_client
 from tests.support.errors import assert_openai_error
 from tests.support.events import as_dict, check_stream
 from tests.support.node import run_node_client
-from tests.support.server import ServerThread, engine_of
+from tests.support.sdk import strict_sdk
+from tests.support.server import ServerThread, engine_of, serve_scripted
+from tests.support.waiting import wait_until
+from trio_responses.engine.scripted import ScriptedEngine
 from trio_responses.runtime.compaction import SUMMARY_INSTRUCTION, SUMMARY_PREFIX
 
 HISTORY: list[Any] = [
@@ -124,8 +127,9 @@ def test_context_management_compacts_first(client: openai.OpenAI,
         final = stream.get_final_response()
     check_stream(events)
     kinds = [e["type"] for e in events]
-    assert kinds[2:5] == ["response.output_item.added", "response.compaction.compacting",
-                          "response.output_item.done"]
+    assert kinds[:5] == ["response.created", "response.in_progress",
+                         "response.output_item.added", "response.compaction.compacting",
+                         "response.output_item.done"]
     compaction, message = final.output
     assert compaction.type == "compaction" and compaction.encrypted_content  # type: ignore[union-attr]
     assert final.output_text == "You said: And now?"
@@ -215,3 +219,77 @@ def test_a_compaction_trigger_must_be_last(http: httpx.Client) -> None:
     bad = http.post("/v1/responses", json={"model": "scripted", "input": [
         {"type": "compaction_trigger"}, {"role": "user", "content": "x"}]})
     assert_openai_error(bad, 400, param="input[0].type")
+
+
+# -- compaction inside the run: response.created first, cancel and disconnect abort it ----
+
+SUMMARY_ID = "_compact"
+
+
+@pytest.fixture(scope="module")
+def stalling_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A scripted model whose summary requests stall after their first token."""
+    engine = ScriptedEngine(model_name="scripted",
+                            stall_when=lambda r: r.request_id.endswith(SUMMARY_ID))
+    with serve_scripted(tmp_path_factory, engine=engine) as server:
+        yield server
+
+
+def summary_running(server: ServerThread) -> bool:
+    engine = engine_of(server)
+    return server.call(lambda: any(r.endswith(SUMMARY_ID) for r in engine.running_ids()))
+
+
+def summaries_aborted(server: ServerThread) -> list[str]:
+    engine = engine_of(server)
+    return server.call(lambda: [r for r in engine.aborted if r.endswith(SUMMARY_ID)])
+
+
+def test_the_stream_starts_before_the_summary_is_written(stalling_server: ServerThread
+                                                         ) -> None:
+    """created, in_progress, the compaction item added and compaction.compacting come
+    while the summary is still being written; the client leaving then aborts it."""
+    before = len(summaries_aborted(stalling_server))
+    with strict_sdk(stalling_server) as sdk:
+        with sdk.responses.stream(
+                model="scripted", input=[*HISTORY, {"role": "user", "content": "And now?"}],
+                context_management=[{"type": "compaction", "compact_threshold": 10}]
+        ) as stream:
+            kinds = []
+            for event in stream:
+                kinds.append(event.type)
+                if event.type == "response.compaction.compacting":
+                    break
+            assert kinds == ["response.created", "response.in_progress",
+                             "response.output_item.added", "response.compaction.compacting"]
+            assert summary_running(stalling_server)
+    # The client left mid-compaction: the summary's engine request is aborted.
+    wait_until(lambda: len(summaries_aborted(stalling_server)) == before + 1,
+               what="the summary request aborted")
+    wait_until(lambda: not summary_running(stalling_server), what="nothing running")
+
+
+def test_cancel_during_the_compaction_aborts_it(stalling_server: ServerThread) -> None:
+    before = len(summaries_aborted(stalling_server))
+    with strict_sdk(stalling_server) as sdk:
+        started = sdk.responses.create(
+            model="scripted", background=True,
+            input=[*HISTORY, {"role": "user", "content": "And now?"}],
+            context_management=[{"type": "compaction", "compact_threshold": 10}])
+        wait_until(lambda: summary_running(stalling_server), what="the summary running")
+        cancelled = sdk.responses.cancel(started.id)
+        assert cancelled.status == "cancelled"
+        wait_until(lambda: len(summaries_aborted(stalling_server)) == before + 1,
+                   what="the summary request aborted")
+        assert not summary_running(stalling_server)
+        [item] = sdk.responses.retrieve(started.id).output
+        assert item.type == "compaction"
+        # Its events, replayed, are a well-formed stream ending cancelled.
+        events = [as_dict(e) for e in sdk.responses.retrieve(started.id, stream=True)]
+    check_stream(events)
+    assert [e["type"] for e in events][:4] == [
+        "response.created", "response.queued", "response.in_progress",
+        "response.output_item.added"] or [e["type"] for e in events][:4] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.compaction.compacting"]
+    assert events[-1]["response"]["status"] == "cancelled"

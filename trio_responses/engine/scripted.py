@@ -320,8 +320,12 @@ class ScriptedEngine:
         tool_calls: ToolCallParsers | None = None,
         renders_tools: bool = False,
         sampling_defaults: Mapping[str, float] | None = None,
+        stall_when: Callable[[EngineRequest], bool] | None = None,
     ) -> None:
         self.reply = reply
+        # Requests that stall after their first token as ``[[stall]]`` makes them, chosen
+        # by the test (a compaction's summary request, whose last message is not theirs).
+        self.stall_when = stall_when
         # As a model's generation_config.json would set them (the text is scripted anyway).
         self.sampling_defaults: Mapping[str, float] = dict(sampling_defaults or {})
         # Whether to act as a model whose chat template lists the tools (then the
@@ -426,7 +430,8 @@ class ScriptedEngine:
             tokens=full,
             finish=finish,
             fail_after=1 if "[[fail]]" in marker else None,
-            stall_after=1 if "[[stall]]" in marker else None,
+            stall_after=1 if "[[stall]]" in marker or (
+                self.stall_when is not None and self.stall_when(request)) else None,
             token_ids=ids,
             parsing=self._parsing(request),
         )
@@ -472,6 +477,10 @@ class ScriptedEngine:
             await trio.lowlevel.checkpoint()
             return count()
         return await trio.to_thread.run_sync(count, limiter=_COUNT_THREADS)
+
+    def running_ids(self) -> list[str]:
+        """The ids of the requests running now (for tests)."""
+        return sorted(self._running)
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(

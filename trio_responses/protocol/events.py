@@ -172,16 +172,25 @@ class ResponseEvents:
 
         return self._batch(build)
 
-    def compaction(self, encrypted_content: str) -> list[Emitted]:
-        """A ``compaction`` item (the prompt was compacted before the answer): added,
-        ``response.compaction.compacting``, done with its sealed summary."""
+    def compaction_started(self) -> list[Emitted]:
+        """A ``compaction`` item opened while its summary is written (the prompt is
+        compacted before the answer): added (no content yet), then
+        ``response.compaction.compacting``."""
 
         def build() -> None:
             self._close_item("completed")
             item = self._open("compaction", "cmp", encrypted_content="")
             self._emit("response.compaction.compacting", item_id=item["id"],
                        output_index=len(self.response["output"]) - 1)
-            item["encrypted_content"] = encrypted_content
+
+        return self._batch(build)
+
+    def compaction_done(self, encrypted_content: str) -> list[Emitted]:
+        """The open ``compaction`` item done, with its sealed summary."""
+
+        def build() -> None:
+            assert self._item is not None and self._item["type"] == "compaction"
+            self._item["encrypted_content"] = encrypted_content
             self._close_item("completed")
 
         return self._batch(build)

@@ -150,8 +150,12 @@ async def summary_budget(engine: Engine, request: EngineRequest) -> tuple[int, i
     """What summarizing ``request``'s prompt may cost: the summary request's prompt
     tokens (the prompt and the instruction, characters ÷ 4 for the latter) and the most
     tokens the summary may take."""
-    prompt = await engine.count_tokens(request)
-    return prompt + -(-len(SUMMARY_INSTRUCTION) // 4), summary_tokens(prompt)
+    return budget_of(await engine.count_tokens(request))
+
+
+def budget_of(prompt_tokens: int) -> tuple[int, int]:
+    """:func:`summary_budget` of a prompt of ``prompt_tokens``."""
+    return prompt_tokens + -(-len(SUMMARY_INSTRUCTION) // 4), summary_tokens(prompt_tokens)
 
 
 async def summarize(engine: Engine, request: EngineRequest, max_tokens: int | None = None

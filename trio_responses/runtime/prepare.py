@@ -10,7 +10,7 @@ model, the ``previous_response_id`` chain, the conversation) stay in
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,6 @@ from ..engine.base import EngineRequest, SamplingOptions
 from ..protocol.ids import IdFactory, item_id
 from ..protocol.items import normalize_input
 from ..protocol.request import CreateResponseRequest, stop_sequences
-from .compaction import Compacted
 from .conversations import ConversationTurn
 from .tools import ToolPlan
 
@@ -47,8 +46,12 @@ class PreparedRequest:
     # History and input as the prompt has them (sealed content opened, compactions in
     # place of what they stand for).
     prompt_items: tuple[Mapping[str, Any], ...] = ()
-    # The compaction its context_management made before it (its item leads the output).
-    compacted: Compacted | None = None
+    # The compaction its run makes first (context_management over the threshold, or a
+    # compaction_trigger): the summary request's prompt tokens and most output tokens
+    # (None: no compaction), and how the first engine request is rebuilt from the
+    # compacted prompt items.
+    compaction_budget: tuple[int, int] | None = None
+    rebuild: Callable[[list[Mapping[str, Any]]], EngineRequest] | None = None
     # Its input ended with a compaction_trigger: the compaction is its whole output.
     compaction_only: bool = False
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,6 +102,24 @@ class TokenCounts:
                            reasoning=self.reasoning + other.reasoning)
 
 
+
+@dataclass(frozen=True, slots=True)
+class CompactionDone:
+    """A prompt compacted at the start of a run: the sealed summary, what writing it
+    cost, and the answer's engine stream (over the compacted prompt) with its tool
+    turns."""
+
+    encrypted_content: str
+    tokens: TokenCounts
+    stream: EngineStream
+    tools: ToolTurns | None
+
+
+# Writes the summary (its engine request aborted if the run ends meanwhile), then submits
+# the answer.
+Compactor = Callable[[], Awaitable[CompactionDone]]
+
+
 class ResponseRun:
     def __init__(
         self,
@@ -117,7 +135,7 @@ class ResponseRun:
         owner: str = "",
         rate_limits: Sequence[LimitState] = (),
         on_event: Callable[[ResponseRun, Event], None] | None = None,
-        compaction: str | None = None,
+        compactor: Compactor | None = None,
         earlier: TokenCounts | None = None,
     ) -> None:
         self.builder = builder
@@ -151,9 +169,9 @@ class ResponseRun:
         # Token counts of earlier model turns (a response that waited for tool outputs
         # has several), added to the current turn's.
         self._earlier = earlier or TokenCounts()
-        # The sealed summary of a prompt compacted before this run (context_management):
-        # its item comes first in the output.
-        self._compaction = compaction
+        # A prompt to compact first (context_management, a compaction_trigger): its item
+        # comes first in the output, written after response.created (see _compact).
+        self._compactor = compactor
         self._engine_done = False  # the engine finished or failed the request itself
         self._steer_requested = False
 
@@ -191,8 +209,6 @@ class ResponseRun:
         try:
             with self._scope:
                 self._publish(self.builder.in_progress())
-                if self._compaction is not None:
-                    self._publish(self.builder.compaction(self._compaction))
                 async with trio.open_nursery() as nursery:
                     if self._options.ping_interval > 0:
                         nursery.start_soon(self._heartbeat)
@@ -212,6 +228,8 @@ class ResponseRun:
 
     async def _generate(self) -> None:
         try:
+            if self._compactor is not None and await self._compact():
+                return
             await self._consume()
         except EngineError as exc:
             self._engine_done = True
@@ -221,6 +239,21 @@ class ResponseRun:
             log.exception("response %s failed", self.id)
             await self._finish(self.builder.fail(f"Internal error ({type(exc).__name__}).",
                                                  usage=self._usage()))
+
+    async def _compact(self) -> bool:
+        """The compaction first: its item opened and ``response.compaction.compacting``
+        sent, the summary written (heartbeats go on meanwhile; an end of the run cancels
+        it, which aborts its engine request), then the item done with the sealed summary
+        and the answer's stream in place. True if the run stopped meanwhile."""
+        assert self._compactor is not None
+        if await self._deliver(self.builder.compaction_started()):
+            return True
+        done = await self._compactor()
+        self._stream, self._engine_done = done.stream, False
+        if done.tools is not None:
+            self.tools = done.tools
+        self._earlier += done.tokens
+        return await self._deliver(self.builder.compaction_done(done.encrypted_content))
 
     async def _consume(self) -> None:
         while True:

@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 import trio
 
 from ..engine.base import Engine, EngineRequest, EngineStream
-from ..errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
+from ..errors import (
+    APIError,
+    Conflict,
+    EngineError,
+    EngineUnavailable,
+    InvalidRequest,
+    NotFound,
+)
 from ..protocol.conversation import build_messages
 from ..protocol.events import Emitted, Event, ResponseEvents, replay_without_log
 from ..protocol.ids import IdFactory, random_id
@@ -31,8 +38,8 @@ from ..store.base import TERMINAL_STATUSES, ResponseStore, SharedStore, StoredRe
 from .buffer import EventBuffer, EventReader, Frame
 from .compaction import (
     DEFAULT_THRESHOLD_SHARE,
-    Compacted,
     FinishedStream,
+    budget_of,
     compaction_item,
     prompt_items,
     restored_items,
@@ -46,7 +53,7 @@ from .quotas import Hold, KeyQuotas
 from .ratelimit import LimitState, RateLimiter
 from .registry import Registry
 from .replay import StoredLog
-from .run import ResponseRun, RunOptions, TokenCounts
+from .run import CompactionDone, Compactor, ResponseRun, RunOptions
 from .sealed_items import ENCRYPTED_REASONING_INCLUDE, open_input_items, reasoning_sealer
 from .sealing import Sealer
 from .service_config import ServiceConfig
@@ -151,10 +158,12 @@ class ResponseService:
         context = self.engine.max_model_len
         if context:
             output = max(1, min(output, context - prompt))
-        # A prompt compacted first (context_management) has already cost its summary's
-        # turn, which the response's usage counts too.
-        earlier = prepared.compacted.tokens if prepared.compacted else TokenCounts()
-        return prompt + output + earlier.prompt + earlier.output
+        # A prompt its run compacts first also costs the summary's turn (which the
+        # response's usage counts); a compaction_trigger costs that turn alone.
+        budget = prepared.compaction_budget
+        if budget is None:
+            return prompt + output
+        return sum(budget) if prepared.compaction_only else prompt + output + sum(budget)
 
     def _settle(self, admission: Admission, used: int) -> None:
         """A request is over: settle its token charge against what it ``used`` and give
@@ -240,7 +249,8 @@ class ResponseService:
         ``take_turn``: a request on a conversation waits for its turn and holds it (in
         ``PreparedRequest.conversation``: the caller ends it unless a run takes it);
         otherwise the conversation is only read. ``compact``: a prompt over the request's
-        ``context_management`` threshold is compacted first (an engine turn)."""
+        ``context_management`` threshold (or ending with a compaction_trigger) is to be
+        compacted first, by its run (``PreparedRequest.compaction_budget``)."""
         self._check_model(request)
         tier = self._service_tier(request, owner)
         items = items_with_ids(request, self.ids)
@@ -277,20 +287,14 @@ class ResponseService:
 
             in_prompt, first = await self._build_prompt(build, len(history))
             only = compact and trigger
-            if only:
-                self._check_engine_queue()
-                compacted: Compacted | None = await compact_prompt(
-                    self.engine, self.sealer, first, in_prompt)
-            else:
-                compacted = await self._compact_if_over(request, first, in_prompt) \
-                    if compact else None
-            if compacted is not None and not only:
-                in_prompt = list(restored_items(compacted.summary, compacted.user_texts))
-                first = engine_request(in_prompt)
+            budget = (await summary_budget(self.engine, first) if only
+                      else await self._compaction_budget(request, first) if compact
+                      else None)
             return PreparedRequest(
                 request=request, engine_request=first, input_items=tuple(items),
                 service_tier=tier, tools=tools, conversation=turn,
-                prompt_items=tuple(in_prompt), compacted=compacted, compaction_only=only)
+                prompt_items=tuple(in_prompt), compaction_budget=budget,
+                rebuild=engine_request, compaction_only=only)
         except BaseException:
             if turn is not None:
                 turn.end()
@@ -307,18 +311,44 @@ class ResponseService:
             return build()
         return await trio.to_thread.run_sync(build, limiter=self._prompt_threads)
 
-    async def _compact_if_over(self, request: CreateResponseRequest, first: EngineRequest,
-                               in_prompt: list[Mapping[str, Any]]) -> Compacted | None:
-        """The compaction of a prompt over the request's ``context_management``
+    async def _compaction_budget(self, request: CreateResponseRequest, first: EngineRequest
+                                 ) -> tuple[int, int] | None:
+        """The summary budget of a prompt over the request's ``context_management``
         threshold (none asked, or under it: None)."""
         threshold = compact_threshold(request.context_management)
         if threshold is None:
             return None
         limit = threshold or int(self.engine.max_model_len * DEFAULT_THRESHOLD_SHARE)
-        if await self.engine.count_tokens(first) <= limit:
+        prompt = await self.engine.count_tokens(first)
+        return None if prompt <= limit else budget_of(prompt)
+
+    def _compactor(self, prepared: PreparedRequest, builder: ResponseEvents, *,
+                   tool_wait: bool) -> Compactor | None:
+        """What a run that compacts its prompt first does (see ResponseRun._compact):
+        the summary, then the answer's engine request over the compacted prompt (none
+        after a compaction_trigger)."""
+        budget, rebuild = prepared.compaction_budget, prepared.rebuild
+        if budget is None or rebuild is None:
             return None
-        self._check_engine_queue()
-        return await compact_prompt(self.engine, self.sealer, first, in_prompt)
+
+        async def compact() -> CompactionDone:
+            compacted = await compact_prompt(self.engine, self.sealer,
+                                             prepared.engine_request, prepared.prompt_items,
+                                             max_tokens=budget[1])
+            if prepared.compaction_only:
+                return CompactionDone(compacted.encrypted_content, compacted.tokens,
+                                      FinishedStream(), None)
+            first = rebuild(restored_items(compacted.summary, compacted.user_texts))
+            try:
+                stream = await self.engine.submit(first)
+            except APIError as exc:  # the response has started: a failed response
+                raise EngineError(exc.message) from exc
+            tools = None if prepared.tools is None else tool_turns(
+                prepared.tools, first, builder, self.ids, engine=self.engine,
+                wait=tool_wait, timeout=self.config.tool_timeout)
+            return CompactionDone(compacted.encrypted_content, compacted.tokens, stream, tools)
+
+        return compact
 
     def _check_engine_queue(self) -> None:
         """503 while the engine queue is at its bound."""
@@ -458,7 +488,9 @@ class ResponseService:
         A request that fails here is given its admission back, and its engine request
         is aborted."""
         try:
-            engine_stream: EngineStream = FinishedStream() if prepared.compaction_only \
+            # A run that compacts first submits its answer when the summary is written.
+            engine_stream: EngineStream = FinishedStream() \
+                if prepared.compaction_budget is not None \
                 else await self.engine.submit(prepared.engine_request)
         except BaseException:
             self._refund(admission)
@@ -475,8 +507,7 @@ class ResponseService:
                     prepared.tools, prepared.engine_request, builder, self.ids,
                     engine=self.engine, wait=tool_wait, timeout=self.config.tool_timeout),
                 owner=admission.owner, rate_limits=admission.limits, on_event=self._observe,
-                compaction=prepared.compacted.encrypted_content if prepared.compacted else None,
-                earlier=prepared.compacted.tokens if prepared.compacted else TokenCounts())
+                compactor=self._compactor(prepared, builder, tool_wait=tool_wait))
             # Its place is given back at its terminal event, or when it leaves the
             # registry however it ends.
             self.registry.start(run, on_exit=admission.hold.release)
