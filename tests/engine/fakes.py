@@ -59,6 +59,9 @@ class _Request:
 class FakeCore:
     step_delay: float = 0.001
     fail_at_step: int | None = None
+    # Die only once this many requests were added (a test that submits several before
+    # the death must not race a loaded machine's engine thread to it).
+    fail_once_added: int = 0
     refuse_prompt_tokens: int | None = None
     steps: int = 0
     added: list[str] = field(default_factory=list)
@@ -84,7 +87,8 @@ class FakeCore:
         self.steps += 1
         if self.hang is not None:
             self.hang.wait()
-        if self.fail_at_step is not None and self.steps >= self.fail_at_step:
+        if (self.fail_at_step is not None and self.steps >= self.fail_at_step
+                and len(self.added) >= self.fail_once_added):
             raise RuntimeError("the fake engine died")
         time.sleep(self.step_delay)
         outputs = []

@@ -186,7 +186,7 @@ async def test_close_from_a_cancelled_scope_still_aborts() -> None:
 
 
 async def test_engine_death_fails_every_stream() -> None:
-    core = FakeCore(fail_at_step=3)
+    core = FakeCore(fail_at_step=3, fail_once_added=3)
     async with started(core) as engine:
         streams = [await engine.submit(request(max_tokens=100)) for _ in range(3)]
         for stream in streams:
