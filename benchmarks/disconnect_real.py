@@ -1,0 +1,172 @@
+"""Disconnects through the real engine: trio_responses vs vLLM's own server.
+
+    .venv/bin/python benchmarks/disconnect_real.py [--rounds 3] [--streams 16] [--json FILE]
+
+Each server is started here in turn (ours, vLLM, ours, vLLM…: ``--rounds`` alternations),
+one at a time on 127.0.0.1 with the default model folder and the same engine flags as
+``benchmarks/bench_vllm.py`` (its ``Server`` warms each start up before it is measured).
+Per round: ``--streams`` streaming ``/v1/responses`` requests with long outputs
+(``max_output_tokens`` ``--tokens``, ``ignore_eos``) are opened at once, each is read
+until ``--deltas`` ``response.output_text.delta`` events have arrived, then all of them
+are dropped together (each request's own connection closed). ``/metrics`` is then polled
+every 50 ms until the engine's running-requests gauge reads 0 —
+``trio_responses_engine_running_requests`` on ours, ``vllm:num_requests_running`` on
+vLLM's — and the seconds from the last drop to that reading are the round's figure.
+The gauge read just before the drop is printed too (it should be ``--streams``).
+
+The poll interval bounds the resolution: a figure is the time to the first poll that
+reads 0, so it is up to 50 ms late. A benchmark, not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import trio
+
+# Run as a script, the repository root is not on the path: bench_vllm is imported from it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_vllm import PROMPT, Server, engine_flags
+
+MODEL = "SmolLM2-135M-Instruct"
+POLL = 0.05
+GAUGES = {"trio_responses": "trio_responses_engine_running_requests",
+          "vllm": "vllm:num_requests_running"}
+
+
+@dataclass
+class Round:
+    server: str
+    running_before_drop: float
+    seconds_to_zero: float
+
+
+def gauge_value(text: str, name: str) -> float:
+    """Sum of a gauge's samples (vLLM labels its series per engine and model)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(None, 1)[1])
+    return total
+
+
+async def read_gauge(client: httpx.AsyncClient, name: str) -> float:
+    response = await client.get("/metrics")
+    response.raise_for_status()
+    return gauge_value(response.text, name)
+
+
+async def stream_then_drop(base_url: str, tokens: int, deltas: int, streams: int,
+                           ready: list[int], all_ready: trio.Event, drop: trio.Event,
+                           dropped_at: list[float]) -> None:
+    body = {"model": MODEL, "input": PROMPT, "stream": True, "max_output_tokens": tokens,
+            "temperature": 0, "ignore_eos": True, "store": False}
+    # One client per stream: closing it closes the stream's own connection for sure,
+    # rather than leaving it to a pool's reuse rules.
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        async with client.stream("POST", "/v1/responses", json=body) as response:
+            response.raise_for_status()
+            seen = 0
+            async for line in response.aiter_lines():
+                if line.startswith("data: {") and '"response.output_text.delta"' in line:
+                    seen += 1
+                    if seen == deltas:
+                        break
+            if seen < deltas:
+                raise RuntimeError(f"stream ended after {seen} deltas")
+            ready.append(1)
+            if len(ready) == streams:
+                all_ready.set()
+            await drop.wait()
+    dropped_at.append(time.perf_counter())
+
+
+async def measure(server: Server, streams: int, tokens: int, deltas: int,
+                  give_up_after: float) -> Round:
+    name = GAUGES[server.name]
+    ready: list[int] = []
+    all_ready, drop = trio.Event(), trio.Event()
+    dropped_at: list[float] = []
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as metrics:
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                nursery.start_soon(stream_then_drop, server.base_url, tokens, deltas, streams,
+                                   ready, all_ready, drop, dropped_at)
+            await all_ready.wait()
+            before = await read_gauge(metrics, name)
+            drop.set()
+        last_drop = max(dropped_at)
+        deadline = last_drop + give_up_after
+        while True:
+            value = await read_gauge(metrics, name)
+            now = time.perf_counter()
+            if value == 0:
+                return Round(server.name, before, now - last_drop)
+            if now > deadline:
+                raise TimeoutError(f"{server.name}: {name} still {value} after {give_up_after} s")
+            await trio.sleep(POLL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per server")
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--deltas", type=int, default=3, help="deltas read before the drop")
+    parser.add_argument("--tokens", type=int, default=512, help="max_output_tokens")
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="give up waiting for the gauge after this many seconds")
+    parser.add_argument("--json", type=Path, help="append each round's figures here")
+    args = parser.parse_args()
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    from trio_responses.engine.default_model import ensure_default_model
+
+    model_dir = str(ensure_default_model())
+    flags = engine_flags(model_dir, args.max_model_len)
+    ours = Server("trio_responses", [sys.executable, "-m", "trio_responses", "--model",
+                                     model_dir, "--port", "8311", "--store-path",
+                                     "/tmp/disconnect_real_store.sqlite3", *flags], 8311, MODEL)
+    theirs = Server("vllm", [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                             "--model", model_dir, "--port", "8312", "--host", "127.0.0.1",
+                             *flags], 8312, MODEL)
+    rounds: list[Round] = []
+    for round_number in range(args.rounds):
+        for server in (ours, theirs):
+            server.start()
+            try:
+                result = trio.run(measure, server, args.streams, args.tokens, args.deltas,
+                                  args.timeout)
+            finally:
+                server.stop()
+            rounds.append(result)
+            print(f"round {round_number} {server.name}: {result.running_before_drop:g} running "
+                  f"before the drop, 0 after {result.seconds_to_zero:.3f} s", flush=True)
+            if args.json:
+                with args.json.open("a") as out:
+                    out.write(json.dumps({"round": round_number, **vars(result)}) + "\n")
+
+    print()
+    print("| round | ours (s) | vLLM (s) | ours/vLLM |")
+    print("|---|---|---|---|")
+    mine = [r.seconds_to_zero for r in rounds if r.server == ours.name]
+    other = [r.seconds_to_zero for r in rounds if r.server == theirs.name]
+    for number, (a, b) in enumerate(zip(mine, other, strict=True), start=1):
+        print(f"| {number} | {a:.3f} | {b:.3f} | {a / b:.2f} |")
+    a, b = statistics.median(mine), statistics.median(other)
+    print(f"| median | {a:.3f} | {b:.3f} | {a / b:.2f} |")
+    print(f"\ncommand: {' '.join(sys.argv)}")
+
+
+if __name__ == "__main__":
+    main()
