@@ -26,6 +26,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,11 @@ async def read_gauge(client: httpx.AsyncClient, name: str) -> float:
     return gauge_value(response.text, name)
 
 
+async def drain(lines: AsyncIterator[str]) -> None:
+    async for _ in lines:
+        pass
+
+
 async def stream_then_drop(base_url: str, tokens: int, deltas: int, streams: int,
                            ready: list[int], all_ready: trio.Event, drop: trio.Event,
                            dropped_at: list[float]) -> None:
@@ -76,7 +82,8 @@ async def stream_then_drop(base_url: str, tokens: int, deltas: int, streams: int
         async with client.stream("POST", "/v1/responses", json=body) as response:
             response.raise_for_status()
             seen = 0
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 if line.startswith("data: {") and '"response.output_text.delta"' in line:
                     seen += 1
                     if seen == deltas:
@@ -86,7 +93,13 @@ async def stream_then_drop(base_url: str, tokens: int, deltas: int, streams: int
             ready.append(1)
             if len(ready) == streams:
                 all_ready.set()
-            await drop.wait()
+            # Keep reading until the drop, so every stream is still live when it is
+            # dropped: in a run that left them unread, one round of ours read 3 running
+            # (not 15) before the drop (a backed-up stream ended early, cause not traced).
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain, lines)
+                await drop.wait()
+                nursery.cancel_scope.cancel()
     dropped_at.append(time.perf_counter())
 
 
