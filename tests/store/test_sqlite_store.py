@@ -25,6 +25,7 @@ from trio_responses.store import (
     SQLiteStore,
     StoredResponse,
 )
+from trio_responses.store import base as store_base
 from trio_responses.store import sqlite as sqlite_module
 
 
@@ -202,7 +203,7 @@ async def test_chain_cycle_and_depth_bound(
     with trio.fail_after(5):
         assert await store.chain("resp_p", "owner-a") is None
 
-    monkeypatch.setattr(sqlite_module, "MAX_CHAIN_DEPTH", 5)
+    monkeypatch.setattr(store_base, "MAX_CHAIN_DEPTH", 5)  # walk_chain reads it there
     previous = None
     for i in range(6):
         await store.create(record(f"resp_{i}", status="completed", previous=previous))

@@ -237,3 +237,29 @@ class SharedStore(Protocol):
 
     def on_control(self, handler: ControlHandler | None) -> None:
         """What this process does with control messages (the registry's owner sets it)."""
+
+
+# How many responses a previous_response_id chain may hold; a longer (or cyclic) one is
+# treated as missing.
+MAX_CHAIN_DEPTH = 1000
+
+
+def walk_chain(get: Callable[[str], StoredResponse | None], response_id: str
+               ) -> list[StoredResponse] | None:
+    """The chain ending at ``response_id``, oldest first, each record read by ``get``
+    (with its input items); None when a link is missing, repeats or the chain is over
+    :data:`MAX_CHAIN_DEPTH`. Both stores walk their chains with it."""
+    newest_first: list[StoredResponse] = []
+    seen: set[str] = set()
+    current: str | None = response_id
+    while current is not None:
+        if current in seen or len(newest_first) >= MAX_CHAIN_DEPTH:
+            return None
+        seen.add(current)
+        record = get(current)
+        if record is None:
+            return None
+        newest_first.append(record)
+        current = record.previous_response_id
+    newest_first.reverse()
+    return newest_first

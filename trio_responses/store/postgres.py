@@ -31,6 +31,7 @@ from psycopg_pool import ConnectionPool
 
 from . import postgres_conversations as conversations
 from .base import (
+    MAX_CHAIN_DEPTH,
     TERMINAL_STATUSES,
     ControlHandler,
     ConversationAppend,
@@ -38,6 +39,7 @@ from .base import (
     ItemPage,
     StoredConversation,
     StoredResponse,
+    walk_chain,
 )
 from .postgres_leases import Heartbeat, fail_orphans, heartbeat
 from .postgres_notify import CONTROL_CHANNEL, EVENTS_CHANNEL, Listener
@@ -47,7 +49,6 @@ __all__ = ["MAX_CHAIN_DEPTH", "PostgresStore", "is_postgres_url"]
 
 _T = TypeVar("_T")
 
-MAX_CHAIN_DEPTH = 1000
 # What get() loads: everything but the input items (and the log, a table of its own).
 _ROW_COLUMNS = (
     "id, owner, status, background, previous_response_id, created_at, response, event_count"
@@ -490,17 +491,4 @@ def _get_sync(conn: psycopg.Connection[Any], response_id: str, owner: str, *,
 
 def _chain_sync(conn: psycopg.Connection[Any], response_id: str, owner: str
                 ) -> list[StoredResponse] | None:
-    newest_first: list[StoredResponse] = []
-    seen: set[str] = set()
-    current: str | None = response_id
-    while current is not None:
-        if current in seen or len(newest_first) >= MAX_CHAIN_DEPTH:
-            return None
-        seen.add(current)
-        record = _get_sync(conn, current, owner, with_items=True)
-        if record is None:
-            return None
-        newest_first.append(record)
-        current = record.previous_response_id
-    newest_first.reverse()
-    return newest_first
+    return walk_chain(lambda rid: _get_sync(conn, rid, owner, with_items=True), response_id)

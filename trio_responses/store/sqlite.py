@@ -51,12 +51,14 @@ import trio
 
 from . import sqlite_conversations as conversations
 from .base import (
+    MAX_CHAIN_DEPTH,
     TERMINAL_STATUSES,
     ConversationAppend,
     Item,
     ItemPage,
     StoredConversation,
     StoredResponse,
+    walk_chain,
 )
 from .instances import InstanceLock
 from .sqlite_conversations import in_transaction
@@ -127,7 +129,6 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 # Longer chains (or a loop, which the API cannot create) are reported as not found.
-MAX_CHAIN_DEPTH = 1000
 
 _UNFINISHED = ("queued", "in_progress")
 _INTERRUPTED_ERROR = {
@@ -535,20 +536,7 @@ def _get_sync(conn: sqlite3.Connection, response_id: str, owner: str, *,
 def _chain_sync(
     conn: sqlite3.Connection, response_id: str, owner: str
 ) -> list[StoredResponse] | None:
-    newest_first: list[StoredResponse] = []
-    seen: set[str] = set()
-    current: str | None = response_id
-    while current is not None:
-        if current in seen or len(newest_first) >= MAX_CHAIN_DEPTH:
-            return None
-        seen.add(current)
-        record = _get_sync(conn, current, owner, with_items=True)
-        if record is None:
-            return None
-        newest_first.append(record)
-        current = record.previous_response_id
-    newest_first.reverse()
-    return newest_first
+    return walk_chain(lambda rid: _get_sync(conn, rid, owner, with_items=True), response_id)
 
 
 def _close_sync(conn: sqlite3.Connection) -> None:
