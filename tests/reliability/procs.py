@@ -99,12 +99,24 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 health = httpx.get(self.base_url + "/health", timeout=1, headers=CLOSE)
-                if health.status_code == 200:
+                if health.status_code == 200 and self.listening():
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.02)
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def listening(self) -> bool:
+        """Whether the port is ours: a restart's port was free while the server was down,
+        and another test process's server may have taken it (its /health would answer
+        while ours, unable to bind, exits)."""
+        assert self.proc is not None
+        try:
+            sockets = psutil.Process(self.proc.pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return False
+        return any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == self.port
+                   for s in sockets)
 
     def log(self) -> str:
         return (self.tmp / f"server-{self.starts}.log").read_text(errors="replace")

@@ -190,6 +190,11 @@ class Ledger:
     started: set[str] = field(default_factory=set)
     operations: int = 0
 
+    def membership(self, response_id: str) -> list[str]:
+        """Which of the ledger's sets hold an id (for a failure's message)."""
+        return [name for name in ("finished", "maybe_deleted", "deleted", "started")
+                if response_id in getattr(self, name)]
+
     def saw(self, response: dict[str, Any]) -> None:
         self.started.add(response["id"])
         if response["status"] in TERMINAL_STATUSES:
@@ -202,12 +207,18 @@ async def call(port: int, method: str, path: str, payload: Any = None) -> Any:
     return value
 
 
-async def settle(port: int, response_id: str) -> dict[str, Any]:
+async def settle(port: int, ledger: Ledger, response_id: str) -> None:
+    """Poll until finished. Another worker may cancel the response (the ledger then
+    holds it as finished) and a third delete it meanwhile: a 404 is right only then."""
     with trio.fail_after(10):
         while True:
-            value: dict[str, Any] = await call(port, "GET", f"/v1/responses/{response_id}")
+            status, value = await request_json(port, "GET", f"/v1/responses/{response_id}")
+            if status == 404 and response_id in ledger.maybe_deleted:
+                return
+            assert status == 200, (status, value, response_id, ledger.membership(response_id))
             if value["status"] in TERMINAL_STATUSES:
-                return value
+                ledger.saw(value)
+                return
             await trio.sleep(0.02)
 
 
@@ -226,7 +237,7 @@ async def one_operation(port: int, ledger: Ledger, rng: random.Random) -> None:
         queued = await call(port, "POST", "/v1/responses",
                             {"model": "scripted", "input": words, "background": True})
         ledger.saw(queued)
-        ledger.saw(await settle(port, queued["id"]))
+        await settle(port, ledger, queued["id"])
     elif roll < 0.85:
         ledger.saw(await call(port, "POST", "/v1/responses", {
             "model": "scripted", "input": f"[[stall]] {words}", "background": True}))
