@@ -77,3 +77,27 @@ def test_cancel_from_another_replica_reaches_the_running_one(
         events = sdk_events(stream)
     check_stream(events)
     assert events[-1]["type"] == "response.incomplete"
+
+
+def test_a_get_on_another_replica_shows_the_running_response_so_far(
+        clients: list[openai.OpenAI]) -> None:
+    """Not the stored ``queued`` row: in progress, with the text streamed so far (the
+    running replica's saved events folded in), growing, then the final object."""
+    a, b, _ = clients
+    created = a.responses.create(model=MODEL, input=LONG_INPUT, background=True)
+    final_text = "You said: " + LONG_INPUT
+    seen: list[str] = []
+    for _ in range(3000):  # each a round trip: well past the ~1 s the response takes
+        now = b.responses.retrieve(created.id)
+        if now.status == "completed":
+            break
+        if now.status == "in_progress" and now.output:
+            text = now.output_text
+            assert final_text.startswith(text), text
+            if not seen or text != seen[-1]:
+                seen.append(text)
+    assert now.status == "completed" and now.output_text == final_text
+    # Seen part-way at least twice, each longer than the one before.
+    partial = [text for text in seen if text and text != final_text]
+    assert len(partial) >= 2, seen
+    assert all(len(x) < len(y) for x, y in zip(partial, partial[1:]))

@@ -62,6 +62,7 @@ from .shared import (
     TOOL_OUTPUTS_WAIT,
     SharedLog,
     answer_of,
+    live_response,
     publish_events,
     wait_terminal,
 )
@@ -566,6 +567,11 @@ class ResponseService:
             record = await self._record(response_id, owner)
         run = self.registry.get(response_id)
         if run is None:
+            if (record.background and record.status not in TERMINAL_STATUSES
+                    and isinstance(self.store, SharedStore)):
+                # Running on another replica: as its saved events show it now.
+                return await live_response(self.store, record,
+                                           lambda: self.quotas.reading(owner))
             return record.response
         if run.response["status"] in TERMINAL_STATUSES:
             # Final but maybe not saved yet (the run saves it, then is done): show it

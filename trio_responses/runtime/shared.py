@@ -13,6 +13,10 @@ no duplicate. Once the row is terminal its whole log is saved (``finish`` writes
 same transaction), so the follower reads to the end and stops; a response whose replica
 died before it wrote a terminal event gets one made from the saved object.
 
+:func:`live_response` is what a ``GET`` on another replica answers while it runs: the
+saved object with the saved events folded in (``protocol/snapshot.py``), so it shows
+``in_progress`` and the output so far, as the running replica's own ``GET`` does.
+
 :func:`wait_terminal` is what a cancel from another replica waits with, after it sent the
 ``cancel`` control message to the replica running the response.
 """
@@ -29,8 +33,9 @@ import trio
 from ..errors import APIError, Conflict, InvalidRequest
 from ..protocol.events import replay_without_log
 from ..protocol.machine import TERMINAL_EVENTS
+from ..protocol.snapshot import fold_events
 from ..protocol.sse import frame
-from ..store.base import TERMINAL_STATUSES, ResponseStore, SharedStore
+from ..store.base import TERMINAL_STATUSES, ResponseStore, SharedStore, StoredResponse
 from .buffer import EventBuffer, Frame
 from .replay import PAGE_EVENTS
 from .run import ResponseRun
@@ -169,3 +174,23 @@ async def wait_terminal(store: ResponseStore, shared: SharedStore, response_id: 
                 await changed.wait()
     record = await store.get(response_id, owner)
     return None if record is None else record.response
+
+
+async def live_response(store: ResponseStore, record: StoredResponse,
+                        read_slot: Callable[[], AbstractAsyncContextManager[None]]
+                        ) -> Mapping[str, Any]:
+    """A response running on another replica as its saved events show it now (the
+    stored object where none are saved: a foreground response, or one not begun)."""
+    events: list[Mapping[str, Any]] = []
+    cursor = -1
+    while True:
+        async with read_slot():
+            page = await store.events(record.id, record.owner, after=cursor,
+                                      limit=PAGE_EVENTS)
+        if not page:
+            break
+        events.extend(page)
+        cursor = int(page[-1]["sequence_number"])
+        if len(page) < PAGE_EVENTS:
+            break
+    return fold_events(record.response, events) if events else record.response
