@@ -5,6 +5,7 @@ saves ``cancelled``; the call returns the cancelled response)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -100,4 +101,4 @@ def test_a_get_on_another_replica_shows_the_running_response_so_far(
     # Seen part-way at least twice, each longer than the one before.
     partial = [text for text in seen if text and text != final_text]
     assert len(partial) >= 2, seen
-    assert all(len(x) < len(y) for x, y in zip(partial, partial[1:]))
+    assert all(len(x) < len(y) for x, y in itertools.pairwise(partial))
