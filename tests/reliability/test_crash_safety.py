@@ -207,18 +207,21 @@ async def call(port: int, method: str, path: str, payload: Any = None) -> Any:
     return value
 
 
-async def settle(port: int, ledger: Ledger, response_id: str) -> None:
-    """Poll until finished. Another worker may cancel the response (the ledger then
-    holds it as finished) and a third delete it meanwhile: a 404 is right only then."""
+async def settle(port: int, response_id: str, ledger: Ledger | None = None
+                 ) -> dict[str, Any] | None:
+    """Poll until finished. With a ledger, another worker may cancel the response (the
+    ledger then holds it as finished) and a third delete it meanwhile: a 404 is right
+    only then (None)."""
     with trio.fail_after(10):
         while True:
             status, value = await request_json(port, "GET", f"/v1/responses/{response_id}")
-            if status == 404 and response_id in ledger.maybe_deleted:
-                return
-            assert status == 200, (status, value, response_id, ledger.membership(response_id))
+            if status == 404 and ledger is not None and response_id in ledger.maybe_deleted:
+                return None
+            assert status == 200, (status, value, response_id,
+                                   ledger.membership(response_id) if ledger else None)
             if value["status"] in TERMINAL_STATUSES:
-                ledger.saw(value)
-                return
+                result: dict[str, Any] = value
+                return result
             await trio.sleep(0.02)
 
 
@@ -237,7 +240,9 @@ async def one_operation(port: int, ledger: Ledger, rng: random.Random) -> None:
         queued = await call(port, "POST", "/v1/responses",
                             {"model": "scripted", "input": words, "background": True})
         ledger.saw(queued)
-        await settle(port, ledger, queued["id"])
+        final = await settle(port, queued["id"], ledger)
+        if final is not None:
+            ledger.saw(final)
     elif roll < 0.85:
         ledger.saw(await call(port, "POST", "/v1/responses", {
             "model": "scripted", "input": f"[[stall]] {words}", "background": True}))
