@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,10 @@ async def one_socket(port: int, plan: Socket, connect: trio.CapacityLimiter,
         plan.dropped_at = await socket.drop(plan.style)
 
 
-async def socket_storm(server: ServerProcess, count: int, seed: int) -> list[Socket]:
+async def socket_storm(port: int, count: int, seed: int,
+                       on_held: Callable[[], Awaitable[None]] | None = None) -> list[Socket]:
+    """``count`` sockets held streaming, then all dropped at once (``on_held`` runs just
+    before the drop)."""
     rng = random.Random(seed)
     plans = [Socket(lanes=rng.choice((1, 2)), style=rng.choice(("fin", "rst")))
              for _ in range(count)]
@@ -76,8 +79,10 @@ async def socket_storm(server: ServerProcess, count: int, seed: int) -> list[Soc
     with trio.fail_after(240):
         async with trio.open_nursery() as nursery:
             for plan in plans:
-                nursery.start_soon(one_socket, server.port, plan, connect, held, go)
+                nursery.start_soon(one_socket, port, plan, connect, held, go)
             await all_held.wait()
+            if on_held is not None:
+                await on_held()
             go.set()
     return plans
 
@@ -99,11 +104,11 @@ async def test_socket_storm(server_factory: Callable[..., ServerProcess], scale:
     server = server_factory(probe=True, token_delay=scale.storm_token_delay,
                             extra=ONE_CLIENT_UNBOUNDED).start()
     fresh = await trio.to_thread.run_sync(server.probe)
-    await socket_storm(server, 20, seed=1)  # warm up, then the baseline
+    await socket_storm(server.port, 20, seed=1)  # warm up, then the baseline
     base_probe, base = await baseline(server, fresh["tasks"])
 
     started = time.monotonic()
-    plans = await socket_storm(server, SOCKETS, seed=2)
+    plans = await socket_storm(server.port, SOCKETS, seed=2)
     held_seconds = time.monotonic() - started
     probe, after = await settled(server, base_probe, base, seconds=60)
 
