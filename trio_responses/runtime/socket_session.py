@@ -46,7 +46,7 @@ from ..protocol.socket_events import (
     valid_stream_id,
 )
 from .buffer import Frame
-from .delivery import start_streamed
+from .delivery import Delivery, start_streamed
 from .run import ResponseRun
 from .service import ResponseService
 
@@ -98,6 +98,7 @@ class Lane:
     stream_id: str | None
     busy: bool = False
     run: ResponseRun | None = None
+    delivery: Delivery | None = None
     create: CreateResponseRequest | None = None
     # Steering accepted for the running response, in submission order.
     steers: list[Steer] = field(default_factory=list)
@@ -134,6 +135,15 @@ class SocketSession:
             self._nursery = nursery
             while True:
                 await self.handle(await receive())
+
+    def disconnected(self) -> None:
+        """The connection is gone: release every lane's delivery now, which ends its run
+        (cause ``disconnect``: the engine request is aborted). The lanes' tasks are
+        cancelled after, as the connection's handler unwinds; this does not wait for
+        them, so every run of the connection is ended in the same scheduler pass."""
+        for lane in self._lanes.values():
+            if lane.delivery is not None:
+                lane.delivery.release()
 
     # -- client events ---------------------------------------------------------------
 
@@ -242,7 +252,7 @@ class SocketSession:
             await self._send_failures(committed, create.previous_response_id or "",
                                       lane.stream_id, "successor_creation_failed", exc.message)
             return None
-        lane.run, lane.create = run, create
+        lane.run, lane.delivery, lane.create = run, delivery, create
         run.cancellable = True  # over HTTP, while it runs
         self._running[run.id] = lane
         try:
@@ -253,6 +263,7 @@ class SocketSession:
                     break
         finally:
             delivery.release()
+            lane.delivery = None
             del self._running[run.id]
             self._remember(run.id, str(run.response["status"]))
             self._keep_context(resolved, run.response)

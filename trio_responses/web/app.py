@@ -26,6 +26,7 @@ from .conversation_routes import register_conversation_routes
 from .routes import register_routes
 from .sse_send import SSEConnection
 from .state import AppState, build_engine, build_store
+from .websocket import SocketConnection
 
 # Bounds the shielded last send below (it only writes a few bytes and resets state).
 LAST_SEND_TIMEOUT = 10.0
@@ -93,6 +94,8 @@ def create_app(
     app = QuartTrio("trio_responses")
     # SSE bodies go to the socket on a short path of their own (web/sse_send.py).
     app.asgi_http_class = SSEConnection
+    # And WebSocket events as pre-built frames (web/ws_send.py, web/websocket.py).
+    app.asgi_websocket_class = SocketConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_body_bytes or None
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
