@@ -78,7 +78,8 @@ async def test_frames_that_come_during_a_write_go_out_together_after_it() -> Non
         # every lane) and nothing returned but what was written.
         assert fake.sent == [b"a"] and returned == []
         fake.release.set()
-    assert fake.sent == [b"a", b"bc"]
+    # (b and c in the order their tasks ran: Trio does not promise start order.)
+    assert fake.sent[0] == b"a" and fake.sent[1:] in ([b"bc"], [b"cb"])
     assert sorted(returned) == [b"a", b"b", b"c"]
 
 

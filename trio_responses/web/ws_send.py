@@ -13,9 +13,11 @@ does what :mod:`.sse_send` does for SSE chunks:
   a lane that finds a write in progress leaves its frames for the next one and waits
   until they are written (so a client that stops reading still blocks every lane, whose
   runs then overflow their stream buffers and end, as before);
-- the write is handed straight to the connection's ``protocol_send``: Hypercorn's send
-  lock (pings, pongs and the close handshake go through it too, so frames never
-  interleave), its shielded ``send_all``, its handling of a broken connection.
+- the write is one non-blocking ``send()`` on the connection's socket when it is idle
+  (:class:`~.direct_send.DirectWriter`, as for SSE), otherwise the connection's
+  ``protocol_send``: Hypercorn's send lock (pings, pongs and the close handshake go
+  through it too, so frames never interleave), its shielded ``send_all``, its handling
+  of a broken connection.
 
 Only where the state allows: a Hypercorn WebSocket over HTTP/1.1 (checked by type; an
 HTTP/2 WebSocket or another server takes the ASGI path, unchanged) with no extension in
@@ -33,10 +35,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from hypercorn.events import Event, RawData
+from hypercorn.events import Event
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from wsproto.connection import ConnectionState
+
+from .direct_send import DirectWriter
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -59,14 +63,14 @@ def decline_extensions(send: Any) -> None:
         handshake.extensions = None
 
 
-class FrameWriter:
+class FrameWriter(DirectWriter):
     """Writes pre-built frames straight to a Hypercorn HTTP/1.1 WebSocket connection,
     those of concurrent senders together."""
 
     def __init__(self, stream: WSStream, protocol_send: Callable[[Event], Awaitable[None]]
                  ) -> None:
+        super().__init__(protocol_send)
         self._stream = stream
-        self._send = protocol_send
         self._pending: list[bytes] = []
         self._writing = False
         self._taken = 0  # batches taken from _pending to be written
@@ -112,7 +116,7 @@ class FrameWriter:
             self._pending.clear()
             self._taken += 1
             if self.open:
-                await self._send(RawData(data=data))
+                await self.send_bytes(data)
             self._written = self._taken
         finally:
             self._writing = False
