@@ -14,6 +14,9 @@ asserts.
 
 Because both servers need the CPU to themselves, each is started for its rounds and
 stopped before the other starts; every start is warmed up before it is measured.
+``--before CHECKOUT`` adds a third server, that checkout's trio_responses (e.g. main
+before a change, from ``git archive``), in the same rotation, with its own ratios to
+vLLM: before and after a change, side by side under the same noise.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
+MODEL = "SmolLM2-135M-Instruct"
 
 
 @dataclass
@@ -116,8 +120,11 @@ async def load(base_url: str, model: str, concurrency: int, requests: int,
 
 
 class Server:
-    def __init__(self, name: str, argv: list[str], port: int, model: str) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, model: str,
+                 cwd: Path = ROOT) -> None:
         self.name, self.argv, self.port, self.model = name, argv, port, model
+        # ``python -m trio_responses`` serves the checkout it is started in.
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,7 +134,7 @@ class Server:
     def start(self, timeout: float = 600) -> None:
         log = open(f"/tmp/bench_{self.name}.log", "wb")
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                        cwd=ROOT, start_new_session=True)
+                                        cwd=self.cwd, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -155,7 +162,40 @@ class Server:
 
 def engine_flags(model_dir: str, max_model_len: int) -> list[str]:
     return ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len),
-            "--served-model-name", "SmolLM2-135M-Instruct"]
+            "--served-model-name", MODEL]
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the servers compared (shared with disconnect_real.py)."""
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--before", type=Path, metavar="CHECKOUT",
+                        help="also serve this checkout's trio_responses (as 'before'; e.g. "
+                             "from `git archive`), alternating with the other two")
+
+
+def make_servers(args: argparse.Namespace, base_port: int, store: str) -> list[Server]:
+    """Ours, vLLM's server (and with ``--before`` the other checkout), on consecutive
+    ports from ``base_port``, with the default model folder and the same engine flags;
+    sets the CPU environment both servers inherit."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    from trio_responses.engine.default_model import ensure_default_model
+
+    model_dir = str(ensure_default_model())
+    flags = engine_flags(model_dir, args.max_model_len)
+
+    def ours(name: str, port: int, cwd: Path) -> Server:
+        return Server(name, [sys.executable, "-m", "trio_responses", "--model", model_dir,
+                             "--port", str(port), "--store-path", f"{store}-{name}.sqlite3",
+                             *flags], port, MODEL, cwd)
+
+    servers = [ours("trio_responses", base_port, ROOT),
+               Server("vllm", [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                               "--model", model_dir, "--port", str(base_port + 1),
+                               "--host", "127.0.0.1", *flags], base_port + 1, MODEL)]
+    if args.before is not None:
+        servers.append(ours("before", base_port + 2, args.before.resolve()))
+    return servers
 
 
 def offline_ceiling(model_dir: str, batch: int, tokens: int, max_model_len: int) -> float:
@@ -191,29 +231,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations per level")
     parser.add_argument("--requests-per-round", type=int, default=0,
                         help="default: 2 x concurrency (at least 4)")
-    parser.add_argument("--max-model-len", type=int, default=2048)
+    add_server_arguments(parser)
     parser.add_argument("--no-ceiling", action="store_true")
     parser.add_argument("--json", type=Path,
                         help="append each server's figures per level here (benchmarks/plots.py)")
     args = parser.parse_args()
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    from trio_responses.engine.default_model import ensure_default_model
-
-    model_dir = str(ensure_default_model())
-    flags = engine_flags(model_dir, args.max_model_len)
-    ours = Server("trio_responses", [sys.executable, "-m", "trio_responses", "--model",
-                                     model_dir, "--port", "8301", "--store-path",
-                                     "/tmp/bench_store.sqlite3", *flags], 8301,
-                  "SmolLM2-135M-Instruct")
-    theirs = Server("vllm", [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                             "--model", model_dir, "--port", "8302", "--host", "127.0.0.1",
-                             *flags], 8302, "SmolLM2-135M-Instruct")
-    results = {(s.name, c): Result() for s in (ours, theirs) for c in args.concurrency}
+    servers = make_servers(args, 8301, "/tmp/bench_store")
+    theirs = servers[1]
+    results = {(s.name, c): Result() for s in servers for c in args.concurrency}
     for round_number in range(args.rounds):
-        order = (ours, theirs) if round_number % 2 == 0 else (theirs, ours)
-        for server in order:
+        # Each round starts with the next server: each goes first as often as the others.
+        shift = round_number % len(servers)
+        for server in servers[shift:] + servers[:shift]:
             server.start()
             try:
                 for level in args.concurrency:
@@ -230,7 +260,7 @@ def main() -> None:
     print("| concurrency | server | tokens/s | TTFT p50 | TTFT p99 | gap p50 | gap p99 |")
     print("|---|---|---|---|---|---|---|")
     for level in args.concurrency:
-        for server in (ours, theirs):
+        for server in servers:
             r = results[(server.name, level)]
             print(f"| {level} | {server.name} | {r.tokens_per_second:.1f} | {r.ttft(0.5):.3f} s"
                   f" | {r.ttft(0.99):.3f} s | {r.gap(0.5) * 1000:.1f} ms | "
@@ -239,21 +269,31 @@ def main() -> None:
                 with args.json.open("a") as out:
                     out.write(json.dumps({"server": server.name, "concurrency": level,
                                           "tokens_per_second": r.tokens_per_second,
-                                          "ttft_p50": r.ttft(0.5), "ttft_p99": r.ttft(0.99)})
+                                          "ttft_p50": r.ttft(0.5), "ttft_p99": r.ttft(0.99),
+                                          "gap_p50": r.gap(0.5), "gap_p99": r.gap(0.99)})
                               + "\n")
-        a, b = results[(ours.name, level)], results[(theirs.name, level)]
-        print(f"| {level} | **ours/vLLM** | **{a.tokens_per_second / b.tokens_per_second:.3f}**"
-              f" | {a.ttft(0.5) / b.ttft(0.5):.3f} | {a.ttft(0.99) / b.ttft(0.99):.3f} | "
-              f"{a.gap(0.5) / b.gap(0.5):.3f} | {a.gap(0.99) / b.gap(0.99):.3f} |")
+        b = results[(theirs.name, level)]
+        for server in servers:
+            if server is theirs:
+                continue
+            a = results[(server.name, level)]
+            label = "ours" if server is servers[0] else server.name
+            print(f"| {level} | **{label}/vLLM** | "
+                  f"**{a.tokens_per_second / b.tokens_per_second:.3f}** | "
+                  f"{a.ttft(0.5) / b.ttft(0.5):.3f} | {a.ttft(0.99) / b.ttft(0.99):.3f} | "
+                  f"{a.gap(0.5) / b.gap(0.5):.3f} | {a.gap(0.99) / b.gap(0.99):.3f} |")
     if not args.no_ceiling:
+        from trio_responses.engine.default_model import ensure_default_model
+
+        model_dir = str(ensure_default_model())
         print()
         for level in args.concurrency:
             ceiling = offline_ceiling(model_dir, level, args.tokens, args.max_model_len)
-            best = max(results[(s.name, level)].tokens_per_second for s in (ours, theirs))
+            figures = ", ".join(
+                f"{s.name} {results[(s.name, level)].tokens_per_second / ceiling:.3f}"
+                for s in servers)
             print(f"engine ceiling (LLM.generate, batch {level}): {ceiling:.1f} tok/s; "
-                  f"ours {results[(ours.name, level)].tokens_per_second / ceiling:.3f}, "
-                  f"vLLM {results[(theirs.name, level)].tokens_per_second / ceiling:.3f} "
-                  f"of it (best {best:.1f})")
+                  f"of it: {figures}")
     print(f"\ncommand: {' '.join(sys.argv)}")
 
 

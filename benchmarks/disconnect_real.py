@@ -2,27 +2,29 @@
 
     .venv/bin/python benchmarks/disconnect_real.py [--rounds 3] [--streams 16] [--json FILE]
 
-Each server is started here in turn (ours, vLLM, ours, vLLM…: ``--rounds`` alternations),
-one at a time on 127.0.0.1 with the default model folder and the same engine flags as
-``benchmarks/bench_vllm.py`` (its ``Server`` warms each start up before it is measured).
+Each server is started here in turn (ours, vLLM, then vLLM, ours…: ``--rounds``
+alternations, each round starting with the next server), one at a time on 127.0.0.1,
+built by ``benchmarks/bench_vllm.py``'s ``make_servers`` from the same arguments
+(``--max-model-len``; ``--before CHECKOUT`` adds that checkout's trio_responses as a third
+server, for before/after figures in one run): the default model folder, the same engine
+flags, each start warmed up before it is measured.
 Per round: ``--streams`` streaming ``/v1/responses`` requests with long outputs
 (``max_output_tokens`` ``--tokens``, ``ignore_eos``) are opened at once, each is read
 until ``--deltas`` ``response.output_text.delta`` events have arrived, then all of them
 are dropped together (each request's own connection closed). ``/metrics`` is then polled
-every 50 ms until the engine's running-requests gauge reads 0 —
+every ``--poll`` seconds (50 ms) until the engine's running-requests gauge reads 0 —
 ``trio_responses_engine_running_requests`` on ours, ``vllm:num_requests_running`` on
 vLLM's — and the seconds from the last drop to that reading are the round's figure.
 The gauge read just before the drop is printed too (it should be ``--streams``).
 
 The poll interval bounds the resolution: a figure is the time to the first poll that
-reads 0, so it is up to 50 ms late. A benchmark, not a test: nothing here asserts.
+reads 0, so it is up to one interval late. A benchmark, not a test: nothing here asserts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -36,11 +38,10 @@ import trio
 # Run as a script, the repository root is not on the path: bench_vllm is imported from it.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_vllm import PROMPT, Server, engine_flags
+from benchmarks.bench_vllm import MODEL, PROMPT, Server, add_server_arguments, make_servers
 
-MODEL = "SmolLM2-135M-Instruct"
-POLL = 0.05
 GAUGES = {"trio_responses": "trio_responses_engine_running_requests",
+          "before": "trio_responses_engine_running_requests",
           "vllm": "vllm:num_requests_running"}
 
 
@@ -104,7 +105,7 @@ async def stream_then_drop(base_url: str, tokens: int, deltas: int, streams: int
 
 
 async def measure(server: Server, streams: int, tokens: int, deltas: int,
-                  give_up_after: float) -> Round:
+                  give_up_after: float, poll: float) -> Round:
     name = GAUGES[server.name]
     ready: list[int] = []
     all_ready, drop = trio.Event(), trio.Event()
@@ -126,7 +127,7 @@ async def measure(server: Server, streams: int, tokens: int, deltas: int,
                 return Round(server.name, before, now - last_drop)
             if now > deadline:
                 raise TimeoutError(f"{server.name}: {name} still {value} after {give_up_after} s")
-            await trio.sleep(POLL)
+            await trio.sleep(poll)
 
 
 def main() -> None:
@@ -135,31 +136,25 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--deltas", type=int, default=3, help="deltas read before the drop")
     parser.add_argument("--tokens", type=int, default=512, help="max_output_tokens")
-    parser.add_argument("--max-model-len", type=int, default=2048)
+    add_server_arguments(parser)
+    parser.add_argument("--poll", type=float, default=0.05,
+                        help="seconds between /metrics reads after the drop")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="give up waiting for the gauge after this many seconds")
     parser.add_argument("--json", type=Path, help="append each round's figures here")
     args = parser.parse_args()
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    from trio_responses.engine.default_model import ensure_default_model
-
-    model_dir = str(ensure_default_model())
-    flags = engine_flags(model_dir, args.max_model_len)
-    ours = Server("trio_responses", [sys.executable, "-m", "trio_responses", "--model",
-                                     model_dir, "--port", "8311", "--store-path",
-                                     "/tmp/disconnect_real_store.sqlite3", *flags], 8311, MODEL)
-    theirs = Server("vllm", [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                             "--model", model_dir, "--port", "8312", "--host", "127.0.0.1",
-                             *flags], 8312, MODEL)
+    servers = make_servers(args, 8311, "/tmp/disconnect_real_store")
+    theirs = servers[1]
     rounds: list[Round] = []
     for round_number in range(args.rounds):
-        for server in (ours, theirs):
+        # Each round starts with the next server: each goes first as often as the others.
+        shift = round_number % len(servers)
+        for server in servers[shift:] + servers[:shift]:
             server.start()
             try:
                 result = trio.run(measure, server, args.streams, args.tokens, args.deltas,
-                                  args.timeout)
+                                  args.timeout, args.poll)
             finally:
                 server.stop()
             rounds.append(result)
@@ -169,15 +164,24 @@ def main() -> None:
                 with args.json.open("a") as out:
                     out.write(json.dumps({"round": round_number, **vars(result)}) + "\n")
 
+    def figures(server: Server) -> list[float]:
+        return [r.seconds_to_zero for r in rounds if r.server == server.name]
+
+    others = [s for s in servers if s is not theirs]
     print()
-    print("| round | ours (s) | vLLM (s) | ours/vLLM |")
-    print("|---|---|---|---|")
-    mine = [r.seconds_to_zero for r in rounds if r.server == ours.name]
-    other = [r.seconds_to_zero for r in rounds if r.server == theirs.name]
-    for number, (a, b) in enumerate(zip(mine, other, strict=True), start=1):
-        print(f"| {number} | {a:.3f} | {b:.3f} | {a / b:.2f} |")
-    a, b = statistics.median(mine), statistics.median(other)
-    print(f"| median | {a:.3f} | {b:.3f} | {a / b:.2f} |")
+    print("| round | " + " | ".join(f"{s.name} (s)" for s in servers) + " | "
+          + " | ".join(f"{s.name}/vLLM" for s in others) + " |")
+    print("|---" * (len(servers) + len(others) + 1) + "|")
+    columns = [figures(s) for s in servers]
+    vllm = figures(theirs)
+    for number, row in enumerate(zip(*columns, strict=True), start=1):
+        ratios = [figures(s)[number - 1] / vllm[number - 1] for s in others]
+        print(f"| {number} | " + " | ".join(f"{v:.3f}" for v in row) + " | "
+              + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+    medians = [statistics.median(c) for c in columns]
+    print("| median | " + " | ".join(f"{m:.3f}" for m in medians) + " | "
+          + " | ".join(f"{statistics.median(figures(s)) / statistics.median(vllm):.2f}"
+                       for s in others) + " |")
     print(f"\ncommand: {' '.join(sys.argv)}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,13 +134,15 @@ def core_writing(tokenizer: Any, text: str, *, per_step: int = 1) -> FakeCore:
 
 def fake_engine(core: FakeCore, *, max_model_len: int = 1000,
                 reasoning: ReasoningParsers | None = None,
-                tool_calls: ToolCallParsers | None = None, **kwargs: Any) -> VLLMEngine:
+                tool_calls: ToolCallParsers | None = None,
+                abort_soon: Callable[[str], None] | None = None, **kwargs: Any) -> VLLMEngine:
     def factory() -> LoadedEngine:
         renderer = PromptRenderer(FakeTokenizer(), max_model_len=max_model_len)
 
         def make_params(sampling: SamplingOptions, max_tokens: int, parse_tools: bool) -> int:
             return max_tokens
 
-        return LoadedEngine(core, renderer, make_params, reasoning, tool_calls)
+        return LoadedEngine(core, renderer, make_params, reasoning, tool_calls,
+                            abort_soon=abort_soon)
 
     return VLLMEngine(factory, model_name="fake", **kwargs)

@@ -174,6 +174,43 @@ async def test_the_running_gauge_drops_when_an_abort_lands_not_a_step_later() ->
         await second.aclose()
 
 
+async def test_an_early_abort_goes_out_during_the_step_after_the_queued_one() -> None:
+    # With the core in its own process (LoadedEngine.abort_soon), closing a stream sends
+    # the core its abort while the engine thread is still in step(), and only once the
+    # engine thread's own Abort is queued: the step that abort may end early is followed
+    # by a drain that finds it.
+    core = GatedCore()
+    heard: list[tuple[str, bool, int]] = []
+    engine_box: list[VLLMEngine] = []
+
+    def abort_soon(request_id: str) -> None:
+        heard.append((request_id, core.waiting, engine_box[0]._commands.qsize()))
+
+    async with started(core, abort_soon=abort_soon) as engine:
+        engine_box.append(engine)
+        first = await engine.submit(request(max_tokens=100_000))
+        second = await engine.submit(request(max_tokens=100_000))
+        await first.__anext__()
+        await second.__anext__()
+        core.gated = True
+        await settle(engine, core, lambda: core.waiting)  # a step is in flight
+        await first.aclose()
+        await first.aclose()  # once only
+        assert heard == [(first.request_id, True, 1)]
+        assert core.aborted == []  # the engine thread has not applied it yet
+        core.gate.release()
+        await settle(engine, core, lambda: engine.statistics().running == 1)
+        assert core.aborted == core.added[:1]
+        core.open()
+        # A request that finished is not aborted, early or late.
+        done = await engine.submit(request(max_tokens=2))
+        assert [d.finish_reason async for d in done][-1] == "length"
+        await done.aclose()
+        await second.aclose()
+        assert [request_id for request_id, _, _ in heard] == [first.request_id,
+                                                              second.request_id]
+
+
 async def test_close_from_a_cancelled_scope_still_aborts() -> None:
     core = FakeCore()
     async with started(core) as engine:

@@ -17,7 +17,9 @@ side of that boundary.
   the parts (:class:`_Merged`); the merged delta is built once, when it is read, so a
   Trio thread that falls behind at GPU rates pays one small append per step and stream.
 - ``VLLMStream.aclose`` aborts with a ``SimpleQueue.put``, which never blocks; the engine
-  thread applies it before its next step. The stream ends locally at once: vLLM sends
+  thread applies it before its next step. With the engine core in its own process the
+  abort is also sent to the core at once (``LoadedEngine.abort_soon``), so it lands
+  during the step in flight, as vLLM's own server does. The stream ends locally at once: vLLM sends
   no final output for an aborted request, and a delta still in flight is dropped.
 - A failure of the engine (``EngineDeadError``, or anything raised on its thread) marks
   the bridge unhealthy and fails every live stream with ``EngineError``; later submits
@@ -319,7 +321,11 @@ class VLLMEngine:
     def _abort(self, request_id: str) -> None:
         if self._streams.pop(request_id, None) is not None:
             self._aborted_total += 1
+            # Queued first: the engine thread takes it after the step that abort_soon
+            # may end early, and it is what makes the engine forget the request.
             self._commands.put(Abort(request_id))
+            if self._loaded is not None and self._loaded.abort_soon is not None:
+                self._loaded.abort_soon(request_id)
 
     def _fail_all(self, message: str) -> None:
         streams, self._streams = self._streams, {}

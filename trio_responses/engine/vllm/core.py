@@ -17,12 +17,38 @@ thread polls the client's ``engine_dead`` flag and then puts ``EngineDeadError``
 client's output queue, which is where ``get_output()`` waits; ``shutdown()`` does the
 same, so a step stuck on a hung core ends too. With the engine core in this process
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) there is no such queue and no watchdog.
+
+With the core in its own process it also lets an abort reach the core while the engine
+thread is blocked in ``step()`` (:meth:`LLMEngineCore.abort_soon`, called on the Trio
+thread), as vLLM's own ``AsyncLLM`` does: the core applies an abort that arrives during
+a forward pass before it builds that step's outputs (``EngineCore._process_aborts_queue``),
+so the aborted requests stop a step sooner than when the engine thread sends the abort
+after the step. How this is safe, from vLLM 0.32's ``core_client.py``:
+
+- The client's only input socket is one ZMQ ROUTER (``input_socket``), written by
+  ``SyncMPClient._send_input`` (add, abort, utility calls; ``LLMEngine.step`` sends the
+  aborts of stop strings through it too), read by no thread after start-up. ZMQ sockets
+  are not thread-safe, but may move between threads behind a full memory barrier: every
+  send goes through our wrapper of ``_send_input`` under one lock, whichever thread sends.
+  It never blocks under the lock: vLLM sets ``SNDHWM`` 0 and no ``ROUTER_MANDATORY``.
+- The socket is closed by ``client.shutdown()`` (ours, or the client's monitor thread's
+  when the core process dies) after ``engine_dead`` is set; our wrapper of ``shutdown``
+  marks the guard closed under the lock first, so no send of ours overlaps the close.
+- The core knows a request by vLLM's internal id (``LLMEngine.add_request`` returns it),
+  not ours: ``abort_soon`` maps it. The engine thread still aborts through
+  ``LLMEngine.abort_request`` between steps (the output processor must forget the
+  request, and that is its thread's state); the core takes the second abort as a no-op.
+- A core whose every request was aborted sends no more outputs, so a ``step()`` already
+  waiting in ``get_output()`` would wait forever: ``abort_soon`` puts an empty
+  ``EngineCoreOutputs`` on the client's output queue (one at a time), which ends that
+  step with nothing, and the engine thread then applies the abort from its command queue.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from trio_responses.engine.base import SamplingOptions
@@ -30,6 +56,8 @@ from trio_responses.engine.reasoning import ReasoningParsers
 from trio_responses.engine.tool_parsing import ToolCallParsers
 from trio_responses.engine.vllm import prompt as prompting
 from trio_responses.engine.vllm.worker import LoadedEngine
+
+log = logging.getLogger(__name__)
 
 # Seconds the engine core gets to shut down when the bridge stops.
 CORE_SHUTDOWN_TIMEOUT = 20.0
@@ -87,22 +115,58 @@ def load_engine(engine_args: Any, options: Mapping[str, Any]) -> LoadedEngine:
         return prompting.sampling_params(sampling, max_tokens, defaults,
                                          keep_special_tokens=keep)
 
-    return LoadedEngine(LLMEngineCore(engine), renderer, make_params, reasoning, tool_calls,
-                        sampling_defaults=prompting.model_sampling_defaults(defaults))
+    core = LLMEngineCore(engine)
+    return LoadedEngine(core, renderer, make_params, reasoning, tool_calls,
+                        sampling_defaults=prompting.model_sampling_defaults(defaults),
+                        abort_soon=core.abort_soon if core.aborts_early else None)
 
 
 class LLMEngineCore:
-    """``LLMEngine`` with the surface the worker uses, plus the dead-core watchdog."""
+    """``LLMEngine`` with the surface the worker uses, plus the dead-core watchdog and,
+    with the core in its own process, :meth:`abort_soon`."""
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
         self._stopped = threading.Event()
         client = engine.engine_core
+        self._client = client
         # Only the multiprocess client has these (vLLM 0.32's SyncMPClient).
         self._outputs = getattr(client, "outputs_queue", None)
         self._resources = getattr(client, "resources", None)
+        # vLLM's internal id of each request the core may still run, by our id; written
+        # on the engine thread, read by abort_soon on the Trio thread (single dict
+        # operations, whole under the GIL).
+        self._internal: dict[str, str] = {}
+        self._send_lock = threading.Lock()
+        self._sends_closed = False
+        # An empty output is on the client's output queue (abort_soon), not yet taken by
+        # a step: one is enough to end the step that waits.
+        self._wake_pending = False
+        self._client_send: Callable[..., Any] | None = None
+        self._empty_outputs: Callable[[], Any] | None = None
         if self._outputs is not None and self._resources is not None:
             threading.Thread(target=self._watch, name="vllm-engine-watchdog", daemon=True).start()
+            send = getattr(client, "_send_input", None)
+            if send is not None:
+                from vllm.v1.engine import EngineCoreOutputs
+
+                self._empty_outputs = EngineCoreOutputs
+                self._client_send = send
+                client_shutdown = client.shutdown
+                # Instance attributes shadow the client's methods, so every send (the
+                # client's own add/abort/utility calls included) takes the lock.
+                client._send_input = self._locked_send
+
+                def shutdown(timeout: float | None = None) -> None:
+                    self._close_sends()
+                    client_shutdown(timeout)
+
+                client.shutdown = shutdown
+
+    @property
+    def aborts_early(self) -> bool:
+        """Whether :meth:`abort_soon` reaches the core (the multiprocess client)."""
+        return self._client_send is not None
 
     def add_request(self, request_id: str, prompt: Any, params: Any, priority: int) -> None:
         from vllm.exceptions import VLLMValidationError
@@ -111,17 +175,47 @@ class LLMEngineCore:
             # The renderer turns our token-id prompt into the engine's input: passing the
             # prompt dict to add_request does the same but is deprecated in vLLM 0.32.
             (engine_input,) = self._engine.renderer.render_cmpl([prompt])
-            self._engine.add_request(request_id, engine_input, params, priority=priority)
+            internal = self._engine.add_request(request_id, engine_input, params,
+                                                priority=priority)
         except VLLMValidationError as exc:
             # The worker takes ValueError as "this request is refused", anything else as
             # "the engine is broken".
             raise ValueError(str(exc)) from exc
+        if self._client_send is not None:
+            self._internal[request_id] = internal
 
     def abort_request(self, request_ids: list[str]) -> None:
+        for request_id in request_ids:
+            self._internal.pop(request_id, None)
         self._engine.abort_request(request_ids)
 
+    def abort_soon(self, request_id: str) -> None:
+        """Send the core an abort of ``request_id`` now, even while the engine thread
+        waits in ``step()``; called on the Trio thread, never blocks, never raises. The
+        engine thread must still get its own ``Abort`` (queued before this call)."""
+        internal = self._internal.get(request_id)
+        if internal is None or self._outputs is None or self._empty_outputs is None:
+            return  # not at the core yet (or not any more), or an in-process core
+        try:
+            # The client's abort_requests: skips a dead core; sends through _locked_send.
+            self._client.abort_requests([internal])
+        except Exception:
+            log.debug("early abort of %s failed", request_id, exc_info=True)
+            return
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._outputs.put_nowait(self._empty_outputs())
+
     def step(self) -> list[Any]:
-        return list(self._engine.step())
+        outputs = list(self._engine.step())
+        # Cleared after the step: an abort_soon from now on wakes the next one, and the
+        # engine thread drains its commands (with any Abort queued so far) before it.
+        self._wake_pending = False
+        if self._internal:
+            for output in outputs:
+                if output.finished:
+                    self._internal.pop(output.request_id, None)
+        return outputs
 
     def has_unfinished_requests(self) -> bool:
         return bool(self._engine.has_unfinished_requests())
@@ -137,6 +231,21 @@ class LLMEngineCore:
             self._engine.engine_core.shutdown(timeout=CORE_SHUTDOWN_TIMEOUT)
         finally:
             self._wake_step()
+
+    def _locked_send(self, request_type: Any, request: Any) -> None:
+        """The client's ``_send_input``, one thread at a time, never after shutdown."""
+        assert self._client_send is not None
+        with self._send_lock:
+            if self._sends_closed:
+                from vllm.v1.engine.exceptions import EngineDeadError
+
+                raise EngineDeadError()
+            self._client_send(request_type, request)
+
+    def _close_sends(self) -> None:
+        # Under the lock: a send in progress ends before the socket can be closed.
+        with self._send_lock:
+            self._sends_closed = True
 
     def _watch(self) -> None:
         while not self._stopped.wait(WATCHDOG_INTERVAL):

@@ -8,12 +8,13 @@ the engine with the bridge's factory, then loops:
   calls ``step()`` with nothing running, because with the engine core in another
   process ``step()`` would wait forever for an output;
 - otherwise it drains the queue without blocking (so an abort acts before the next
-  step), runs one ``step()``, and hands the whole step to Trio as ONE :class:`Batch`
-  through one ``TrioToken.run_sync_soon`` call: the new deltas, per-request failures,
-  and the engine's own count of unfinished requests. When the drain aborted something
-  and requests remain, the new count goes to Trio at once, in a batch of its own
-  (``step=False``), so the running-requests gauge drops when the abort lands rather
-  than a step later.
+  step; with the core in its own process the bridge has already sent the core the
+  abort, see ``LoadedEngine.abort_soon``), runs one ``step()``, and hands the whole
+  step to Trio as ONE :class:`Batch` through one ``TrioToken.run_sync_soon`` call: the
+  new deltas, per-request failures, and the engine's own count of unfinished requests.
+  When the drain aborted something and requests remain, the new count goes to Trio at
+  once, in a batch of its own (``step=False``), so the running-requests gauge drops
+  when the abort lands rather than a step later.
 
 It never waits for Trio: a batch is posted and the next step starts. When the Trio run
 is gone (``RunFinishedError``), on :class:`Stop`, or when the engine raises (it died),
@@ -78,6 +79,10 @@ class LoadedEngine:
     tool_calls: ToolCallParsers | None = None
     # The model's sampling defaults (its generation config), which make_params applies.
     sampling_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Sends the core an abort at once, even during a step (the core in its own process:
+    # ``LLMEngineCore.abort_soon``); called on the Trio thread after the Abort command
+    # is queued. None: aborts wait for the engine thread, between steps.
+    abort_soon: Callable[[str], None] | None = None
 
 
 @dataclass(slots=True)
