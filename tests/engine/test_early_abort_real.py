@@ -48,6 +48,13 @@ def mp_core() -> Iterator[tuple[LLMEngineCore, Any]]:
         yield core, engine
     finally:
         core.shutdown()
+        # vLLM closes the client's sockets (the output thread its own) but leaves its ZMQ
+        # context to the garbage collector, whose "Unclosed context" ResourceWarning
+        # would then fail a later test: destroy it once no thread uses a socket.
+        client = engine.engine_core
+        client.output_queue_thread.join(30)
+        if not client.output_queue_thread.is_alive():
+            client.ctx.destroy(linger=0)
 
 
 def add(core: LLMEngineCore, engine: Any, request_id: str) -> None:
