@@ -235,3 +235,67 @@ async def test_nobody_reading_keeps_nothing() -> None:
     assert buffer.statistics().frames == 0
     buffer.close()
     assert await buffer.read(0) == ([], 0)
+
+
+async def test_a_sink_takes_what_comes_while_the_primary_reader_waits() -> None:
+    """Frames appended while the primary reader waits go to its sink, in the appending
+    task, and count as read (the reader is not woken); the first frame the sink refuses
+    stays, wakes the reader and is the first it reads, and the sink is not offered the
+    ones after it."""
+    one = frame_cost(event_frame(0, size=50))
+    buffer = EventBuffer(max_unsent_bytes=2 * one, keep_log=False, primary=True)
+    buffer.append(event_frame(0))
+    frames, cursor = await buffer.read(0, primary=True)
+    assert seqs(frames) == [0]
+    offered: list[bytes] = []
+    accept = True
+
+    def sink(data: bytes) -> bool:
+        offered.append(data)
+        return accept
+
+    got: list[tuple[list[int | None], int]] = []
+
+    async def read_on() -> None:
+        frames, new_cursor = await buffer.read(cursor, primary=True, sink=sink)
+        got.append((seqs(frames), new_cursor))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_on)
+        await trio.testing.wait_all_tasks_blocked()
+        # Far past the bound, had they been kept: the sink took them.
+        for seq in range(1, 6):
+            buffer.append(event_frame(seq, size=50))
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # not woken
+        stats = buffer.statistics()
+        assert (stats.frames, stats.unsent_bytes, stats.held_bytes) == (0, 0, 0)
+        accept = False
+        buffer.append(event_frame(6, size=50))
+        buffer.append(event_frame(7, size=50))
+    assert got == [([6, 7], 8)]
+    assert [frame.data for frame in [event_frame(s, size=50) for s in range(1, 7)]] == offered
+
+
+async def test_a_sink_is_only_offered_frames_while_its_reader_waits() -> None:
+    buffer = EventBuffer(keep_log=False, primary=True)
+    offered: list[bytes] = []
+
+    def sink(data: bytes) -> bool:
+        offered.append(data)
+        return True
+
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await buffer.read(0, primary=True, sink=sink)
+    buffer.append(event_frame(0))  # the reader left: kept for it
+    assert offered == []
+    frames, cursor = await buffer.read(0, primary=True, sink=sink)
+    assert (seqs(frames), cursor) == ([0], 1)
+    # A buffer that keeps its log (other readers may replay it) never uses a sink.
+    kept = EventBuffer(keep_log=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: kept.read(0, sink=sink))
+        await trio.testing.wait_all_tasks_blocked()
+        kept.append(event_frame(0))
+    assert offered == []

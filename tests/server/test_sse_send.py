@@ -35,21 +35,29 @@ from tests.support.server import ServerThread, serve_scripted
 from tests.support.sse import parse_raw_sse
 from tests.support.waiting import wait_until
 from trio_responses.engine.scripted import ScriptedEngine
-from trio_responses.web import sse_send
+from trio_responses.web import sse_send, streaming
 
 
 @pytest.fixture
 def direct_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """The sizes of the chunks the short path wrote (the server runs in another thread:
-    the class attribute is what it calls)."""
+    """The sizes of the chunks the short path wrote, from the body (write) or from the
+    task that produced them (take, when it sent them); the server runs in another
+    thread: the class attributes are what it calls."""
     sizes: list[int] = []
-    write = sse_send.ChunkWriter.write
+    write, take = sse_send.ChunkWriter.write, sse_send.ChunkWriter.take
 
     async def counted(self: sse_send.ChunkWriter, data: bytes) -> None:
         sizes.append(len(data))
         await write(self, data)
 
+    def counted_take(self: sse_send.ChunkWriter, data: bytes) -> bool:
+        taken = take(self, data)
+        if taken:
+            sizes.append(len(data))
+        return taken
+
     monkeypatch.setattr(sse_send.ChunkWriter, "write", counted)
+    monkeypatch.setattr(sse_send.ChunkWriter, "take", counted_take)
     yield sizes
 
 
@@ -70,9 +78,10 @@ def direct_sends(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, in
 
 @pytest.fixture(scope="module")
 def paced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """A token every 5 ms, so a stream is still running when its client goes."""
-    with serve_scripted(tmp_path_factory, ScriptedEngine(model_name=MODEL, token_delay=0.005)
-                        ) as server:
+    """A token every 5 ms, so a stream is still running when its client goes; the first
+    after 50 ms, so the body already waits for it."""
+    with serve_scripted(tmp_path_factory, ScriptedEngine(
+            model_name=MODEL, token_delay=0.005, first_token_delay=0.05)) as server:
         yield server
 
 
@@ -183,9 +192,18 @@ def test_direct_sends_carry_the_stream(http: httpx.Client,
 def test_a_partial_write_is_finished_before_the_next_chunk(
         scripted_server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every direct send writes only the first half of its chunk (a real partial write
-    on the socket); Hypercorn's path sends the rest, and the body decodes whole."""
+    on the socket), the flusher's as the body's: the body is woken for the rest of the
+    flusher's, Hypercorn's path sends each rest, and the body decodes whole."""
     send_now = sse_send.ChunkWriter._send_now
     halves: list[int] = []
+    wakes: list[bool] = []
+    wake = streaming.SSEBody.wake
+
+    def counted_wake(self: streaming.SSEBody) -> None:
+        wakes.append(True)
+        wake(self)
+
+    monkeypatch.setattr(streaming.SSEBody, "wake", counted_wake)
 
     def half(self: sse_send.ChunkWriter, chunk: bytes) -> int:
         sent = send_now(self, chunk[:len(chunk) // 2])
@@ -203,6 +221,26 @@ def test_a_partial_write_is_finished_before_the_next_chunk(
             assert rest == b""
             assert joined_text(events_of(raw)) == f"You said: {text}"
     assert halves and all(sent > 0 for sent in halves)
+    assert wakes
+
+
+def test_what_the_flusher_left_goes_out_without_waiting_for_more(
+        paced_server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine stalls after its first token: the half of that token's chunk the
+    flusher could not send still goes out at once (the body is woken for it), not when
+    the next event comes."""
+    send_now = sse_send.ChunkWriter._send_now
+
+    def half(self: sse_send.ChunkWriter, chunk: bytes) -> int:
+        return send_now(self, chunk[:len(chunk) // 2])
+
+    monkeypatch.setattr(sse_send.ChunkWriter, "_send_now", half)
+    host, port = address(paced_server)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(post(stream_body("one token then [[stall]]")))
+        data = read_until(sock, b'"type":"response.output_text.delta"')
+        data = read_until(sock, b"\n\n", data[data.index(b'"type":"response.output_text.delta"'):])
+        assert b'"delta":"You"' in data
 
 
 def test_a_full_socket_falls_back_and_the_body_decodes(

@@ -30,10 +30,20 @@ much again as their JSON, plus a few hundred bytes of object headers — measure
 text delta holds ~3.8 times its frame's bytes. No object graph is walked. A read hands
 out at most :data:`READ_MAX_BYTES` (and at least one frame), so no reader, not even one
 replaying a long log, makes one huge copy of it.
+
+A primary reader that can write bytes out at once (the SSE body on an idle HTTP/1.1
+connection) passes a *sink* to :meth:`EventBuffer.read`: while it waits at the end of
+the log, each frame appended is offered to the sink, in the appending task, and a frame
+the sink takes is read — the reader is not woken for it (the SSE writer has one task
+send what all its connections took, web/sse_send.py). The first frame the sink does not
+take (the socket is full, the connection busy or gone) ends that: it stays, the reader
+wakes and reads it as usual, so ordering and the bound do not change; what the sink took
+but could not send is the reader's transport's to finish (it wakes the reader for it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,6 +55,11 @@ from ..protocol.machine import TERMINAL_EVENTS
 class EventReader(Protocol):
     async def read(self, cursor: int, *, primary: bool = False
                    ) -> tuple[list[Frame], int]: ...
+
+
+# A primary reader's direct writer (see the module docstring): True if it took the bytes
+# (they are the transport's to send from then on).
+Sink = Callable[[bytes], bool]
 
 
 class BufferOverflow(Exception):
@@ -112,12 +127,24 @@ class EventBuffer:
         self._in_flight = 0  # what the primary reader's last chunk holds until it is back
         self._changed = trio.Event()
         self.closed = False
+        # The waiting primary reader's sink (only while it waits at the end of the log).
+        self._sink: Sink | None = None
 
     def append(self, frame: Frame) -> None:
         if self.closed:
             raise RuntimeError("append to a closed EventBuffer")
         if not (self._keep_log or self._primary):
             return
+        sink = self._sink
+        if sink is not None:
+            if sink(frame.data):
+                # Sent: read by the primary reader at once, so neither kept nor unsent.
+                size = len(frame.data)
+                self._appended_bytes += size
+                self._primary_bytes += size
+                self._offset += 1
+                return
+            self._sink = None  # this frame and those after it wait for the reader
         cost = frame_cost(frame)
         self._frames.append(frame)
         self._appended_bytes += len(frame.data)
@@ -183,11 +210,14 @@ class EventBuffer:
                 return self._offset + index
         return self._offset + len(self._frames)
 
-    async def read(self, cursor: int, *, primary: bool = False) -> tuple[list[Frame], int]:
+    async def read(self, cursor: int, *, primary: bool = False, sink: Sink | None = None
+                   ) -> tuple[list[Frame], int]:
         """Frames after ``cursor`` (waiting for some; at most READ_MAX_BYTES of them, and
         at least one), and the new cursor.
 
         An empty list means the buffer is closed and the reader has everything.
+        ``sink``: the primary reader's direct writer, offered what is appended while it
+        waits (module docstring); the cursor returned is past what it took.
         """
         if primary:
             self._in_flight = 0  # the reader is back: its last chunk has been written
@@ -209,7 +239,18 @@ class EventBuffer:
                 return frames, cursor
             if self.closed:
                 return [], cursor
-            await self._changed.wait()
+            if (sink is not None and primary and not self._keep_log
+                    and cursor == self._offset and not self._frames):
+                # Nothing unread is held (the reader releases what it takes): each frame
+                # the sink takes moves the offset on, and the reader's cursor with it.
+                self._sink = sink
+                try:
+                    await self._changed.wait()
+                finally:
+                    self._sink = None
+                    cursor = self._offset
+            else:
+                await self._changed.wait()
 
     async def _final_frames(self) -> tuple[list[Frame], int]:
         """For a reader whose next frame was cut: once the response has ended, its

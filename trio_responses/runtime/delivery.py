@@ -22,7 +22,7 @@ import weakref
 import trio
 
 from ..protocol.request import CreateResponseRequest
-from .buffer import EventReader, Frame
+from .buffer import EventBuffer, EventReader, Frame, Sink
 from .quotas import Hold
 from .run import ResponseRun
 from .service import ResponseService
@@ -40,12 +40,19 @@ class Delivery:
         if slot is not None:
             weakref.finalize(self, slot.release)
 
-    async def next(self) -> list[Frame]:
-        """The next frames (waiting for some); ``[]`` once the response is over."""
+    async def next(self, sink: Sink | None = None) -> list[Frame]:
+        """The next frames (waiting for some); ``[]`` once the response is over.
+        ``sink``: a direct writer for the frames that come while this waits (see
+        runtime/buffer.py; used where this client's reads are the primary ones)."""
         if self.finished:
             return []
-        frames, self._cursor = await self._reader.read(
-            self._cursor, primary=self.owner_run is not None)
+        if sink is not None and self.owner_run is not None \
+                and isinstance(self._reader, EventBuffer):
+            frames, self._cursor = await self._reader.read(self._cursor, primary=True,
+                                                           sink=sink)
+        else:
+            frames, self._cursor = await self._reader.read(
+                self._cursor, primary=self.owner_run is not None)
         if not frames:
             self.finished = True
             if self._slot is not None:

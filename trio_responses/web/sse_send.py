@@ -20,6 +20,18 @@ itself (benchmarks/README.md). So :class:`SSEConnection` (the app's
 When the connection is idle, a chunk goes out in one non-blocking ``send()`` instead
 (:class:`~.direct_send.DirectWriter`, shared with the WebSocket frames of ``ws_send``).
 
+While the body waits for frames, it does not have to wake for each one: the frames a run
+appends then are taken by :meth:`ChunkWriter.take` (the buffer's *sink*,
+runtime/buffer.py) and queued, and one flusher task per Trio run (:class:`Flusher`)
+sends, in its next scheduler pass, what every connection has queued, each connection's
+frames as one chunk. Per engine step that is one task wake-up for all the streams
+instead of one per stream, and the sends go out back to back (sent one by one from each
+run's task instead, interleaved with the event building, they cost more in the kernel
+and the client on loopback: benchmarks/README.md). What the flusher cannot send whole
+(the socket full, the connection busy or broken) is left to the body, which is woken
+for it and sends it through ``protocol_send`` before anything else (Hypercorn reports
+errors as ever); the stream's later frames wait in the buffer meanwhile, under its bound.
+
 Everything else is Quart's own behaviour, kept: the body is closed (``aclose``: the
 delivery is released, a foreground run ends with cause ``disconnect``) however sending
 stops, and the last ``send`` is the shielded one of ``shield_last_send``.
@@ -27,11 +39,13 @@ stops, and the last ``send`` is the shielded one of ``shield_last_send``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import h11
-from hypercorn.events import Event
+import trio
+from hypercorn.events import Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import ASGISendCallable, HTTPResponseBodyEvent, HTTPResponseStartEvent
@@ -41,6 +55,8 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 
 from .direct_send import DirectWriter
 from .streaming import SSEBody
+
+log = logging.getLogger(__name__)
 
 # h11 0.14-0.16 keep the writer of the message being sent here.
 _CHUNKED_WRITER = getattr(getattr(h11, "_writers", None), "ChunkedWriter", None)
@@ -53,6 +69,11 @@ class ChunkWriter(DirectWriter):
                  ) -> None:
         super().__init__(protocol_send)
         self._stream = stream
+        # Frames take() queued for the flusher; what of them the flusher could not send
+        # (the body sends it before anything else); how to wake the body for that.
+        self._queued: list[bytes] = []
+        self._rest = b""
+        self.wake: Callable[[], None] | None = None
 
     @classmethod
     def find(cls, send: ASGISendCallable, scope: dict[str, Any]) -> ChunkWriter | None:
@@ -71,10 +92,92 @@ class ChunkWriter(DirectWriter):
             return None
         return cls(stream, protocol.send)
 
+    def take(self, data: bytes) -> bool:
+        """The body's sink while it waits for frames (runtime/buffer.py), called in the
+        task that appends them: ``data`` queued for the flusher (True), unless the
+        connection is gone or the body still has to send what the flusher could not
+        (False: the frame waits in the buffer for the body, which :meth:`write` s it)."""
+        if self._rest or self._stream.closed or not self._direct or self.wake is None:
+            return False
+        if not self._queued:
+            Flusher.of_run().add(self)
+        self._queued.append(data)
+        return True
+
+    def flush(self) -> None:
+        """The flusher's turn: what take() queued, sent now as one chunk if the socket
+        takes it whole; else it is left (``_rest``) for the body, which is woken."""
+        if not self._queued:
+            return
+        data = b"".join(self._queued)
+        self._queued.clear()
+        if self._stream.closed:
+            return  # gone (as write() drops what comes after the client left)
+        chunk = b"%x\r\n%s\r\n" % (len(data), data)
+        sent = self._send_now(chunk)
+        if sent < len(chunk):
+            self._rest = chunk[sent:]
+            assert self.wake is not None
+            self.wake()
+
+    async def _send_left(self) -> None:
+        """What take() queued and the flusher has not sent (or could not): first, before
+        any chunk of the body's own."""
+        if self._queued:
+            self.flush()  # not sent yet: now, or into _rest
+        if self._rest:
+            rest, self._rest = self._rest, b""
+            # Shielded: a chunk already begun must be finished (as send_bytes does).
+            with trio.CancelScope(shield=True):
+                await self._send(RawData(data=rest))
+
     async def write(self, data: bytes) -> None:
         if self._stream.closed:
             return  # gone: Hypercorn tells the app (http.disconnect), which ends the body
+        if self._queued or self._rest:
+            await self._send_left()
+        if not data:
+            return  # woken for what the flusher left (an empty chunk would end the body)
         await self.send_bytes(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+class Flusher:
+    """Sends what the waiting SSE bodies' writers queued, in one task per Trio run (a
+    system task, started when first needed; see the module docstring)."""
+
+    _run_var: trio.lowlevel.RunVar[Flusher] = trio.lowlevel.RunVar("sse_flusher")
+
+    def __init__(self) -> None:
+        self._writers: list[ChunkWriter] = []
+        self._ready = trio.Event()
+
+    @classmethod
+    def of_run(cls) -> Flusher:
+        try:
+            return cls._run_var.get()
+        except LookupError:
+            flusher = cls()
+            cls._run_var.set(flusher)
+            trio.lowlevel.spawn_system_task(flusher._run, name="sse flusher")
+            return flusher
+
+    def add(self, writer: ChunkWriter) -> None:
+        self._writers.append(writer)
+        self._ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = trio.Event()
+            writers, self._writers = self._writers, []
+            for writer in writers:
+                try:
+                    writer.flush()
+                except Exception:  # a bug: the body must not wait for this forever
+                    log.exception("sending an SSE chunk failed")
+                    writer._rest = b""
+                    if writer.wake is not None:
+                        writer.wake()
 
 
 class SSEConnection(TrioASGIHTTPConnection):
@@ -91,6 +194,8 @@ class SSEConnection(TrioASGIHTTPConnection):
                 "type": "http.response.start", "status": response.status_code,
                 "headers": encode_headers(response.headers)}))
             writer = ChunkWriter.find(send, cast(dict[str, Any], self.scope))
+            if writer is not None:
+                sse.sink, writer.wake = writer.take, sse.wake
             async for chunk in sse:
                 if writer is not None:
                     await writer.write(chunk)

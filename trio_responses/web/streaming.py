@@ -9,9 +9,11 @@ iteration. The frames already are SSE bytes; this only joins them and adds ``[DO
 
 from __future__ import annotations
 
+import trio
 from quart import Response
 
 from ..protocol.sse import DONE
+from ..runtime.buffer import Sink
 from ..runtime.delivery import Delivery
 
 SSE_HEADERS = {
@@ -25,6 +27,10 @@ class SSEBody:
     def __init__(self, delivery: Delivery) -> None:
         self._delivery = delivery
         self._done = False
+        # Set by a transport that can write frames out at once (web/sse_send.py): while
+        # the body waits, the frames that come go straight out (runtime/buffer.py).
+        self.sink: Sink | None = None
+        self._waiting: trio.CancelScope | None = None
 
     def __aiter__(self) -> SSEBody:
         return self
@@ -32,11 +38,26 @@ class SSEBody:
     async def __anext__(self) -> bytes:
         if self._done:
             raise StopAsyncIteration
-        frames = await self._delivery.next()
+        if self.sink is None:
+            frames = await self._delivery.next()
+        else:
+            # wake() interrupts the wait: the sink's writer has bytes the body must send
+            # (an empty chunk, which the writer does not send, brings the body to it).
+            # A read that returned first keeps its frames: they are sent after those.
+            with trio.CancelScope() as self._waiting:
+                frames = await self._delivery.next(self.sink)
+            woken, self._waiting = self._waiting.cancelled_caught, None
+            if woken:
+                return b""
         if not frames:
             self._done = True
             return DONE
         return b"".join(frame.data for frame in frames)
+
+    def wake(self) -> None:
+        """Bring a body waiting for frames back to its transport (see __anext__)."""
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     async def aclose(self) -> None:
         self.release()
