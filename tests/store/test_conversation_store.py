@@ -88,6 +88,11 @@ async def test_create_get_update_delete_by_owner(store: ResponseStore) -> None:
     assert await store.conversation_items("conv_1", OWNER) is None
     assert await store.delete_conversation("conv_1", OWNER) is False
     assert await store.append_items(append(3)) is False
+    # Its items went with it: the same id made again starts empty, at position 0.
+    await store.create_conversation(conversation())
+    assert await ids_of(store) == []
+    assert await store.append_items(append(4)) is True
+    assert await ids_of(store) == ["msg_4"]
 
 
 async def test_appends_keep_their_order_and_the_limit_refuses_whole_appends(

@@ -11,7 +11,7 @@ abandon it), so a write is done or never started. Connections are in autocommit 
 multi-statement work runs in ``conn.transaction()``.
 
 The schema and its migrations are in ``postgres_schema.py``; the conversation SQL in
-``postgres_conversations.py``; replicas' heartbeats, leases and the sweep that fails a
+``conversation_sql.py``; replicas' heartbeats, leases and the sweep that fails a
 gone replica's running responses in ``postgres_leases.py``. Rows are the same as the
 SQLite store's (JSON as text, exactly as a client is shown it), so both stores pass one
 test suite (tests/store/).
@@ -29,7 +29,6 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
-from . import postgres_conversations as conversations
 from .base import (
     MAX_CHAIN_DEPTH,
     TERMINAL_STATUSES,
@@ -41,6 +40,7 @@ from .base import (
     StoredResponse,
     walk_chain,
 )
+from .conversation_sql import ConversationSQL
 from .postgres_leases import Heartbeat, fail_orphans, heartbeat
 from .postgres_notify import CONTROL_CHANNEL, EVENTS_CHANNEL, Listener
 from .postgres_schema import MIGRATION_LOCK_KEY, MIGRATIONS, SCHEMA_TABLE
@@ -63,6 +63,12 @@ _SIZES = (
     "+ octet_length(r.input_items) + coalesce((SELECT sum(octet_length(e.event)) "
     "FROM response_events AS e WHERE e.response_id = r.id), 0) AS size FROM responses AS r"
 )
+
+
+# Conversations' SQL (conversation_sql.py). Replicas append to one conversation at once:
+# an append locks the conversation's row before it reads the last position, so appends
+# are serialized per conversation and positions never collide.
+conversations = ConversationSQL(mark="%s", append_lock=" FOR UPDATE")
 
 
 def is_postgres_url(url: str) -> bool:
@@ -435,7 +441,7 @@ class PostgresStore:
             response_id, _, call_id = rest.partition(":")
             self._control(kind, response_id, int(call_id or 0))
 
-    # -- conversations (postgres_conversations.py) --------------------------------------
+    # -- conversations (conversation_sql.py) -------------------------------------------
 
     async def create_conversation(self, conversation: StoredConversation,
                                   items: Sequence[Item] = ()) -> None:

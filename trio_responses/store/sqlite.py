@@ -34,7 +34,7 @@ event log of background responses is a table of its own (schema v4), one row per
 keyed by (response, sequence number), read in pages; the row keeps only how many there
 are. ``get`` selects the columns before ``input_items`` only, so SQLite does not even read
 the input items' overflow pages. Conversations and their items are two more tables
-(schema v3); their SQL is in ``sqlite_conversations.py``. A response on a conversation
+(schema v3, ``sqlite_conversations.py``); their SQL is in ``conversation_sql.py``. A response on a conversation
 writes its final object and appends its turn in one transaction.
 """
 
@@ -49,7 +49,6 @@ from typing import Any, TypeVar
 
 import trio
 
-from . import sqlite_conversations as conversations
 from .base import (
     MAX_CHAIN_DEPTH,
     TERMINAL_STATUSES,
@@ -60,8 +59,9 @@ from .base import (
     StoredResponse,
     walk_chain,
 )
+from .conversation_sql import ConversationSQL
 from .instances import InstanceLock
-from .sqlite_conversations import in_transaction
+from .sqlite_conversations import SCHEMA_V3, in_transaction
 from .sqlite_pool import ReadPool
 
 __all__ = ["MAX_CHAIN_DEPTH", "MIGRATIONS", "SQLiteStore"]
@@ -95,7 +95,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE responses ADD COLUMN instance TEXT;
     """,
     # v3. Conversations and their items (sqlite_conversations.py).
-    conversations.SCHEMA_V3,
+    SCHEMA_V3,
     # v4. The event log out of the row (issue 13, finding 2): a GET, cancel or DELETE
     # loaded a 200 MB log with the row. One row per event, read in pages; the old column
     # stays (NULL), as SQLite cannot drop it everywhere.
@@ -139,6 +139,11 @@ _INTERRUPTED_ERROR = {
 _ROW_COLUMNS = (
     "id, owner, status, background, previous_response_id, created_at, response, event_count"
 )
+
+# Conversations' SQL (conversation_sql.py): the caller's BEGIN IMMEDIATE serializes
+# appends, so no row lock is taken.
+conversations = ConversationSQL()
+
 _INSERT_COLUMNS = (
     "id, owner, status, background, previous_response_id, created_at, response, input_items"
 )
@@ -478,7 +483,7 @@ class SQLiteStore:
 
         return await self._read(work)
 
-    # -- conversations (sqlite_conversations.py) ----------------------------------------
+    # -- conversations (conversation_sql.py) -------------------------------------------
 
     async def create_conversation(self, conversation: StoredConversation,
                                   items: Sequence[Item] = ()) -> None:
