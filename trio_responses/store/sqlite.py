@@ -34,8 +34,9 @@ event log of background responses is a table of its own (schema v4), one row per
 keyed by (response, sequence number), read in pages; the row keeps only how many there
 are. ``get`` selects the columns before ``input_items`` only, so SQLite does not even read
 the input items' overflow pages. Conversations and their items are two more tables
-(schema v3, ``sqlite_conversations.py``); their SQL is in ``conversation_sql.py``. A response on a conversation
-writes its final object and appends its turn in one transaction.
+(schema v3, ``sqlite_conversations.py``; their SQL, shared with PostgreSQL, in
+``conversation_sql.py``). A response on a conversation writes its final object and
+appends its turn in one transaction.
 """
 
 from __future__ import annotations
