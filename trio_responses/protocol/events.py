@@ -24,11 +24,18 @@ from typing import Any
 
 from .ids import IdFactory
 from .machine import EventValidator, ProtocolViolation
-from .sse import frame
+from .sse import encode_json, frame
 
 Event = dict[str, Any]
 # An event and its SSE frame, encoded once when it is built (its size is checked then).
 Emitted = tuple[Event, bytes]
+
+
+# The fixed parts of an output text delta's frame (see ResponseEvents._text_now).
+_TEXT_DELTA = "response.output_text.delta"
+_TEXT_DELTA_HEAD = (b"event: " + _TEXT_DELTA.encode() + b'\ndata: {"type":"' + _TEXT_DELTA.encode()
+                    + b'","sequence_number":')
+_TEXT_DELTA_TAIL = b',"logprobs":[]}\n\n'
 
 
 class EventTooLarge(ProtocolViolation):
@@ -46,6 +53,9 @@ class ResponseEvents:
         self._item: dict[str, Any] | None = None
         self._part: dict[str, Any] | None = None
         self._pending: list[Emitted] = []
+        # The open output_text part, its place (item_id, output_index, content_index) and
+        # that place as JSON between the sequence number and the delta (_text_now).
+        self._text_template: tuple[dict[str, Any], dict[str, Any], bytes] | None = None
         # Set for a request with include ["reasoning.encrypted_content"]: seals a
         # reasoning item's text into its encrypted_content when the item is done.
         self.seal_reasoning: Callable[[str], str] | None = None
@@ -97,6 +107,10 @@ class ResponseEvents:
 
     def text(self, delta: str, logprobs: Sequence[Mapping[str, Any]] = ()) -> list[Emitted]:
         """Output text from the model; ``logprobs`` in the output_text part's shape."""
+        if not logprobs:
+            emitted = self._text_now(delta)
+            if emitted is not None:
+                return emitted
 
         def build() -> None:
             part = self._part_of("message")
@@ -110,6 +124,38 @@ class ResponseEvents:
             )
 
         return self._batch(build)
+
+    def _text_now(self, delta: str) -> list[Emitted] | None:
+        """The common case of :meth:`text`, once per engine step per stream: a delta
+        without logprobs into the open output_text part. Its event has a fixed shape, so
+        its frame is made from a template of the part (only the sequence number and the
+        delta change; byte for byte what :func:`~.sse.frame` makes, which the tests
+        compare), and the event is checked by the validator like every other. None where
+        the general path must decide (no open message part, too large, not valid): it
+        then builds, checks and fails exactly as always."""
+        part, item = self._part, self._item
+        if part is None or item is None or item["type"] != "message" or self.finished:
+            return None
+        template = self._text_template
+        if (template is None or template[0] is not part
+                or template[1]["output_index"] != len(self.response["output"]) - 1):
+            where = self._where()
+            template = self._text_template = (part, where,
+                                              b"," + encode_json(where)[1:-1] + b',"delta":')
+        where, middle = template[1], template[2]
+        sequence = self._validator.next_sequence
+        event: Event = {"type": _TEXT_DELTA, "sequence_number": sequence, **where,
+                        "delta": delta, "logprobs": []}
+        data = b"".join((_TEXT_DELTA_HEAD, b"%d" % sequence, middle, encode_json(delta),
+                         _TEXT_DELTA_TAIL))
+        if self._max_event_bytes and len(data) > self._max_event_bytes:
+            return None
+        try:
+            self._validator.check(event)
+        except ProtocolViolation:
+            return None  # raised before the validator changed: the general path fails it
+        part["text"] += delta
+        return [(event, data)]
 
     def reasoning(self, delta: str) -> list[Emitted]:
         """Reasoning text, in a ``reasoning`` item before the answer."""

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import trio
 
@@ -76,8 +76,10 @@ READ_MAX_BYTES = 1 << 20
 # joined from the frames, and the HTTP layer's copy of it (h11 frames a chunk by copying).
 IN_FLIGHT_COPIES = 2
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
+    """One frame of a stream, immutable (a named tuple: made once per event, and a
+    frozen dataclass's ``__init__`` costs about 1 µs against 0.2)."""
+
     # The event (None for an SSE comment such as a compatibility-mode heartbeat).
     event: dict[str, Any] | None
     data: bytes
