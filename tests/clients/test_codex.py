@@ -32,6 +32,7 @@ from tests.support.npm_clients import npm_client
 from tests.support.server import ServerThread, engine_of, serve_scripted
 from tests.support.sse import read_sse
 from trio_responses.protocol.request import CreateResponseRequest
+from trio_responses.runtime.compaction import TRIGGER, open_compaction
 from trio_responses.runtime.prepare import cache_salt
 
 API_KEY = "codex-test-key"
@@ -140,11 +141,12 @@ def recorded_server(tmp_path_factory: pytest.TempPathFactory
         yield server, received
 
 
-def run_codex(server: ServerThread, prompt: str, root: Path, *, websockets: bool = False
-              ) -> subprocess.CompletedProcess[str]:
+def run_codex(server: ServerThread, prompt: str, root: Path, *, websockets: bool = False,
+              config: str = "", capabilities: str = "") -> subprocess.CompletedProcess[str]:
     """``codex exec PROMPT`` with a provider for ``server`` (HTTP, the Responses API; with
     ``websockets``, its WebSocket mode first), in a folder of its own, with nothing of the
-    caller's environment but PATH."""
+    caller's environment but PATH. ``config``: more top-level TOML (before any table);
+    ``capabilities``: the provider's ``capabilities`` table's lines."""
     codex = npm_client("codex")
     home, workdir = root / "codex_home", root / "work"
     home.mkdir()
@@ -152,12 +154,15 @@ def run_codex(server: ServerThread, prompt: str, root: Path, *, websockets: bool
     (home / "config.toml").write_text(
         'model = "scripted"\n'
         'model_provider = "local"\n'
+        f"{config}"
         "[model_providers.local]\n"
         'name = "local"\n'
         f'base_url = "{server.base_url}/v1"\n'
         'wire_api = "responses"\n'
         'env_key = "LOCAL_KEY"\n'
-        f'supports_websockets = {"true" if websockets else "false"}\n', encoding="utf-8")
+        f'supports_websockets = {"true" if websockets else "false"}\n'
+        + (f"[model_providers.local.capabilities]\n{capabilities}" if capabilities else ""),
+        encoding="utf-8")
     env = {"PATH": os.environ["PATH"], "HOME": str(root), "CODEX_HOME": str(home),
            "LOCAL_KEY": API_KEY}
     return subprocess.run([str(codex), "exec", "--skip-git-repo-check", prompt], cwd=workdir,
@@ -239,3 +244,56 @@ def test_codex_exec_runs_a_tool_loop_over_a_websocket(
     tool_messages = [[m for m in r.messages if m.get("role") == "tool"] for r in requests]
     assert [len(messages) for messages in tool_messages] == [0, 1, 2]
     assert "second-42" in str(tool_messages[2][1]["content"])
+
+
+def test_codex_exec_compacts_remotely_and_goes_on(tmp_path_factory: pytest.TempPathFactory,
+                                                 tmp_path: Path) -> None:
+    """Codex's remote compaction (``remote_compaction = "v2"``), with an auto-compact
+    limit every turn passes (its own instructions are thousands of tokens): after each
+    model turn Codex asks the server to compact, replaces its history with the sealed
+    compaction item it gets, and sends that item back with the next turn. The agent
+    script goes on from where it was (the scripted engine's summary keeps its place), so
+    each command runs once and the answer quotes the last output, which only the summary
+    still holds."""
+    server = serve_scripted(tmp_path_factory, api_keys=(API_KEY,))
+    received: list[tuple[str, dict[str, Any]]] = []
+
+    @server.app.before_request
+    async def record() -> None:
+        if request.method == "POST" and request.path.startswith("/v1/responses"):
+            received.append((request.path, json.loads(await request.get_data(cache=True))))
+
+    prompt = ('[[call:exec_command {"cmd": "echo first-$((6*7))"}]] [[then]] '
+              '[[call:exec_command {"cmd": "echo second-$((7*6))"}]]')
+    with server:
+        done = run_codex(server, prompt, tmp_path,
+                         config="model_auto_compact_token_limit = 40\n"
+                                "[features]\nremote_compaction_v2 = true\n",
+                         capabilities='remote_compaction = "v2"\n')
+        sealer = server.app_state.service.sealer
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("The tool returned: "), done.stdout
+    assert "second-42" in done.stdout
+    assert done.stderr.count("context compacted") >= 1, done.stderr[-3000:]
+    # Each command ran once: the script did not start again after a compaction.
+    ran = [line for line in done.stderr.splitlines() if line.startswith("/bin/bash -lc")]
+    assert ran == [f"/bin/bash -lc 'echo {cmd}' in {tmp_path / 'work'}"
+                   for cmd in ("first-$((6*7))", "second-$((7*6))")], done.stderr[-3000:]
+
+    def compaction_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+        items = body.get("input")
+        return [item for item in items if item.get("type") == "compaction"] \
+            if isinstance(items, list) else []
+
+    # Compactions asked for (by /compact, or by a create ending in compaction_trigger) ...
+    asked = [path for path, body in received if path == "/v1/responses/compact"
+             or any(isinstance(body.get("input"), list) and item.get("type") == TRIGGER
+                    for item in body.get("input") or [])]
+    assert asked, [path for path, _ in received]
+    # ... and the sealed items they returned, sent back by later turns, open as ours.
+    sent_back = [item for _, body in received for item in compaction_items(body)]
+    assert sent_back, [path for path, _ in received]
+    for item in sent_back:
+        summary, users = open_compaction(sealer, item["encrypted_content"])
+        assert summary.startswith("[[done:"), summary
+        assert any("[[call:exec_command" in text for text in users)

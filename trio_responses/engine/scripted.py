@@ -16,7 +16,10 @@ tools given, ``[[call:NAME]]`` in the last user message makes a call of tool NAM
 arguments made up to fit its schema), ``[[call:NAME {"cmd": "ls"}]]`` one with those
 arguments; ``[[then]]`` separates the script's turns (one turn per model turn, counted
 since the last user message), and once the calls are done and their outputs in the
-input, the reply reports the last output (:func:`script_step`).
+input, the reply reports the last output (:func:`script_step`). A compaction keeps the
+script's place: asked for a summary (runtime/compaction.py), the engine writes how many
+turns were done and the last output (``[[done:N]] The tool returned: …``), and a prompt
+that restores that summary goes on from turn N.
 
 Failure injection, by the last user message or by constructor: ``[[fail]]`` makes the
 request fail after its first token (EngineError), ``[[stall]]`` makes it wait forever
@@ -60,6 +63,7 @@ from .grammars import matching_text
 from .output_parsing import ParsedStep, ParsingFailed, TurnParsing
 from .parser_flags import parse_parser_flags
 from .reasoning import ReasoningParsers, thinking_flag
+from .summary_prompt import SUMMARY_INSTRUCTION, SUMMARY_PREFIX
 from .tool_parsing import ToolCallParsers
 from .truncation import drop_oldest
 
@@ -90,13 +94,55 @@ def echo_reply(request: EngineRequest) -> str:
 
 def _answer(request: EngineRequest) -> str:
     text = last_user_text(request).replace("[[think]]", "").strip()
+    if text == SUMMARY_INSTRUCTION:
+        return _summary(request.messages[:-1], text)
     calls = script_step(request)
     if calls:
         return "\n".join(calls)
     last = request.messages[-1] if request.messages else {}
     if last.get("role") == "tool":
         return f"The tool returned: {last.get('content')}"
+    _, report = _restored_summary(request.messages)
+    if report:
+        return report  # the script ran out before a compaction took its last output
     return f"You said: {text}" if text else "Hello from the scripted engine."
+
+
+# In a summary the scripted engine writes: how many turns of the agent script were done.
+_DONE = re.compile(r"^\[\[done:(\d+)\]\] ?")
+
+
+def _summary(history: Sequence[Mapping[str, Any]], instruction: str) -> str:
+    """The scripted engine's summary of ``history`` for a compaction: where the agent
+    script is (``[[done:N]]``, so that it goes on after the compaction instead of starting
+    again) and the last tool output, if a script has begun; else the usual echo."""
+    done = script_turns_done(history)
+    last = history[-1] if history else {}
+    if last.get("role") == "tool":
+        report = f"The tool returned: {last.get('content')}"
+    else:
+        report = _restored_summary(history)[1] or f"You said: {instruction}"
+    return f"[[done:{done}]] {report}" if done else report
+
+
+def _restored_summary(messages: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    """The script turns and the report a compaction's restored summary holds (0, "" when
+    there is none)."""
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, str) \
+                and content.startswith(SUMMARY_PREFIX):
+            summary = content[len(SUMMARY_PREFIX):]
+            marker = _DONE.match(summary)
+            if marker is not None:
+                return int(marker.group(1)), summary[marker.end():]
+    return 0, ""
+
+
+def script_turns_done(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Turns of the agent script done: the model turns with calls since the last user
+    message, and those a compaction's summary counted before it."""
+    return _restored_summary(messages)[0] + _call_turns_since_user(messages)
 
 
 def script_step(request: EngineRequest) -> list[str]:
@@ -109,7 +155,7 @@ def script_step(request: EngineRequest) -> list[str]:
     no offered tool), the model answers: it reports the last tool output."""
     text = last_user_text(request)
     turns = text.split(THEN)
-    done = _call_turns_since_user(request.messages)
+    done = script_turns_done(request.messages)
     if done >= len(turns):
         return []
     blocks = []

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from ..engine.base import Engine, EngineDelta, EngineRequest
+from ..engine.summary_prompt import SUMMARY_INSTRUCTION, SUMMARY_PREFIX
 from ..errors import InvalidRequest
 from ..protocol.ids import IdFactory, item_id
 from .run import TokenCounts
@@ -35,13 +36,6 @@ COMPACTION = "compaction"
 # The last input item of a create request that asks for a compaction instead of an
 # answer (Codex's remote compaction, the TypeScript SDK's tool runner).
 TRIGGER = "compaction_trigger"
-# The model is asked for the summary by a last user message after the whole history.
-SUMMARY_INSTRUCTION = (
-    "Summarize the conversation so far, for yourself to continue it later without it: "
-    "what the user wants, what was asked and answered, the facts, names and numbers that "
-    "matter, and what is still open. Write only the summary.")
-# How the summary is given back to the model, as a user message before the user messages.
-SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
 # The summary's length: a quarter of the prompt, within these bounds (measured: the
 # default model, given 512, repeats itself to the limit and makes the "compacted" prompt
 # longer than the history).
