@@ -16,7 +16,6 @@ import pytest
 import trio
 from openai.lib.responses_websocket import (
     AsyncResponsesWebSocketSession,
-    ResponsesWebSocketLimits,
     ResponsesWebSocketSession,
 )
 from websockets.exceptions import InvalidStatus
@@ -27,41 +26,26 @@ from tests.support.sdk import strict_sdk
 from tests.support.server import ServerThread, engine_of, run_ended, serve_scripted
 from tests.support.waiting import wait_until
 from tests.support.websocket import (
+    KEY,
+    SDK_LIMITS,
     check_lane,
+    create_event,
     is_terminal,
     open_socket,
     parse_server_event,
     receive,
     send,
+    socket_server,
 )
-from trio_responses.engine.base import EngineRequest
-from trio_responses.engine.scripted import ScriptedEngine, echo_reply, last_user_text
-
-KEY = "k1"
-# The SDK session's own budgets (required): room for a few long responses.
-LIMITS = ResponsesWebSocketLimits(max_lanes=8, max_events_per_lane=8192, max_events=32768,
-                                  max_bytes_per_lane=64 << 20, max_bytes=128 << 20)
-
-
-def long_or_echo(request: EngineRequest) -> str:
-    """``[[long]]``: a reply long enough to still run when a test acts on it."""
-    if "[[long]]" in last_user_text(request):
-        return " ".join(f"w{i}" for i in range(2000))
-    return echo_reply(request)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    engine = ScriptedEngine(reply=long_or_echo, token_delay=0.002)
-    with serve_scripted(tmp_path_factory, engine, api_keys=[KEY]) as running:
+    with socket_server(tmp_path_factory, long_words=2000, token_delay=0.002) as running:
         yield running
 
 
-def create(text: str, stream_id: str | None = None, **fields: Any) -> dict[str, Any]:
-    event = {"type": "response.create", "model": "scripted", "input": text, **fields}
-    if stream_id is not None:
-        event["stream_id"] = stream_id
-    return event
+create = create_event
 
 
 def read_until_terminal(socket: Any, stream_id: str | None) -> list[dict[str, Any]]:
@@ -227,7 +211,7 @@ def test_closing_the_socket_aborts_every_lane(server: ServerThread) -> None:
 
 def test_sdk_connect_and_session_one_lane(server: ServerThread) -> None:
     with strict_sdk(server, KEY) as client, client.responses.connect() as connection, \
-            ResponsesWebSocketSession(connection, limits=LIMITS) as session:
+            ResponsesWebSocketSession(connection, limits=SDK_LIMITS) as session:
         lane = session.lane("main")
         lane.send({"type": "response.create", "model": "scripted", "input": "hello there"})
         events = []
@@ -262,7 +246,7 @@ def test_async_sdk_session_four_concurrent_lanes(server: ServerThread) -> None:
         client = openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key=KEY,
                                     max_retries=0, _strict_response_validation=True)
         async with client, client.responses.connect() as connection, \
-                AsyncResponsesWebSocketSession(connection, limits=LIMITS) as session:
+                AsyncResponsesWebSocketSession(connection, limits=SDK_LIMITS) as session:
             lanes = [session.lane(f"lane-{i}") for i in range(4)]
             for i, lane in enumerate(lanes):
                 await lane.send({"type": "response.create", "model": "scripted",

@@ -9,49 +9,41 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from openai.lib.responses_websocket import ResponsesWebSocketLimits, ResponsesWebSocketSession
+from openai.lib.responses_websocket import ResponsesWebSocketSession
 
 from tests.support.events import as_dict
 from tests.support.sdk import strict_sdk
 from tests.support.server import ServerThread, engine_of, run_ended, serve_scripted
 from tests.support.waiting import wait_until
 from tests.support.websocket import (
+    KEY,
+    SDK_LIMITS,
     check_lane,
+    create_event,
     is_terminal,
     open_socket,
     parse_server_event,
     receive,
     send,
+    socket_server,
 )
-from trio_responses.engine.base import EngineRequest
-from trio_responses.engine.scripted import ScriptedEngine, echo_reply, last_user_text
+from trio_responses.engine.scripted import ScriptedEngine
 
-KEY = "k1"
-LIMITS = ResponsesWebSocketLimits(max_lanes=8, max_events_per_lane=8192, max_events=32768,
-                                  max_bytes_per_lane=64 << 20, max_bytes=128 << 20)
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                           "required": ["city"], "additionalProperties": False}}
-
-
-def long_or_echo(request: EngineRequest) -> str:
-    if "[[long]]" in last_user_text(request):
-        return " ".join(f"w{i}" for i in range(1000))
-    return echo_reply(request)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     # 10 ms a token: a tool call's markup takes a few hundred ms to stream, long enough
     # for a steer sent at its first delta to arrive while it is still being written.
-    engine = ScriptedEngine(reply=long_or_echo, token_delay=0.01)
-    with serve_scripted(tmp_path_factory, engine, api_keys=[KEY]) as running:
+    with socket_server(tmp_path_factory, long_words=1000, token_delay=0.01) as running:
         yield running
 
 
 def create(text: Any, stream_id: str, **fields: Any) -> dict[str, Any]:
-    return {"type": "response.create", "model": "scripted", "input": text,
-            "stream_id": stream_id, **fields}
+    return create_event(text, stream_id, **fields)
 
 
 def steer(response_id: str, text: Any) -> dict[str, Any]:
@@ -69,7 +61,7 @@ def started(socket: Any) -> tuple[str, list[dict[str, Any]]]:
 def test_steer_ends_the_response_steered_and_a_successor_completes(
         server: ServerThread) -> None:
     with strict_sdk(server, KEY) as client, client.responses.connect() as connection, \
-            ResponsesWebSocketSession(connection, limits=LIMITS) as session:
+            ResponsesWebSocketSession(connection, limits=SDK_LIMITS) as session:
         lane = session.lane("s")
         lane.send({"type": "response.create", "model": "scripted", "input": "[[long]]",
                    "instructions": "Be brief."})

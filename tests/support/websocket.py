@@ -10,17 +10,53 @@ checks every SSE stream gets.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pydantic
+import pytest
+from openai.lib.responses_websocket import ResponsesWebSocketLimits
 from openai.types.responses.responses_server_event import ResponsesServerEvent
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support.events import EXTRA_TYPES, TERMINAL, check_stream
-from tests.support.server import ServerThread
+from tests.support.server import ServerThread, serve_scripted
+from trio_responses.engine.base import EngineRequest
+from trio_responses.engine.scripted import ScriptedEngine, echo_reply, last_user_text
 
 _server_event: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponsesServerEvent)
+
+# The API key of the socket test servers.
+KEY = "k1"
+# The SDK session's own budgets (required): room for a few long responses.
+SDK_LIMITS = ResponsesWebSocketLimits(max_lanes=8, max_events_per_lane=8192,
+                                      max_events=32768, max_bytes_per_lane=64 << 20,
+                                      max_bytes=128 << 20)
+
+
+def long_or_echo(words: int) -> Callable[[EngineRequest], str]:
+    """A scripted reply: ``[[long]]`` in the input gets ``words`` words (long enough to
+    still run when a test acts on it), anything else the echo."""
+    def reply(request: EngineRequest) -> str:
+        if "[[long]]" in last_user_text(request):
+            return " ".join(f"w{i}" for i in range(words))
+        return echo_reply(request)
+    return reply
+
+
+def socket_server(tmp_path_factory: pytest.TempPathFactory, *, long_words: int,
+                  token_delay: float) -> ServerThread:
+    """A scripted server (started by ``with``) for the socket tests, API key :data:`KEY`."""
+    engine = ScriptedEngine(reply=long_or_echo(long_words), token_delay=token_delay)
+    return serve_scripted(tmp_path_factory, engine, api_keys=[KEY])
+
+
+def create_event(text: Any, stream_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A ``response.create`` client event for the scripted model (on lane ``stream_id``)."""
+    event = {"type": "response.create", "model": "scripted", "input": text, **fields}
+    if stream_id is not None:
+        event["stream_id"] = stream_id
+    return event
 
 
 def socket_url(server: ServerThread, path: str = "/v1/responses") -> str:
