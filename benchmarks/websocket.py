@@ -4,7 +4,7 @@
 
 Each part starts a fresh ``python -m trio_responses --engine scripted`` subprocess on
 127.0.0.1 (as ``server_overhead.py`` does) and reads its CPU from psutil. ``--compare DIR
---rounds N`` (paced, burst) serves another checkout too (say ``git archive main``
+--rounds N`` (every part but disconnect) serves another checkout too (say ``git archive main``
 unpacked), alternating; ``--py-spy DIR`` (paced, burst) records each server's profile.
 
 * **toolloop**: an agent loop of ``--turns`` model turns, each a function call whose
@@ -138,17 +138,19 @@ def loop_over_http(server: Server, turns: int) -> int:
 def toolloop(args: argparse.Namespace) -> None:
     loops: dict[str, Callable[[Server, int], int]] = {
         "WebSocket": loop_over_socket, "HTTP/SSE": loop_over_http}
-    for name, loop in loops.items():
-        with trio_responses(args.python, 0) as server:
-            loop(server, args.turns)  # warm up
-            cpu, wall, turns = server.cpu_seconds(), time.perf_counter(), 0
-            for _ in range(args.loops):
-                turns += loop(server, args.turns)
-            wall = time.perf_counter() - wall
-            cpu = server.cpu_seconds() - cpu
-        print(f"toolloop {name}: {args.loops} loops of {args.turns} tool turns + answer "
-              f"({turns} responses): server CPU per turn {cpu / turns * 1000:.2f} ms, "
-              f"wall per turn {wall / turns * 1000:.2f} ms")
+    for kind, loop in loops.items():
+        for name, start in servers(args, partial(trio_responses, args.python, 0)):
+            with start as server:
+                loop(server, args.turns)  # warm up
+                cpu, wall, turns = server.cpu_seconds(), time.perf_counter(), 0
+                for _ in range(args.loops):
+                    turns += loop(server, args.turns)
+                wall = time.perf_counter() - wall
+                cpu = server.cpu_seconds() - cpu
+            print(f"toolloop {kind} ({name}): {args.loops} loops of {args.turns} tool turns + "
+                  f"answer ({turns} responses): server CPU per turn "
+                  f"{cpu / turns * 1000:.2f} ms, wall per turn {wall / turns * 1000:.2f} ms "
+                  f"(load {psutil.getloadavg()[0]:.1f})")
 
 
 # -- lanes ---------------------------------------------------------------------------------
@@ -173,32 +175,34 @@ async def one_socket(port: int, words: int, connect_limit: trio.CapacityLimiter,
 
 
 def lanes(args: argparse.Namespace) -> None:
-    with trio_responses(args.python, 0) as server:
-        peak = [server.rss()]
+    for name, start in servers(args, partial(trio_responses, args.python, 0)):
+        with start as server:
+            peak = [server.rss()]
 
-        async def main() -> list[int]:
-            counts = [0]
-            limit = trio.CapacityLimiter(64)
-            async with trio.open_nursery() as nursery:
-                async def watch() -> None:
-                    while True:
-                        peak[0] = max(peak[0], server.rss())
-                        await trio.sleep(0.05)
-                nursery.start_soon(watch)
-                async with trio.open_nursery() as sockets:
-                    for _ in range(args.sockets):
-                        sockets.start_soon(one_socket, server.port, args.words, limit, counts)
-                nursery.cancel_scope.cancel()
-            return counts
+            async def main(server: Server = server, peak: list[int] = peak) -> list[int]:
+                counts = [0]
+                limit = trio.CapacityLimiter(64)
+                async with trio.open_nursery() as nursery:
+                    async def watch() -> None:
+                        while True:
+                            peak[0] = max(peak[0], server.rss())
+                            await trio.sleep(0.05)
+                    nursery.start_soon(watch)
+                    async with trio.open_nursery() as sockets:
+                        for _ in range(args.sockets):
+                            sockets.start_soon(one_socket, server.port, args.words, limit,
+                                               counts)
+                    nursery.cancel_scope.cancel()
+                return counts
 
-        base, cpu, wall = server.rss(), server.cpu_seconds(), time.perf_counter()
-        counts = trio.run(main)
-        wall = time.perf_counter() - wall
-        cpu = server.cpu_seconds() - cpu
-    print(f"lanes: {args.sockets} sockets x 4 lanes x {args.words + 2}-token replies: "
-          f"wall {wall:.2f} s, server CPU {cpu:.2f} s, {counts[0]} events "
-          f"({counts[0] / cpu:.0f} per server CPU-second), peak RSS +"
-          f"{(peak[0] - base) / 2**20:.1f} MiB")
+            base, cpu, wall = server.rss(), server.cpu_seconds(), time.perf_counter()
+            counts = trio.run(main)
+            wall = time.perf_counter() - wall
+            cpu = server.cpu_seconds() - cpu
+        print(f"lanes ({name}): {args.sockets} sockets x 4 lanes x {args.words + 2}-token "
+              f"replies: wall {wall:.2f} s, server CPU {cpu:.2f} s, {counts[0]} events "
+              f"({counts[0] / cpu:.0f} per server CPU-second), peak RSS +"
+              f"{(peak[0] - base) / 2**20:.1f} MiB (load {psutil.getloadavg()[0]:.1f})")
 
 
 # -- disconnect ----------------------------------------------------------------------------
@@ -398,7 +402,7 @@ def main() -> None:
     parser.add_argument("--burst-delay", type=float, default=0.2,
                         help="burst: seconds between each lane's tokens")
     parser.add_argument("--compare", type=Path,
-                        help="paced, burst: also serve this checkout, alternating")
+                        help="also serve this checkout, alternating (every part but disconnect)")
     parser.add_argument("--label", default="this checkout")
     parser.add_argument("--compare-label", default="compared")
     parser.add_argument("--rounds", type=int, default=1)
