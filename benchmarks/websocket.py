@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psutil
@@ -78,6 +78,16 @@ TERMINAL = ("response.completed", "response.incomplete", "response.failed", "err
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+T = TypeVar("T")
+
+
+def measured(server: Server, work: Callable[[], T]) -> tuple[T, float, float]:
+    """``work()``'s result, and the server CPU and the wall seconds it took."""
+    cpu, wall = server.cpu_seconds(), time.perf_counter()
+    result = work()
+    return result, server.cpu_seconds() - cpu, time.perf_counter() - wall
 
 
 # -- toolloop ------------------------------------------------------------------------------
@@ -135,6 +145,11 @@ def loop_over_http(server: Server, turns: int) -> int:
                     "previous_response_id": final["id"]}
 
 
+def run_loops(loop: Callable[[Server, int], int], server: Server, turns: int, loops: int
+              ) -> int:
+    return sum(loop(server, turns) for _ in range(loops))
+
+
 def toolloop(args: argparse.Namespace) -> None:
     loops: dict[str, Callable[[Server, int], int]] = {
         "WebSocket": loop_over_socket, "HTTP/SSE": loop_over_http}
@@ -142,11 +157,8 @@ def toolloop(args: argparse.Namespace) -> None:
         for name, start in servers(args, partial(trio_responses, args.python, 0)):
             with start as server:
                 loop(server, args.turns)  # warm up
-                cpu, wall, turns = server.cpu_seconds(), time.perf_counter(), 0
-                for _ in range(args.loops):
-                    turns += loop(server, args.turns)
-                wall = time.perf_counter() - wall
-                cpu = server.cpu_seconds() - cpu
+                turns, cpu, wall = measured(server, partial(
+                    run_loops, loop, server, args.turns, args.loops))
             print(f"toolloop {kind} ({name}): {args.loops} loops of {args.turns} tool turns + "
                   f"answer ({turns} responses): server CPU per turn "
                   f"{cpu / turns * 1000:.2f} ms, wall per turn {wall / turns * 1000:.2f} ms "
@@ -195,10 +207,8 @@ def lanes(args: argparse.Namespace) -> None:
                     nursery.cancel_scope.cancel()
                 return counts
 
-            base, cpu, wall = server.rss(), server.cpu_seconds(), time.perf_counter()
-            counts = trio.run(main)
-            wall = time.perf_counter() - wall
-            cpu = server.cpu_seconds() - cpu
+            base = server.rss()
+            counts, cpu, wall = measured(server, partial(trio.run, main))
         print(f"lanes ({name}): {args.sockets} sockets x 4 lanes x {args.words + 2}-token "
               f"replies: wall {wall:.2f} s, server CPU {cpu:.2f} s, {counts[0]} events "
               f"({counts[0] / cpu:.0f} per server CPU-second), peak RSS +"
@@ -303,10 +313,7 @@ def paced(args: argparse.Namespace) -> None:
                         nursery.start_soon(paced_socket, port, args.paced_lanes,
                                            args.paced_words, args.paced_replies, counts)
 
-            cpu, wall = server.cpu_seconds(), time.perf_counter()
-            trio.run(main)
-            wall = time.perf_counter() - wall
-            cpu = server.cpu_seconds() - cpu
+            _, cpu, wall = measured(server, partial(trio.run, main))
         load = psutil.getloadavg()[0]
         print(f"  {name}: {counts[0]} messages in {wall:.1f} s, server CPU {cpu:.2f} s "
               f"({cpu / wall:.2f} cores): {cpu / counts[0] * 1e6:.1f} µs per message, "
