@@ -158,12 +158,20 @@ def started(argv: list[str], port: int, root: Path = ROOT) -> Iterator[Server]:
 TOKEN_DELAY = 0.0
 
 
-def trio_responses(python: str, ping_interval: float, root: Path = ROOT
+def trio_responses(python: str, ping_interval: float, root: Path = ROOT, *,
+                   census: Path | None = None, backlog: int | None = None
                    ) -> AbstractContextManager[Server]:
+    """The server, from the checkout ``root``; with ``census``, under tracemalloc (see
+    :func:`serve_census`), writing its snapshots into that folder; ``backlog``: its
+    listen backlog, if that checkout has the flag (an older one would hand it to vLLM)."""
     port = free_port()
+    command = ([python, str(Path(__file__).resolve()), "--serve-census", str(census)]
+               if census is not None else [python, "-m", "trio_responses"])
+    if backlog is not None and "backlog:" in (root / "trio_responses/config.py").read_text():
+        command += ["--backlog", str(backlog)]
     # One client holds every stream: the per-key bounds (which would refuse the idle
     # part's thousand) are off, since what is measured is the server's own cost.
-    return started([python, "-m", "trio_responses", "--engine", "scripted", "--host", HOST,
+    return started([*command, "--engine", "scripted", "--host", HOST,
                     "--port", str(port), "--store-path", "{tmp}/store.sqlite3",
                     "--log-level", "warning", "--scripted-token-delay", str(TOKEN_DELAY),
                     "--max-responses-per-key", "0", "--max-streams-per-key", "0",
@@ -246,6 +254,113 @@ def serve_quart(port: int) -> None:
     config = Config()
     config.bind = [f"{HOST}:{port}"]
     trio.run(serve, app, config)
+
+
+# How many frames of each allocation tracemalloc keeps in --census: enough to see, from
+# a generic allocating line (a Trio task, a coroutine's frame), who asked for it.
+CENSUS_FRAMES = int(os.environ.get("CENSUS_FRAMES", "8"))
+
+
+def serve_census(out: Path, argv: list[str]) -> int:
+    """``python -m trio_responses`` under tracemalloc. Each SIGUSR1 writes, into ``out``,
+    snapshot ``<n>.snapshot`` and ``<n>.types.json`` (gc-tracked objects by type: count
+    and shallow bytes), n = 0, 1, ... (the handler runs on the Trio thread, between two
+    bytecodes, so the heap it sees is consistent)."""
+    import gc
+    import tracemalloc
+    from collections import Counter
+
+    tracemalloc.start(CENSUS_FRAMES)
+    taken = [0]
+
+    def dump(signum: int, frame: object) -> None:
+        gc.collect()
+        n = taken[0]
+        counts: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for obj in gc.get_objects():
+            kind = type(obj)
+            name = f"{kind.__module__}.{kind.__qualname__}"
+            counts[name] += 1
+            sizes[name] += sys.getsizeof(obj)
+        tracemalloc.take_snapshot().dump(str(out / f"{n}.snapshot"))
+        (out / f"{n}.types.json").write_text(json.dumps({"counts": counts, "sizes": sizes}))
+        taken[0] += 1
+
+    signal.signal(signal.SIGUSR1, dump)
+    from trio_responses.__main__ import main as serve_main
+    return serve_main(argv)
+
+
+def take_census(server: Server, out: Path, n: int) -> None:
+    """Ask a --census server for snapshot ``n`` and wait until it is written."""
+    server.ps.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 120
+    while not (out / f"{n}.types.json").exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server wrote no census")
+        time.sleep(0.1)
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return os.path.relpath(filename, ROOT) if filename.startswith(str(ROOT)) else filename
+
+
+def _generic(filename: str) -> bool:
+    return ("/trio/_" in filename or "contextlib" in filename or filename.startswith("<")
+            or "/functools" in filename or "/outcome/" in filename)
+
+
+def report_census(out: Path, count: int, top: int = 25) -> None:
+    """What ``count`` streams added between snapshots 0 and 1: by allocating line, by
+    the line that called the allocation's first caller outside Trio/asyncio internals,
+    by file, and gc-tracked objects by type."""
+    import linecache
+    import tracemalloc
+
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__),
+              tracemalloc.Filter(False, "<frozen *>"), tracemalloc.Filter(False, "<unknown>")]
+    before = tracemalloc.Snapshot.load(str(out / "0.snapshot")).filter_traces(ignore)
+    after = tracemalloc.Snapshot.load(str(out / "1.snapshot")).filter_traces(ignore)
+    by_file = after.compare_to(before, "filename")
+    total = sum(stat.size_diff for stat in by_file)
+    print(f"\ncensus (tracemalloc, {CENSUS_FRAMES} frames): {total / count / 1024:.1f} KiB "
+          f"traced per stream, {sum(s.count_diff for s in by_file) / count:.0f} blocks")
+    print("  by file (bytes per stream, blocks per stream):")
+    for stat in by_file[:12]:
+        print(f"  {stat.size_diff / count:>9.0f} {stat.count_diff / count:>6.1f}  "
+              f"{_short(stat.traceback[0].filename)}")
+    print("  by allocating line:")
+    for stat in after.compare_to(before, "lineno")[:top]:
+        frame = stat.traceback[0]
+        source = linecache.getline(frame.filename, frame.lineno).strip()[:60]
+        print(f"  {stat.size_diff / count:>9.0f} {stat.count_diff / count:>6.1f}  "
+              f"{_short(frame.filename)}:{frame.lineno}  {source}")
+    # Trio's tasks, scopes and events are allocated in Trio, and a coroutine's frame at
+    # its call: the first caller outside Trio (and contextlib, attrs) says who wanted it.
+    owners: dict[tuple[str, int], list[int]] = {}
+    for stat in after.compare_to(before, "traceback"):
+        frames = list(stat.traceback)
+        owner = next((f for f in reversed(frames) if not _generic(f.filename)), frames[0])
+        totals = owners.setdefault((owner.filename, owner.lineno), [0, 0])
+        totals[0] += stat.size_diff
+        totals[1] += stat.count_diff
+    print("  by owner (the allocation's innermost caller outside Trio's internals):")
+    for (filename, lineno), (size, blocks) in sorted(owners.items(), key=lambda kv: -kv[1][0]
+                                                     )[:top]:
+        source = linecache.getline(filename, lineno).strip()[:60]
+        print(f"  {size / count:>9.0f} {blocks / count:>6.1f}  {_short(filename)}:{lineno}  "
+              f"{source}")
+    types = [json.loads((out / f"{n}.types.json").read_text()) for n in (0, 1)]
+    grown = sorted(((types[1]["sizes"].get(name, 0) - types[0]["sizes"].get(name, 0),
+                     types[1]["counts"][name] - types[0]["counts"].get(name, 0), name)
+                    for name in types[1]["counts"]), reverse=True)
+    print("  gc-tracked objects by type (shallow bytes per stream, objects per stream):")
+    for size, number, name in grown[:top]:
+        print(f"  {size / count:>9.0f} {number / count:>6.1f}  {name}")
 
 
 # -- a raw client: one request per connection, markers counted, nothing parsed ---------
@@ -356,11 +471,14 @@ class Idle:
     pings_per_second: float
 
 
-async def idle_streams(server: Server, count: int, hold: float) -> Idle:
+async def idle_streams(server: Server, count: int, hold: float, census: Path | None = None
+                       ) -> Idle:
     warm = await SSEClient.open(server.port, "warm up", DONE)
     await warm.read_until(DONE)
     await warm.aclose()
     await trio.sleep(0.5)
+    if census is not None:
+        await trio.to_thread.run_sync(take_census, server, census, 0)
     rss_before = server.rss()
     pings = [0]
     clients: list[SSEClient] = []
@@ -384,6 +502,8 @@ async def idle_streams(server: Server, count: int, hold: float) -> Idle:
             await nursery.start(hold_one)
         await trio.sleep(1.5)
         rss_after = server.rss()
+        if census is not None:
+            await trio.to_thread.run_sync(take_census, server, census, 1)
         before = pings[0], server.cpu_seconds(), time.perf_counter()
         await trio.sleep(hold)
         held = time.perf_counter() - before[2]
@@ -426,35 +546,56 @@ class Disconnects:
     lower: list[float] = field(default_factory=list)
     upper: list[float] = field(default_factory=list)
     poll_round_trips: list[float] = field(default_factory=list)
-    storm_cut: int = 0  # storm streams the server closed before their end
+    storm_cut: int = 0  # storm streams refused, or closed before their end, while measured
+    storm_rate: float = 0.0  # deltas/s the storm streams received while measured
 
 
-async def disconnects(server: Server, count: int, storm: int = 0, words: int = 200
-                      ) -> Disconnects:
+async def disconnects(server: Server, count: int, storm: int = 0, words: int = 200,
+                      ramp: int = 50) -> Disconnects:
     """The client sends its FIN (as a close would) but keeps reading, so the moment the
     server closes the connection is seen exactly; /metrics then confirms the abort.
-    With ``storm``, that many other streams keep streaming meanwhile."""
+    With ``storm``, that many other streams keep streaming meanwhile: opened ``ramp`` at
+    a time (a connection counts as opening until its first delta arrives, so neither
+    the listen backlog nor the time an overloaded server takes to read a new request,
+    which its keep-alive timer bounds, is overrun), and measured once all are streaming;
+    each opens its next response the same way when one ends."""
     if not storm:
         return await _disconnects(server, count)
     text = " ".join(f"w{i}" for i in range(words))
-    opening = trio.CapacityLimiter(50)  # Hypercorn's listen backlog is 100
-
+    opening = trio.CapacityLimiter(ramp)
+    streaming = [0, 0]  # storm streams that got their first delta; deltas received
+    all_streaming = trio.Event()
     cut = [0]
 
     async def stream_forever() -> None:
+        first = True
         while True:
             try:
                 async with opening:
-                    client = await SSEClient.open(server.port, text, DONE)
-            except OSError:  # refused: the listen backlog of an overloaded server is full
+                    client = await SSEClient.open(server.port, text, DELTA, DONE)
+                    try:
+                        await client.read_until(DELTA)
+                    except BaseException:
+                        await client.aclose()
+                        raise
+            except (OSError, ConnectionError, trio.BrokenResourceError):
+                # Refused (a full listen backlog) or closed before the response began
+                # (the keep-alive timer of a server too slow to read the request).
                 cut[0] += 1
                 await trio.sleep(0.1)
                 continue
+            if first:
+                first = False
+                streaming[0] += 1
+                if streaming[0] == storm:
+                    all_streaming.set()
             try:
-                await client.read_until(DONE)
+                while not client.markers.counts[DONE]:
+                    data, found = await client.receive()
+                    if not data:
+                        raise ConnectionError("the server closed the stream early")
+                    streaming[1] += found[DELTA]
             except (ConnectionError, trio.BrokenResourceError):
-                # An overloaded server's keep-alive timer can close a new connection
-                # before its request is read (Hypercorn's 5 s): counted, and opened again.
                 cut[0] += 1
             finally:
                 await client.aclose()
@@ -462,8 +603,10 @@ async def disconnects(server: Server, count: int, storm: int = 0, words: int = 2
     async with trio.open_nursery() as nursery:
         for _ in range(storm):
             nursery.start_soon(stream_forever)
-        await trio.sleep(3)  # all connected and streaming
-        result = await _disconnects(server, count)
+        await all_streaming.wait()
+        cut[0], deltas, began = 0, streaming[1], time.perf_counter()
+        result = await _disconnects(server, count)  # only what happens meanwhile counts
+        result.storm_rate = (streaming[1] - deltas) / (time.perf_counter() - began)
         nursery.cancel_scope.cancel()
     result.storm_cut = cut[0]
     return result
@@ -500,13 +643,27 @@ async def _disconnects(server: Server, count: int) -> Disconnects:
     return result
 
 
-async def ping_gaps(server: Server, streams: int, seconds: float) -> list[float]:
-    gaps: list[float] = []
+@dataclass
+class Jitter:
+    gaps: list[float]  # seconds between consecutive pings of a stream, as received
+    server_cpu: float  # server CPU-seconds while measured
+    seconds: float  # how long it was measured
 
-    async def watch() -> None:
-        client = await SSEClient.open(server.port, f"jitter {STALL}", DELTA, PING)
-        try:
+
+async def ping_gaps(server: Server, streams: int, seconds: float, ramp: int = 50) -> Jitter:
+    """Gaps between pings once every stream is open: opened ``ramp`` at a time (until
+    each has its first delta), then measured for ``seconds``; a gap counts if it ends
+    while measured (its first ping may come before)."""
+    gaps: list[float] = []
+    opening = trio.CapacityLimiter(ramp)
+    measuring = [False]
+
+    async def watch(task_status: trio.TaskStatus[None]) -> None:
+        async with opening:
+            client = await SSEClient.open(server.port, f"jitter {STALL}", DELTA, PING)
             await client.read_until(DELTA)
+        task_status.started()
+        try:
             last: float | None = None
             while True:
                 data, found = await client.receive()
@@ -514,17 +671,23 @@ async def ping_gaps(server: Server, streams: int, seconds: float) -> list[float]
                 if not data:
                     raise ConnectionError("the server closed a stalled stream")
                 if found[PING]:
-                    if last is not None:
+                    if last is not None and measuring[0]:
                         gaps.append(now - last)
                     last = now
         finally:
             await client.aclose()
 
-    with trio.move_on_after(seconds):
-        async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as opener:
             for _ in range(streams):
-                nursery.start_soon(watch)
-    return gaps
+                opener.start_soon(nursery.start, watch)
+        measuring[0] = True
+        cpu, began = server.cpu_seconds(), time.perf_counter()
+        await trio.sleep(seconds)
+        measuring[0] = False
+        result = Jitter(gaps, server.cpu_seconds() - cpu, time.perf_counter() - began)
+        nursery.cancel_scope.cancel()
+    return result
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -572,53 +735,122 @@ def report_throughput(args: argparse.Namespace) -> None:
                     "cpu_us_per_token": tp.server_cpu / tp.tokens * 1e6}) + "\n")
 
 
+def checkouts(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The checkouts to serve, in order: this one, and --compare's, alternating for
+    --rounds."""
+    servers = [(args.label, ROOT)]
+    if args.compare:
+        servers.append((args.compare_label or f"trio_responses at {args.compare}",
+                        args.compare))
+    return servers * args.rounds
+
+
+class Medians:
+    """Each server's figures over its rounds; their medians side by side at the end,
+    with the ratio of this checkout's to --compare's."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, dict[str, list[float]]] = {}
+
+    def add(self, server: str, figure: str, value: float) -> None:
+        self.figures.setdefault(figure, {}).setdefault(server, []).append(value)
+
+    def report(self) -> None:
+        if not any(len(by_server) > 1 or len(next(iter(by_server.values()))) > 1
+                   for by_server in self.figures.values()):
+            return
+        names = list(next(iter(self.figures.values())))
+        print(f" medians over the rounds ({' / '.join(names)}"
+              + (", ratio" if len(names) == 2 else "") + "):")
+        for figure, by_server in self.figures.items():
+            medians = [quantile(by_server.get(name, []), 0.5) for name in names]
+            ratio = (f"  ratio {medians[0] / medians[1]:.2f}"
+                     if len(medians) == 2 and medians[1] else "")
+            row(figure, " / ".join(f"{m:.3g}" for m in medians), ratio)
+
+
 def report_idle(args: argparse.Namespace) -> None:
-    with trio_responses(args.python, 1) as server:
-        idle = trio.run(idle_streams, server, args.idle, args.idle_seconds)
-    per_ping = idle.cpu_per_second / max(idle.pings_per_second, 1)
-    print(f"\nidle streams: {idle.count} stalled streams, a ping each per second")
-    row("server RSS before / with the streams",
-        f"{idle.rss_before / 2**20:.1f} / {idle.rss_after / 2**20:.1f}", "MiB")
-    row("RSS per idle stream",
-        f"{(idle.rss_after - idle.rss_before) / idle.count / 1024:.1f}", "KiB")
-    row("pings received per second", f"{idle.pings_per_second:,.0f}")
-    row("server CPU for them", f"{idle.cpu_per_second * 100:.1f}",
-        f"% of a core, {per_ping * 1e6:.0f} µs a ping")
+    print(f"\nidle streams: {args.idle} stalled streams, a ping each per second")
+    medians = Medians()
+    for name, root in checkouts(args):
+        with tempfile.TemporaryDirectory(prefix="trio-responses-census-") as tmp:
+            census = Path(tmp) if args.census else None
+            with trio_responses(args.python, 1, root, census=census) as server:
+                idle = trio.run(idle_streams, server, args.idle, args.idle_seconds, census)
+            if census is not None:
+                report_census(census, args.idle)
+        per_ping = idle.cpu_per_second / max(idle.pings_per_second, 1)
+        per_stream = (idle.rss_after - idle.rss_before) / idle.count / 1024
+        print(f" {name} (load average {psutil.getloadavg()[0]:.1f}):")
+        row("server RSS before / with the streams",
+            f"{idle.rss_before / 2**20:.1f} / {idle.rss_after / 2**20:.1f}", "MiB")
+        row("RSS per idle stream", f"{per_stream:.1f}", "KiB"
+            + (" (tracemalloc's own included)" if args.census else ""))
+        row("pings received per second", f"{idle.pings_per_second:,.0f}")
+        row("server CPU for them", f"{idle.cpu_per_second * 100:.1f}",
+            f"% of a core, {per_ping * 1e6:.0f} µs a ping")
+        medians.add(name, "RSS per idle stream, KiB", per_stream)
+        medians.add(name, "server CPU per ping, µs", per_ping * 1e6)
+    medians.report()
 
 
 def report_disconnects(args: argparse.Namespace) -> None:
-    with trio_responses(args.python, 0) as server:
-        result = trio.run(disconnects, server, args.disconnects, args.storm, args.words)
-    print(f"\ndisconnect → engine abort: {len(result.upper)} disconnects, one at a time"
+    print(f"\ndisconnect → engine abort: {args.disconnects} disconnects, one at a time"
           + (f", while {args.storm} other streams stream ({args.words + 2}-token replies, "
              f"--token-delay {TOKEN_DELAY:g})" if args.storm else ""))
-    row("server closed the connection p50 / p99",
-        f"{quantile(result.closed, 0.5) * 1e3:.2f} / {quantile(result.closed, 0.99) * 1e3:.2f}",
-        "ms (the run is ended at that point)")
-    for name, q in (("p50", 0.5), ("p99", 0.99)):
-        row(f"abort counted in /metrics, {name}",
-            f"{quantile(result.lower, q) * 1e3:.1f} - {quantile(result.upper, q) * 1e3:.1f}",
-            "ms (between)")
-    if args.storm:
-        row("storm streams refused or cut before their end", f"{result.storm_cut}")
-    row("/metrics round trip p50 (its resolution)",
-        f"{quantile(result.poll_round_trips, 0.5) * 1e3:.1f}", "ms")
+    medians = Medians()
+    for name, root in checkouts(args):
+        with trio_responses(args.python, 0, root, backlog=args.backlog) as server:
+            result = trio.run(disconnects, server, args.disconnects, args.storm, args.words,
+                              args.ramp)
+        print(f" {name} (load average {psutil.getloadavg()[0]:.1f}):")
+        row("server closed the connection p50 / p99",
+            f"{quantile(result.closed, 0.5) * 1e3:.2f} / "
+            f"{quantile(result.closed, 0.99) * 1e3:.2f}", "ms (the run is ended at that point)")
+        for label, q in (("p50", 0.5), ("p99", 0.99)):
+            row(f"abort counted in /metrics, {label}",
+                f"{quantile(result.lower, q) * 1e3:.1f} - {quantile(result.upper, q) * 1e3:.1f}",
+                "ms (between)")
+        if args.storm:
+            row("storm streams refused or cut before their end", f"{result.storm_cut}")
+            row("storm: deltas received per second while measured",
+                f"{result.storm_rate:,.0f}",
+                f"(offered: {args.storm / TOKEN_DELAY if TOKEN_DELAY else float('inf'):,.0f})")
+        row("/metrics round trip p50 (its resolution)",
+            f"{quantile(result.poll_round_trips, 0.5) * 1e3:.1f}", "ms")
+        medians.add(name, "closed p99, ms", quantile(result.closed, 0.99) * 1e3)
+        medians.add(name, "abort counted p99 (upper), ms", quantile(result.upper, 0.99) * 1e3)
+    medians.report()
 
 
 def report_jitter(args: argparse.Namespace) -> None:
-    with trio_responses(args.python, 0.2) as server:
-        gaps = trio.run(ping_gaps, server, args.jitter_streams, args.jitter_seconds)
-    deviations = [abs(gap - 0.2) for gap in gaps]
-    print(f"\nping jitter: {args.jitter_streams} stalled streams, 0.2 s interval, "
-          f"{len(gaps)} gaps")
-    row("gap p1 / p50 / p99", " / ".join(f"{quantile(gaps, q) * 1e3:.1f}"
-                                        for q in (0.01, 0.5, 0.99)), "ms")
-    row("|gap - 200 ms| p50 / p99 / max",
-        f"{quantile(deviations, 0.5) * 1e3:.1f} / {quantile(deviations, 0.99) * 1e3:.1f} / "
-        f"{max(deviations, default=float('nan')) * 1e3:.1f}", "ms")
+    interval = args.jitter_interval
+    print(f"\nping jitter: {args.jitter_streams} stalled streams, {interval:g} s interval, "
+          f"{args.jitter_seconds:g} s measured once all are open")
+    medians = Medians()
+    for name, root in checkouts(args):
+        with trio_responses(args.python, interval, root, backlog=args.backlog) as server:
+            jitter = trio.run(ping_gaps, server, args.jitter_streams, args.jitter_seconds,
+                              args.ramp)
+        gaps = jitter.gaps
+        deviations = [abs(gap - interval) for gap in gaps]
+        print(f" {name} (load average {psutil.getloadavg()[0]:.1f}): {len(gaps)} gaps, "
+              f"server at {jitter.server_cpu / jitter.seconds:.2f} cores")
+        row("gap p1 / p50 / p99", " / ".join(f"{quantile(gaps, q) * 1e3:.1f}"
+                                            for q in (0.01, 0.5, 0.99)), "ms")
+        row(f"|gap - {interval * 1e3:g} ms| p50 / p99 / max",
+            f"{quantile(deviations, 0.5) * 1e3:.1f} / {quantile(deviations, 0.99) * 1e3:.1f} / "
+            f"{max(deviations, default=float('nan')) * 1e3:.1f}", "ms")
+        row("server CPU per ping", f"{jitter.server_cpu / max(len(gaps), 1) * 1e6:.0f}", "µs")
+        medians.add(name, "|gap - interval| p99, ms", quantile(deviations, 0.99) * 1e3)
+        medians.add(name, "server CPU per ping, µs", jitter.server_cpu / max(len(gaps), 1) * 1e6)
+    medians.report()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--serve-census"]:
+        return serve_census(Path(argv[1]), argv[2:])
     parser = argparse.ArgumentParser(
         description="Server overhead of trio_responses with the scripted engine.")
     parser.add_argument("--python", default=sys.executable, help="the servers' interpreter")
@@ -635,15 +867,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--disconnects", type=int, default=300, help="disconnects measured")
     parser.add_argument("--storm", type=int, default=0,
                         help="disconnect: other streams streaming meanwhile (with --words)")
+    parser.add_argument("--ramp", type=int, default=50,
+                        help="disconnect, jitter: streams opening at once (until their "
+                        "first delta)")
+    parser.add_argument("--backlog", type=int,
+                        help="the server's --backlog (listen backlog), where it has the flag")
+    parser.add_argument("--census", action="store_true",
+                        help="idle: the server under tracemalloc; what the streams hold, by "
+                        "allocating line and by type (its RSS figures then include "
+                        "tracemalloc's own)")
     parser.add_argument("--jitter-streams", type=int, default=50)
     parser.add_argument("--jitter-seconds", type=float, default=10)
+    parser.add_argument("--jitter-interval", type=float, default=0.2,
+                        help="jitter: the server's --responses-ping-interval-seconds")
     parser.add_argument("--quick", action="store_true", help="every part small")
     parser.add_argument("--compare", type=Path,
-                        help="throughput: also serve this checkout (e.g. main before a change)")
+                        help="also serve this checkout (e.g. main before a change)")
     parser.add_argument("--label", default="trio_responses", help="this checkout's name")
     parser.add_argument("--compare-label", help="the --compare checkout's name")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="throughput: alternate the servers this many times")
+                        help="alternate the servers this many times")
     parser.add_argument("--token-delay", type=float, default=0.0,
                         help="throughput: seconds between the scripted engine's tokens")
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
@@ -666,7 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{psutil.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
           f"load average {psutil.getloadavg()[0]:.1f} at start")
     print("  " + " ".join(["python", "benchmarks/server_overhead.py",
-                           *(sys.argv[1:] if argv is None else argv)]))
+                           *argv]))
     reports = {"throughput": report_throughput, "idle": report_idle,
                "disconnect": report_disconnects, "jitter": report_jitter}
     for part in args.parts:
