@@ -14,6 +14,7 @@ from tests.support.memory_store import MemoryStore
 from trio_responses.engine.base import EngineDelta, EngineRequest, SamplingOptions
 from trio_responses.protocol.events import Event, ResponseEvents
 from trio_responses.runtime.buffer import EventBuffer, EventReader, Frame
+from trio_responses.runtime.heartbeat import Heartbeats
 from trio_responses.runtime.run import ResponseRun, RunOptions
 from trio_responses.store.base import (
     TERMINAL_STATUSES,
@@ -120,6 +121,7 @@ def make_run(
     compatibility_mode: bool = False,
     buffer: EventBuffer | None = None,
     events: list[tuple[float, Event]] | None = None,
+    heartbeats: Heartbeats | None = None,
 ) -> ResponseRun:
     """A run as ResponseService.create makes one: created events already in the buffer,
     the row already in the store. ``events`` collects (virtual time, event) pairs."""
@@ -144,7 +146,7 @@ def make_run(
     options = RunOptions(ping_interval=ping_interval, ping_events=ping_events,
                          compatibility_mode=compatibility_mode)
     return ResponseRun(builder, stream, buffer, options, clock=lambda: 1700000000.0,
-                       store=store, on_event=observe)
+                       store=store, on_event=observe, heartbeats=heartbeats)
 
 
 async def read_all(buffer: EventReader, cursor: int = 0, *, primary: bool = False,

@@ -21,6 +21,7 @@ from trio_responses.engine.scripted import ScriptedEngine
 from trio_responses.protocol.events import Emitted, Event, ResponseEvents
 from trio_responses.protocol.ids import counting_ids
 from trio_responses.protocol.sse import COMMENT_PING, DONE
+from trio_responses.runtime.heartbeat import Heartbeats
 
 ADAPTER: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
 
@@ -178,3 +179,76 @@ async def test_heartbeat_sleeps_while_the_final_object_is_saved(
     assert store.finishes == [("resp_test", "completed", True)]
     assert [e for _, e in events if e["type"] == "response.ping"] == []
     assert builder.late_pings == 0
+
+
+async def test_one_heartbeats_task_pings_every_run_on_its_own_schedule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Three stalled runs share the registry's one Heartbeats task: each is pinged after
+    every interval of its own silence, counted from its own last event, whatever the
+    others do; a run that ends leaves the schedule and the others go on."""
+    heartbeats = Heartbeats()
+    engine = await scripted("first then [[stall]]", token_delay=0.25)
+    timelines: list[list[tuple[float, Event]]] = [[], [], []]
+    runs = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heartbeats.serve)
+        start = trio.current_time()
+        for i, (delay, interval) in enumerate(((0.0, 2.0), (0.5, 2.0), (1.25, 3.0))):
+            await trio.sleep_until(start + delay)
+            run = make_run(await engine.submit(engine_request("[[stall]]", request_id=f"r{i}")),
+                           ping_interval=interval, ping_events=True, events=timelines[i],
+                           heartbeats=heartbeats)
+            runs.append(run)
+            nursery.start_soon(run.run)
+        await trio.sleep_until(start + 7.0)
+        assert runs[0].end("cancel")
+        await runs[0].done.wait()
+        await trio.sleep_until(start + 11.0)
+        for run in runs[1:]:
+            assert run.end("cancel")
+        for run in runs[1:]:
+            await run.done.wait()
+        assert len(heartbeats) == 0  # an ended run is let go of at once
+        nursery.cancel_scope.cancel()
+
+    def pings(events: list[tuple[float, Event]]) -> list[float]:
+        return [t - start for t, e in events if e["type"] == "response.ping"]
+
+    assert pings(timelines[0]) == [2.0, 4.0, 6.0]
+    assert pings(timelines[1]) == [2.5, 4.5, 6.5, 8.5, 10.5]
+    assert pings(timelines[2]) == [4.25, 7.25, 10.25]
+    for events in timelines:
+        check_stream([e for _, e in events])
+        assert events[-1][1]["response"]["status"] == "cancelled"
+
+
+async def test_a_run_due_sooner_wakes_the_heartbeats_task_sooner(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The task sleeps until its earliest due time; a run added meanwhile that is due
+    sooner (a shorter interval) is pinged on time, not when the sleep would have ended."""
+    heartbeats = Heartbeats()
+    engine = await scripted("first then [[stall]]", token_delay=0.25)
+    slow: list[tuple[float, Event]] = []
+    fast: list[tuple[float, Event]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heartbeats.serve)
+        start = trio.current_time()
+        slow_run = make_run(await engine.submit(engine_request("[[stall]]", request_id="slow")),
+                            ping_interval=10.0, ping_events=True, events=slow,
+                            heartbeats=heartbeats)
+        nursery.start_soon(slow_run.run)
+        await trio.sleep(1.0)
+        fast_run = make_run(await engine.submit(engine_request("[[stall]]", request_id="fast")),
+                            ping_interval=0.5, ping_events=True, events=fast,
+                            heartbeats=heartbeats)
+        nursery.start_soon(fast_run.run)
+        await trio.sleep(1.9)
+        slow_run.end("cancel")
+        fast_run.end("cancel")
+        await slow_run.done.wait()
+        await fast_run.done.wait()
+        nursery.cancel_scope.cancel()
+    assert [t - start for t, e in fast if e["type"] == "response.ping"] == [1.5, 2.0, 2.5]
+    assert [e for _, e in slow if e["type"] == "response.ping"] == []

@@ -4,6 +4,8 @@ HTTP handlers come and go (Quart streams a body after its route returned), so no
 lives in a handler's nursery: every run starts here and is found here by id, by the
 SSE writer that follows it, ``/cancel``, ``GET``, and shutdown.
 
+It also runs the one task that sends every run's heartbeats (runtime/heartbeat.py).
+
 Shutdown is a drain: stop taking new runs, give live ones ``grace`` seconds to finish,
 then end the rest (cause ``shutdown``), which sends each its terminal event.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import trio
 
 from ..errors import EngineUnavailable
+from .heartbeat import Heartbeats
 from .run import ResponseRun
 
 
@@ -33,6 +36,8 @@ class Registry:
         self._nursery = nursery
         self._runs: dict[str, ResponseRun] = {}
         self.accepting = True
+        self.heartbeats = Heartbeats()
+        nursery.start_soon(self.heartbeats.serve, name="heartbeats")
 
     @classmethod
     @asynccontextmanager

@@ -2,12 +2,14 @@
 
 A run owns an engine stream, the response's event builder (sans-io) and its
 :class:`EventBuffer`. It lives in the registry's app-lifetime nursery, never in an HTTP
-handler's, and runs two tasks under one cancel scope:
+handler's, as one task under one cancel scope:
 
 - generation: engine deltas → builder → frames in the buffer;
 - heartbeat: after every ``ping_interval`` seconds of silence, an SSE comment (``:
   ping``, which every client skips), or a ``response.ping`` event for a stream that asked
-  for ping events (``RunOptions.ping_events``).
+  for ping events (``RunOptions.ping_events``). The registry's one
+  :class:`~.heartbeat.Heartbeats` task sends every run's (a run started without one, as
+  in tests, runs its own beside its generation).
 
 Every way a run can end early — ``/cancel``, the client disconnecting, the stream
 buffer overflowing, shutdown, the engine failing — goes through :meth:`ResponseRun.end`
@@ -38,6 +40,7 @@ from ..protocol.sse import COMMENT_PING
 from ..store.base import ResponseStore
 from .buffer import BufferOverflow, EventBuffer, Frame
 from .conversations import ConversationTurn
+from .heartbeat import Heartbeats
 from .ratelimit import LimitState
 from .tools import ToolTurns
 
@@ -137,6 +140,7 @@ class ResponseRun:
         on_event: Callable[[ResponseRun, Event], None] | None = None,
         compactor: Compactor | None = None,
         earlier: TokenCounts | None = None,
+        heartbeats: Heartbeats | None = None,
     ) -> None:
         self.builder = builder
         self.buffer = buffer
@@ -174,6 +178,8 @@ class ResponseRun:
         self._compactor = compactor
         self._engine_done = False  # the engine finished or failed the request itself
         self._steer_requested = False
+        # Where its heartbeats come from (None: a Heartbeats task of its own).
+        self._heartbeats = heartbeats
 
     # -- control ---------------------------------------------------------------------
 
@@ -209,11 +215,21 @@ class ResponseRun:
         try:
             with self._scope:
                 self._publish(self.builder.in_progress())
-                async with trio.open_nursery() as nursery:
-                    if self._options.ping_interval > 0:
-                        nursery.start_soon(self._heartbeat)
+                if self._options.ping_interval <= 0:
                     await self._generate()
-                    nursery.cancel_scope.cancel()
+                elif self._heartbeats is not None:
+                    beats = self._heartbeats.add(self)
+                    try:
+                        await self._generate()
+                    finally:
+                        self._heartbeats.remove(beats)
+                else:
+                    async with trio.open_nursery() as nursery:
+                        own = Heartbeats()
+                        own.add(self)
+                        nursery.start_soon(own.serve)
+                        await self._generate()
+                        nursery.cancel_scope.cancel()
         finally:
             if self._scope.cancelled_caught and self.end_cause is None:
                 self.end_cause = "timeout"
@@ -318,19 +334,21 @@ class ResponseRun:
             raise EngineError("The engine ended the request without a finish reason.")
         return True, None
 
-    async def _heartbeat(self) -> None:
-        while True:
-            await trio.sleep_until(self._last_sent + self._options.ping_interval)
-            if self.builder.finished:
-                # The terminal events are built (and wait for the store write): nothing
-                # may follow them, and a ping that sends nothing would never move
-                # _last_sent, so this loop would spin instead of sleeping.
-                return
-            if trio.current_time() >= self._last_sent + self._options.ping_interval:
-                if self._options.ping_events:
-                    self._publish(self.builder.ping())
-                else:
-                    self._append(Frame(None, COMMENT_PING))
+    def next_beat(self) -> float:
+        return self._last_sent + self._options.ping_interval
+
+    def beat(self, now: float) -> float | None:
+        """A heartbeat, if nothing was sent for ``ping_interval`` (see Heartbeats)."""
+        if self.builder.finished:
+            # The terminal events are built (and wait for the store write): nothing may
+            # follow them.
+            return None
+        if now >= self.next_beat():
+            if self._options.ping_events:
+                self._publish(self.builder.ping())
+            else:
+                self._append(Frame(None, COMMENT_PING))
+        return self.next_beat()
 
     # -- ending ----------------------------------------------------------------------
 

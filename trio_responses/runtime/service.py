@@ -508,7 +508,8 @@ class ResponseService:
                     prepared.tools, prepared.engine_request, builder, self.ids,
                     engine=self.engine, wait=tool_wait, timeout=self.config.tool_timeout),
                 owner=admission.owner, rate_limits=admission.limits, on_event=self._observe,
-                compactor=self._compactor(prepared, builder, tool_wait=tool_wait))
+                compactor=self._compactor(prepared, builder, tool_wait=tool_wait),
+                heartbeats=self.registry.heartbeats)
             # Its place is given back at its terminal event, or when it leaves the
             # registry however it ends.
             self.registry.start(run, on_exit=admission.hold.release)
