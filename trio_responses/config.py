@@ -204,6 +204,12 @@ class Settings:
     keep_alive_timeout_seconds: float = setting(
         5.0, "close a keep-alive connection idle this long between requests, or a new "
         "one that has not sent its request head by then")
+    # Why a setting: Hypercorn listens with a backlog of 100, so a burst of more new
+    # connections than that (a thousand clients reconnecting at once) is refused or
+    # dropped by the kernel before the server sees it. 2048 is uvicorn's default; Linux
+    # caps it at net.core.somaxconn.
+    backlog: int = setting(
+        2048, "most connections waiting to be accepted (the listen backlog)", metavar="N")
     log_level: str = setting("info", "debug, info, warning or error", metavar="LEVEL")
     # No flag of its own: every flag the parser does not know (see the --help epilog).
     vllm_args: tuple[str, ...] = setting(
@@ -243,6 +249,8 @@ class Settings:
                              "--store-path)")
         if self.store_url and self.store_path:
             raise ValueError("give --store-url or --store-path, not both")
+        if self.backlog < 1:
+            raise ValueError("backlog must be at least 1")
         if self.store_pool_size < 1:
             raise ValueError("store_pool_size must be at least 1")
         if self.store_lease_seconds <= 0:

@@ -66,6 +66,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.shutdown_timeout = settings.shutdown_grace_seconds + LIFESPAN_SHUTDOWN_MARGIN
     config.read_timeout = None
     config.keep_alive_timeout = settings.keep_alive_timeout_seconds
+    config.backlog = settings.backlog
     # A WebSocket's heartbeats are pings (its runs send none), at the SSE interval; a
     # client event is bounded like a request body.
     config.websocket_ping_interval = settings.responses_ping_interval_seconds or None

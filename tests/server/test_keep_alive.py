@@ -24,6 +24,15 @@ def test_the_setting_is_hypercorns_keep_alive_timeout() -> None:
     assert hypercorn_config(raised).keep_alive_timeout == 75
 
 
+def test_the_backlog_setting_is_hypercorns() -> None:
+    """A burst of a thousand connections overran Hypercorn's own backlog of 100
+    (benchmarks: server_overhead.py --storm 1000)."""
+    assert hypercorn_config(Settings()).backlog == 2048
+    assert hypercorn_config(Settings.from_args(["--backlog", "4096"])).backlog == 4096
+    with pytest.raises(ValueError, match="backlog"):
+        Settings(backlog=0)
+
+
 @pytest.fixture(scope="module")
 def short_keep_alive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     with serve_scripted(tmp_path_factory, keep_alive_timeout_seconds=0.3) as server:
