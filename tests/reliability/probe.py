@@ -126,6 +126,11 @@ def main(argv: list[str]) -> None:
         if request.args.get("gc"):
             gc.collect()
         registry = state.service.registry
+        # This request's own connection cancelled its keep-alive timer when the request
+        # came; served in one task (web/connection.py), the probe may run before that
+        # task has had the scheduler pass it needs to exit: give it a few.
+        for _ in range(3):
+            await trio.lowlevel.checkpoint()
         names = task_names()
         threads = [t.name for t in threading.enumerate()]
         idle_workers = sum(1 for name in threads if name.startswith("Trio thread"))

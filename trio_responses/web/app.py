@@ -22,9 +22,9 @@ from ..config import Settings
 from ..engine.base import Engine
 from ..protocol.ids import IdFactory, random_id
 from ..store.base import ResponseStore
+from .connection import OneTaskConnection
 from .conversation_routes import register_conversation_routes
 from .routes import register_routes
-from .sse_send import SSEConnection
 from .state import AppState, build_engine, build_store
 from .websocket import SocketConnection
 
@@ -92,8 +92,9 @@ def create_app(
     state = AppState(settings, engine or build_engine(settings), store or build_store(settings),
                      ids, clock)
     app = QuartTrio("trio_responses")
-    # SSE bodies go to the socket on a short path of their own (web/sse_send.py).
-    app.asgi_http_class = SSEConnection
+    # A request is served in one task (web/connection.py), and SSE bodies go to the
+    # socket on a short path of their own (web/sse_send.py).
+    app.asgi_http_class = OneTaskConnection
     # And WebSocket events as pre-built frames (web/ws_send.py, web/websocket.py).
     app.asgi_websocket_class = SocketConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_body_bytes or None

@@ -202,6 +202,9 @@ class SSEConnection(TrioASGIHTTPConnection):
                 else:
                     await send(cast(HTTPResponseBodyEvent, {
                         "type": "http.response.body", "body": chunk, "more_body": True}))
+                # Not held while the body waits: an idle stream's last chunk is often its
+                # first, response.created with the whole response (~2 KiB a stream).
+                del chunk
         finally:
             await sse.aclose()
         await send(cast(HTTPResponseBodyEvent,
