@@ -22,6 +22,7 @@ vLLM: before and after a change, side by side under the same noise.
 from __future__ import annotations
 
 import argparse
+import bisect
 import itertools
 import json
 import os
@@ -46,6 +47,8 @@ class Sample:
     ttft: float
     gaps: list[float]
     tokens: int
+    # Each text delta's arrival (time.perf_counter: CLOCK_MONOTONIC, as --trace's).
+    stamps: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -92,7 +95,7 @@ async def one_request(client: httpx.AsyncClient, model: str, tokens: int) -> Sam
     if not stamps:
         raise RuntimeError("no text deltas received")
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    return Sample(stamps[0] - start, gaps, count or len(stamps))
+    return Sample(stamps[0] - start, gaps, count or len(stamps), stamps)
 
 
 async def load(base_url: str, model: str, concurrency: int, requests: int,
@@ -125,6 +128,8 @@ class Server:
         self.name, self.argv, self.port, self.model = name, argv, port, model
         # ``python -m trio_responses`` serves the checkout it is started in.
         self.cwd = cwd
+        # The server's environment (None: this process's).
+        self.env: dict[str, str] | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -134,7 +139,7 @@ class Server:
     def start(self, timeout: float = 600) -> None:
         log = open(f"/tmp/bench_{self.name}.log", "wb")
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                        cwd=self.cwd, start_new_session=True)
+                                        cwd=self.cwd, env=self.env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -171,6 +176,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--before", type=Path, metavar="CHECKOUT",
                         help="also serve this checkout's trio_responses (as 'before'; e.g. "
                              "from `git archive`), alternating with the other two")
+    parser.add_argument("--trace", type=Path, metavar="DIR",
+                        help="record each engine-core output's timestamps in every server "
+                             "(benchmarks/core_trace) into DIR/<server>/")
 
 
 def make_servers(args: argparse.Namespace, base_port: int, store: str) -> list[Server]:
@@ -195,7 +203,40 @@ def make_servers(args: argparse.Namespace, base_port: int, store: str) -> list[S
                                "--host", "127.0.0.1", *flags], base_port + 1, MODEL)]
     if args.before is not None:
         servers.append(ours("before", base_port + 2, args.before.resolve()))
+    if args.trace is not None:
+        for server in servers:
+            folder = args.trace.resolve() / server.name
+            folder.mkdir(parents=True, exist_ok=True)
+            path = [str(ROOT / "benchmarks" / "core_trace"), os.environ.get("PYTHONPATH", "")]
+            server.env = {**os.environ, "BENCH_CORE_TRACE": str(folder),
+                          "PYTHONPATH": os.pathsep.join(filter(None, path))}
     return servers
+
+
+@dataclass
+class Trace:
+    """Where a server's text deltas spend their time, from ``--trace``'s records: the
+    engine core's interval between outputs (``step``), from an output's creation in the
+    core to the front end taking it from vLLM's client (``lag``), and from the creation
+    of the newest output before a client's delta to that delta's arrival (``e2e``:
+    engine core to client, through the whole front end)."""
+
+    step: list[float] = field(default_factory=list)
+    lag: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+
+    def add(self, folder: Path, start: float, end: float, samples: list[Sample]) -> None:
+        rows = sorted((float(core), float(taken)) for path in folder.glob("*.txt")
+                      for core, taken, _ in (line.split() for line in path.open())
+                      if start <= float(taken) <= end)
+        cores = [core for core, _ in rows]
+        self.step += [b - a for a, b in itertools.pairwise(cores)]
+        self.lag += [taken - core for core, taken in rows]
+        for sample in samples:
+            for stamp in sample.stamps:
+                at = bisect.bisect_right(cores, stamp) - 1
+                if at >= 0:
+                    self.e2e.append(stamp - cores[at])
 
 
 def offline_ceiling(model_dir: str, batch: int, tokens: int, max_model_len: int) -> float:
@@ -240,6 +281,7 @@ def main() -> None:
     servers = make_servers(args, 8301, "/tmp/bench_store")
     theirs = servers[1]
     results = {(s.name, c): Result() for s in servers for c in args.concurrency}
+    traces = {(s.name, c): Trace() for s in servers for c in args.concurrency}
     for round_number in range(args.rounds):
         # Each round starts with the next server: each goes first as often as the others.
         shift = round_number % len(servers)
@@ -248,8 +290,14 @@ def main() -> None:
             try:
                 for level in args.concurrency:
                     count = args.requests_per_round or max(4, 2 * level)
-                    results[(server.name, level)].add(
-                        trio.run(load, server.base_url, server.model, level, count, args.tokens))
+                    start = time.perf_counter()
+                    result = trio.run(load, server.base_url, server.model, level, count,
+                                      args.tokens)
+                    results[(server.name, level)].add(result)
+                    if args.trace is not None:
+                        traces[(server.name, level)].add(args.trace.resolve() / server.name,
+                                                         start, time.perf_counter(),
+                                                         result.samples)
                     print(f"round {round_number} {server.name} c={level}: "
                           f"{results[(server.name, level)].tokens_per_second:.1f} tok/s so far",
                           flush=True)
@@ -282,6 +330,18 @@ def main() -> None:
                   f"**{a.tokens_per_second / b.tokens_per_second:.3f}** | "
                   f"{a.ttft(0.5) / b.ttft(0.5):.3f} | {a.ttft(0.99) / b.ttft(0.99):.3f} | "
                   f"{a.gap(0.5) / b.gap(0.5):.3f} | {a.gap(0.99) / b.gap(0.99):.3f} |")
+    if args.trace is not None:
+        print()
+        print("| concurrency | server | core step p50 | p99 | core → front end p50 | p99 | "
+              "core → client p50 | p99 |")
+        print("|---|---|---|---|---|---|---|---|")
+        for level in args.concurrency:
+            for server in servers:
+                t = traces[(server.name, level)]
+                print(f"| {level} | {server.name} | "
+                      + " | ".join(f"{quantile(values, q) * 1000:.1f} ms"
+                                   for values in (t.step, t.lag, t.e2e) for q in (0.5, 0.99))
+                      + " |")
     if not args.no_ceiling:
         from trio_responses.engine.default_model import ensure_default_model
 
