@@ -104,6 +104,32 @@ async def test_a_cancelled_writer_leaves_no_lane_waiting() -> None:
         fake.release.set()
 
 
+async def test_taken_frames_go_first_and_a_flush_cut_short_is_finished_by_a_lane(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeConnection()
+    fake.release.set()
+    writer = fake.writer()
+    monkeypatch.setattr(writer, "_direct", True)
+    wrote: list[bytes] = []
+
+    def half(data: bytes) -> int:  # the socket takes half of what the flusher sends
+        wrote.append(data[:len(data) // 2])
+        return len(data) // 2
+
+    monkeypatch.setattr(writer, "_send_now", half)
+    async with trio.open_nursery() as nursery:
+        woken = trio.CancelScope()
+        writer.waits.add(woken)
+        assert writer.take(b"ab") and writer.take(b"cd")
+        await trio.testing.wait_all_tasks_blocked()  # the flusher's pass
+        assert wrote == [b"ab"] and woken.cancel_called  # the lane is woken for the rest
+        assert not writer.take(b"ef")  # nothing is taken before the rest is out
+        nursery.start_soon(writer.write, b"gh")
+    # The lane's write finished the flush first, then its own frames, in one send.
+    assert fake.sent == [b"cdgh"]
+    assert writer.take(b"ij")  # and taking resumes
+
+
 @pytest.mark.parametrize("closed, state", [(True, ConnectionState.OPEN),
                                            (False, ConnectionState.LOCAL_CLOSING),
                                            (False, ConnectionState.REMOTE_CLOSING),
@@ -133,6 +159,7 @@ class Client:
         port = int(server.base_url.rsplit(":", 1)[1])
         self.sock = stdlib_socket.create_connection(("127.0.0.1", port), timeout=20)
         self.ws = WSConnection(ConnectionType.CLIENT)
+        self._text: list[str] = []
         self.sock.sendall(self.ws.send(Request(host="127.0.0.1", target="/v1/responses",
                                                extensions=extensions or [])))
         accepted = [e for e in self.events() if isinstance(e, AcceptConnection)]
@@ -140,10 +167,20 @@ class Client:
         self.accept = accepted[0]
 
     def events(self) -> list[Any]:
+        """The next wsproto events; a text message whole (wsproto hands out the part of
+        a frame that has arrived), and only once it is."""
         while True:
             data = self.sock.recv(65536)
             self.ws.receive_data(data or None)
-            events = list(self.ws.events())
+            events: list[Any] = []
+            for event in self.ws.events():
+                if isinstance(event, TextMessage):
+                    self._text.append(event.data)
+                    if not event.message_finished:
+                        continue
+                    event = TextMessage(data="".join(self._text))
+                    self._text = []
+                events.append(event)
             if events or not data:
                 return events
 
@@ -159,13 +196,21 @@ def stalled(stream_id: str) -> dict[str, Any]:
 def test_an_offered_permessage_deflate_is_declined_and_frames_take_the_short_path(
         server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
     writes: list[bytes] = []
-    original = FrameWriter.write
+    write, take = FrameWriter.write, FrameWriter.take
 
     async def counted(self: FrameWriter, frames: bytes) -> None:
         writes.append(frames)
-        await original(self, frames)
+        await write(self, frames)
 
+    def counted_take(self: FrameWriter, frames: bytes) -> bool:
+        taken = take(self, frames)
+        if taken:
+            writes.append(frames)
+        return taken
+
+    # (The server runs in another thread: the class attributes are what it calls.)
     monkeypatch.setattr(ws_send.FrameWriter, "write", counted)
+    monkeypatch.setattr(ws_send.FrameWriter, "take", counted_take)
     client = Client(server, extensions=[PerMessageDeflate()])
     try:
         assert client.accept.extensions == []  # declined: plain frames both ways
@@ -177,7 +222,8 @@ def test_an_offered_permessage_deflate_is_declined_and_frames_take_the_short_pat
     finally:
         client.sock.close()
     assert events[0]["type"] == "response.created"
-    # Every event went out through the writer, several to a write where they were ready.
+    # Every event went out through the writer: written by the lane, or taken while it
+    # waited and sent by the flusher.
     assert sum(w.count(b"\x81") for w in writes) >= len(events) and writes
 
 
@@ -210,3 +256,33 @@ def test_the_close_handshake_stops_the_frames_and_aborts_the_lanes(
     wait_until(lambda: all(run_ended(server, rid) for rid in ids.values()), 10,
                "the lanes' runs ended")
     assert set(ids.values()) <= set(engine_of(server).aborted)
+
+
+def test_flushes_cut_short_are_finished_and_every_frame_arrives_whole(
+        server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every direct send writes half of what it is given (the flusher's too): the lanes
+    are woken to finish each, and the client parses every frame of four lanes."""
+    send_now = FrameWriter._send_now
+
+    def half(self: FrameWriter, data: bytes) -> int:
+        return send_now(self, data[:max(1, len(data) // 2)])
+
+    monkeypatch.setattr(ws_send.FrameWriter, "_send_now", half)
+    client = Client(server)
+    lanes = {f"l{i}": 0 for i in range(4)}
+    ended: set[str] = set()
+    try:
+        for lane in lanes:
+            client.send({"type": "response.create", "model": "scripted",
+                         "input": " ".join(["w"] * 100), "stream_id": lane})
+        while len(ended) < len(lanes):
+            for event in client.events():
+                if isinstance(event, TextMessage):
+                    data = json.loads(event.data)
+                    assert data["sequence_number"] == lanes[data["stream_id"]], data
+                    lanes[data["stream_id"]] += 1
+                    if data["type"] == "response.completed":
+                        ended.add(data["stream_id"])
+    finally:
+        client.sock.close()
+    assert min(lanes.values()) > 100

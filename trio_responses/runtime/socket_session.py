@@ -80,6 +80,11 @@ class EventSink(Protocol):
 
     async def send_frames(self, frames: Sequence[Frame], stream_id: str | None) -> None: ...
 
+    async def next_frames(self, delivery: Delivery, stream_id: str | None) -> list[Frame]:
+        """A lane's next frames (``delivery.next()``, or a transport's own wait that
+        sends some of them itself)."""
+        ...
+
     async def send_event(self, event: Mapping[str, Any]) -> None: ...
 
 
@@ -256,7 +261,7 @@ class SocketSession:
         run.cancellable = True  # over HTTP, while it runs
         self._running[run.id] = lane
         try:
-            while frames := await delivery.next():
+            while frames := await self._sink.next_frames(delivery, lane.stream_id):
                 await self._sink.send_frames(frames, lane.stream_id)
                 if any(f.event is not None and f.event["type"] in TERMINAL_EVENTS
                        for f in frames):

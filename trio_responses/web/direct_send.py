@@ -10,16 +10,28 @@ partial write, an error — goes to ``protocol_send`` as before (a partial write
 shielded, so a chunk or a frame never goes out cut): Hypercorn waits for the socket, and
 meets and reports a broken or closed connection itself, exactly as without the short path.
 
+While a transport's reader waits for frames, it need not wake for each one: the frames
+a run appends then are taken by the transport's writer (the buffer's *sink*,
+runtime/buffer.py) and queued, and one :class:`Flusher` task per Trio run sends, in its
+next scheduler pass, what every connection queued, each connection's at once: per engine
+step one task wake-up for all the streams instead of one per stream, and the sends back
+to back. What a flush cannot send whole is left to the writer's reader, which is woken
+for it and sends it through ``protocol_send`` before anything else.
+
 Used by ``sse_send`` (HTTP/1.1 body chunks) and ``ws_send`` (WebSocket frames).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 from hypercorn.events import Event, RawData
+
+log = logging.getLogger(__name__)
 
 
 class DirectWriter:
@@ -86,3 +98,49 @@ class DirectWriter:
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
         self._schedule_points = getattr(task, "_schedule_points", -1)
+
+
+class Flushable(Protocol):
+    def flush(self) -> None:
+        """Send what was queued now (what the socket does not take whole is left to the
+        writer's reader, woken for it)."""
+
+    def abandon(self) -> None:
+        """``flush`` raised (a bug): drop what is left, so no reader waits for it."""
+
+
+class Flusher:
+    """Sends what the writers of waiting readers queued, in one task per Trio run (a
+    system task, started when first needed; see the module docstring)."""
+
+    _run_var: trio.lowlevel.RunVar[Flusher] = trio.lowlevel.RunVar("direct_send_flusher")
+
+    def __init__(self) -> None:
+        self._writers: list[Flushable] = []
+        self._ready = trio.Event()
+
+    @classmethod
+    def of_run(cls) -> Flusher:
+        try:
+            return cls._run_var.get()
+        except LookupError:
+            flusher = cls()
+            cls._run_var.set(flusher)
+            trio.lowlevel.spawn_system_task(flusher._run, name="direct send flusher")
+            return flusher
+
+    def add(self, writer: Flushable) -> None:
+        self._writers.append(writer)
+        self._ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = trio.Event()
+            writers, self._writers = self._writers, []
+            for writer in writers:
+                try:
+                    writer.flush()
+                except Exception:  # a bug: the reader must not wait for this forever
+                    log.exception("a direct send failed")
+                    writer.abandon()

@@ -53,7 +53,7 @@ from quart.utils import encode_headers
 from quart.wrappers.response import IterableBody
 from quart_trio.asgi import TrioASGIHTTPConnection
 
-from .direct_send import DirectWriter
+from .direct_send import DirectWriter, Flusher
 from .streaming import SSEBody
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,12 @@ class ChunkWriter(DirectWriter):
             assert self.wake is not None
             self.wake()
 
+    def abandon(self) -> None:
+        """Its flush failed (a bug): drop what is left so the body does not wait for it."""
+        self._rest = b""
+        if self.wake is not None:
+            self.wake()
+
     async def _send_left(self) -> None:
         """What take() queued and the flusher has not sent (or could not): first, before
         any chunk of the body's own."""
@@ -139,45 +145,6 @@ class ChunkWriter(DirectWriter):
         if not data:
             return  # woken for what the flusher left (an empty chunk would end the body)
         await self.send_bytes(b"%x\r\n%s\r\n" % (len(data), data))
-
-
-class Flusher:
-    """Sends what the waiting SSE bodies' writers queued, in one task per Trio run (a
-    system task, started when first needed; see the module docstring)."""
-
-    _run_var: trio.lowlevel.RunVar[Flusher] = trio.lowlevel.RunVar("sse_flusher")
-
-    def __init__(self) -> None:
-        self._writers: list[ChunkWriter] = []
-        self._ready = trio.Event()
-
-    @classmethod
-    def of_run(cls) -> Flusher:
-        try:
-            return cls._run_var.get()
-        except LookupError:
-            flusher = cls()
-            cls._run_var.set(flusher)
-            trio.lowlevel.spawn_system_task(flusher._run, name="sse flusher")
-            return flusher
-
-    def add(self, writer: ChunkWriter) -> None:
-        self._writers.append(writer)
-        self._ready.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready = trio.Event()
-            writers, self._writers = self._writers, []
-            for writer in writers:
-                try:
-                    writer.flush()
-                except Exception:  # a bug: the body must not wait for this forever
-                    log.exception("sending an SSE chunk failed")
-                    writer._rest = b""
-                    if writer.wake is not None:
-                        writer.wake()
 
 
 class SSEConnection(TrioASGIHTTPConnection):

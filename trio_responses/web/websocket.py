@@ -35,6 +35,7 @@ from quart_trio.asgi import TrioASGIWebsocketConnection
 from ..protocol.request import CreateResponseRequest
 from ..protocol.sse import encode_json, frame_payload
 from ..runtime.buffer import Frame
+from ..runtime.delivery import Delivery
 from ..runtime.socket_session import SocketSession
 from .state import AppState
 from .ws_send import FrameWriter, decline_extensions, text_frame
@@ -47,7 +48,11 @@ def lane_payload(frame: Frame, stream_id: str | None) -> bytes:
     """A response event's frame as its WebSocket text (UTF-8): the frame's JSON, with the
     lane's ``stream_id`` spliced in before the closing brace (a stream_id needs no
     escaping)."""
-    payload = frame_payload(frame.data)
+    return lane_payload_of(frame.data, stream_id)
+
+
+def lane_payload_of(data: bytes, stream_id: str | None) -> bytes:
+    payload = frame_payload(data)
     if stream_id is not None:
         payload = b'%s,"stream_id":"%s"}' % (payload[:-1], stream_id.encode())
     return payload
@@ -75,6 +80,35 @@ class WebSocketSink:
         async with self._lock:
             for message in messages:
                 await self._send(message)
+
+    async def next_frames(self, delivery: Delivery, stream_id: str | None) -> list[Frame]:
+        """The lane's next frames from ``delivery``; on the short path, the frames that
+        come while it waits go out from the flusher (web/ws_send.py) instead."""
+        writer = self._writer
+        if writer is None or not writer.direct:
+            return await delivery.next()
+
+        def sink(data: bytes) -> bool:
+            if data[:1] == b":":
+                return True  # a heartbeat comment: a socket's are pings (none are sent)
+            return writer.take(text_frame(lane_payload_of(data, stream_id)))
+
+        while True:
+            with trio.CancelScope() as waiting:
+                writer.waits.add(waiting)
+                try:
+                    frames = await delivery.next(sink)
+                finally:
+                    writer.waits.discard(waiting)
+            if not waiting.cancelled_caught:
+                break
+            # Woken: the flusher left bytes to finish; send them, then wait on.
+            await writer.write(b"")
+        if not frames:
+            # The response is over: its last frames may still be queued for the flusher
+            # or left by it, and this lane may be the last to wake for them.
+            await writer.write(b"")
+        return frames
 
     async def send_event(self, event: Mapping[str, Any]) -> None:
         if self._writer is not None:

@@ -17,7 +17,11 @@ does what :mod:`.sse_send` does for SSE chunks:
   (:class:`~.direct_send.DirectWriter`, as for SSE), otherwise the connection's
   ``protocol_send``: Hypercorn's send lock (pings, pongs and the close handshake go
   through it too, so frames never interleave), its shielded ``send_all``, its handling
-  of a broken connection.
+  of a broken connection;
+- while a lane waits for its run's frames, the frames that come are framed and taken in
+  the run's task (the buffer's sink) and one flusher task sends what every connection
+  took (:class:`~.direct_send.Flusher`, as for SSE): one task wake-up per engine step for
+  all the lanes instead of one per lane. What it cannot send whole, a lane is woken for.
 
 Only where the state allows: a Hypercorn WebSocket over HTTP/1.1 (checked by type; an
 HTTP/2 WebSocket or another server takes the ASGI path, unchanged) with no extension in
@@ -35,12 +39,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from hypercorn.events import Event
+from hypercorn.events import Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from wsproto.connection import ConnectionState
 
-from .direct_send import DirectWriter
+from .direct_send import DirectWriter, Flusher
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -76,6 +80,11 @@ class FrameWriter(DirectWriter):
         self._taken = 0  # batches taken from _pending to be written
         self._written = 0  # of those, written (or dropped: the connection was gone)
         self._waiting = trio.lowlevel.ParkingLot()
+        # Frames take() queued for the flusher; what of them it could not send (a lane
+        # sends it before anything else); the waits of the lanes to wake for that.
+        self._queued: list[bytes] = []
+        self._rest = b""
+        self.waits: set[trio.CancelScope] = set()
 
     @classmethod
     def find(cls, send: Any) -> FrameWriter | None:
@@ -98,25 +107,75 @@ class FrameWriter(DirectWriter):
         frame sent or received (wsproto's state)."""
         return not self._stream.closed and self._stream.connection.state is ConnectionState.OPEN
 
+    @property
+    def direct(self) -> bool:
+        """Whether frames may go out from the flusher (a plain socket of Hypercorn's)."""
+        return self._direct
+
+    def take(self, frames: bytes) -> bool:
+        """A waiting lane's sink (runtime/buffer.py), called in the task that appends the
+        lane's frames: ``frames`` queued for the :class:`Flusher` (True), unless the
+        connection is closing or gone, a lane is writing, or the flusher left bytes to
+        finish (False: the frame waits in the lane's buffer, the lane writes it)."""
+        if self._rest or self._writing or self._pending or not self._direct or not self.open:
+            return False
+        if not self._queued:
+            Flusher.of_run().add(self)
+        self._queued.append(frames)
+        return True
+
+    def flush(self) -> None:
+        """The flusher's turn: what take() queued, sent now if the socket takes it whole;
+        else the rest is left for a lane, which is woken for it."""
+        if not self._queued:
+            return
+        data = b"".join(self._queued)
+        self._queued.clear()
+        if not self.open:
+            return  # dropped, as write() drops what comes once the close began
+        sent = self._send_now(data)
+        if sent < len(data):
+            self._rest = data[sent:]
+            self._wake()
+
+    def abandon(self) -> None:
+        self._queued.clear()
+        self._rest = b""
+        self._wake()
+
+    def _wake(self) -> None:
+        for scope in self.waits:
+            scope.cancel()
+
     async def write(self, frames: bytes) -> None:
-        """Send ``frames`` (whole frames), with whatever other senders have ready; returns
-        once they are written (or dropped, the connection being closed)."""
-        self._pending.append(frames)
+        """Send ``frames`` (whole frames; none: only what the flusher queued or left),
+        after what the flusher has not sent and with whatever other lanes have ready;
+        returns once they are written (or dropped, the connection being closed)."""
+        if frames:
+            self._pending.append(frames)
         batch = self._taken + 1  # the batch that will carry these frames
         while self._writing:
             await self._waiting.park()
             if self._written >= batch:
                 return
-        if not self._pending:
-            return  # taken by a writer that was cancelled: the connection is ending
-        # Nobody writing: write all that is pending, these frames included.
+        if not (self._pending or self._queued or self._rest):
+            return  # nothing, or taken by a writer that was cancelled (the connection ends)
+        # Nobody writing: write all that is waiting, these frames included, after what
+        # the flusher left or has not sent yet (a lane's frames stay in order).
         self._writing = True
         try:
-            data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            rest, self._rest = self._rest, b""
+            data = rest + b"".join([*self._queued, *self._pending])
+            self._queued.clear()
             self._pending.clear()
             self._taken += 1
             if self.open:
-                await self.send_bytes(data)
+                if rest:
+                    # A frame already begun must be finished (as send_bytes does).
+                    with trio.CancelScope(shield=True):
+                        await self._send(RawData(data=data))
+                else:
+                    await self.send_bytes(data)
             self._written = self._taken
         finally:
             self._writing = False
