@@ -3,8 +3,11 @@ them with a terminal event (RELIABILITY trap 6)."""
 
 from __future__ import annotations
 
+import contextvars
+
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from tests.protocol.builders import new_builder
@@ -105,3 +108,25 @@ async def test_cancelling_the_host_nursery_still_ends_runs_cleanly(
     assert run.done.is_set()
     assert run.buffer.events()[-1]["type"] == "response.failed"
     assert engine.aborted == ["resp_1"]
+
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request")
+
+
+async def test_a_run_holds_nothing_of_the_context_it_was_started_from() -> None:
+    """Started from a request handler, a run would otherwise keep the handler's context
+    variables (Quart's request context: the request, its headers, its body) for as long
+    as it streams."""
+    engine = ScriptedEngine(reply=lambda _: "one [[stall]]")
+    await engine.start()
+    REQUEST.set("the request")
+    async with Registry.open() as registry:
+        run = await new_run(engine, "[[stall]]", "resp_context")
+        registry.start(run)
+        registry.spawn(trio.sleep, 0, name="helper")
+        tasks = [task for nursery in trio.lowlevel.current_task().child_nurseries
+                 for task in nursery.child_tasks]
+        started = [task for task in tasks if task.name in ("response resp_context", "helper")]
+        assert len(started) == 2
+        assert all(REQUEST not in task.context for task in started)
+        run.end("cancel")

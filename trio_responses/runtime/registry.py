@@ -12,6 +12,7 @@ then end the rest (cause ``shutdown``), which sends each its terminal event.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,6 +30,15 @@ class RegistryStatistics:
     live: int
     background: int
     accepting: bool
+
+
+def _start_soon(nursery: trio.Nursery, task: Callable[..., Awaitable[None]], *args: Any,
+                name: str) -> None:
+    """``nursery.start_soon``, in a context of its own. A task copies the context
+    variables of the code that starts it: started from a request handler, a run would
+    hold Quart's request context (the request, its headers, its body: ~2 KiB) as long as
+    it streams, though it uses nothing of it."""
+    contextvars.Context().run(nursery.start_soon, task, *args, name=name)
 
 
 class Registry:
@@ -56,7 +66,7 @@ class Registry:
         if not self.accepting:
             raise EngineUnavailable("The server is shutting down.")
         self._runs[run.id] = run
-        self._nursery.start_soon(self._run, run, on_exit, name=f"response {run.id}")
+        _start_soon(self._nursery, self._run, run, on_exit, name=f"response {run.id}")
 
     async def _run(self, run: ResponseRun, on_exit: Callable[[], None] | None) -> None:
         try:
@@ -68,7 +78,7 @@ class Registry:
 
     def spawn(self, task: Callable[..., Awaitable[None]], *args: Any, name: str) -> None:
         """Run a helper task of a run (it must end by itself when the run does)."""
-        self._nursery.start_soon(task, *args, name=name)
+        _start_soon(self._nursery, task, *args, name=name)
 
     def get(self, response_id: str) -> ResponseRun | None:
         return self._runs.get(response_id)
