@@ -168,6 +168,33 @@ async def test_disconnect_after_k_deltas_aborts_once_and_generates_no_more(
     assert run.response["usage"]["output_tokens"] == 4
 
 
+async def test_a_burst_of_ends_aborts_every_engine_request_before_any_run_wakes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A socket storm ends hundreds of runs in one pass: each engine request is aborted
+    inside ``end`` itself (the engine stops generating for it at its next step), not
+    when that run's task is next scheduled."""
+    engine = ScriptedEngine(reply=lambda _: " ".join(["t"] * 50), token_delay=1.0)
+    await engine.start()
+    runs = []
+    for i in range(50):
+        stream = await engine.submit(engine_request("go", request_id=f"resp_{i}"))
+        runs.append(make_run(stream))
+    async with trio.open_nursery() as nursery:
+        for run in runs:
+            nursery.start_soon(run.run)
+        await trio.sleep(2.5)
+        assert engine.statistics().running == 50
+        for run in runs:  # no checkpoint between these ends and the checks below
+            assert run.end("disconnect")
+        assert sorted(engine.aborted) == sorted(f"resp_{i}" for i in range(50))
+        assert engine.statistics().running == 0
+        assert all(run.engine_aborted for run in runs)
+    for run in runs:
+        assert run.response["status"] == "cancelled" and run.engine_aborted
+    assert len(engine.aborted) == 50  # once each: aclose after end aborts nothing more
+
+
 async def test_a_cancelled_run_never_completes_later() -> None:
     run, _, store = await _cancel_first(delta_in_flight=True)
     final = dict(run.response)

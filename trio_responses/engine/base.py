@@ -133,6 +133,12 @@ class EngineStream(Protocol):
     Iteration raises :class:`trio_responses.errors.EngineError` if the engine fails the
     request or dies. ``aclose`` aborts the request unless it finished; it is idempotent
     and safe to call from a cancelled scope (callers shield it).
+
+    A stream may also have a synchronous ``abort() -> bool``: what ``aclose`` does,
+    without waiting, True if that call aborted the request. The runtime calls it the
+    moment a response ends (a disconnect, ``/cancel``), so that in a burst of ends every
+    abort reaches the engine in the pass that saw it, not after every run's task has had
+    its turn; ``aclose`` follows as before.
     """
 
     def __aiter__(self) -> AsyncIterator[EngineDelta]: ...

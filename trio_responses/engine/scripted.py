@@ -342,13 +342,18 @@ class ScriptedStream:
             self.finished = True
             self._engine._running.discard(self._request.request_id)
 
-    async def aclose(self) -> None:
+    def abort(self) -> bool:
         if self.closed:
-            return
+            return False
         self.closed = True
-        if not self.finished:
-            self._engine.aborted.append(self._request.request_id)
-            self._end()
+        if self.finished:
+            return False
+        self._engine.aborted.append(self._request.request_id)
+        self._end()
+        return True
+
+    async def aclose(self) -> None:
+        self.abort()
 
 
 class ScriptedEngine:

@@ -189,6 +189,7 @@ class ResponseRun:
             return False
         self.end_cause = cause
         self._scope.cancel()
+        self._abort_engine()
         return True
 
     def steer(self) -> bool:
@@ -359,8 +360,22 @@ class ResponseRun:
             return self.builder.cancel(usage=self._usage())
         return self.builder.fail(message or "", usage=self._usage())
 
+    def _abort_engine(self) -> None:
+        """Abort the engine request in the caller's pass, where the stream can (see
+        EngineStream): in a burst of disconnects every abort lands before the engine's
+        next step, instead of after each run's task is woken and gets its turn."""
+        abort = getattr(self._stream, "abort", None)
+        if abort is None or self._engine_done:
+            return
+        try:
+            if abort():
+                self.engine_aborted = True
+        except Exception:
+            log.exception("aborting the engine request of %s failed", self.id)
+
     async def _close_stream(self) -> None:
-        self.engine_aborted = not self._engine_done
+        # Already aborted by end(), or aborted here.
+        self.engine_aborted = self.engine_aborted or not self._engine_done
         with trio.move_on_after(CLEANUP_TIMEOUT):
             try:
                 await self._stream.aclose()

@@ -129,14 +129,22 @@ class VLLMStream:
                 raise StopAsyncIteration
             await self._lot.park()
 
+    def abort(self) -> bool:
+        """Abort the request now unless it finished; idempotent. True if this call
+        aborted it."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._pending.clear()
+        aborted = not self._finished and self._error is None
+        if aborted:
+            self._engine._abort(self.request_id)
+        self._lot.unpark_all()
+        return aborted
+
     async def aclose(self) -> None:
         """Abort the request unless it finished; idempotent, never blocks."""
-        if not self._closed:
-            self._closed = True
-            self._pending.clear()
-            if not self._finished and self._error is None:
-                self._engine._abort(self.request_id)
-            self._lot.unpark_all()
+        self.abort()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _push(self, delta: EngineDelta) -> None:
