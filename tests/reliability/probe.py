@@ -5,7 +5,8 @@ SIGTERM drain; ``--engine scripted`` or the real vLLM engine) with two additions
 in another process needs:
 
 - the engine is wrapped to record, with ``time.time()``, when each request was submitted
-  and when it was aborted (an ``aclose`` that raised the engine's abort count), so
+  and when it was aborted (an ``abort`` that aborted, or an ``aclose`` that raised the
+  engine's abort count), so
   disconnect → engine-abort latency is measured end to end;
 - ``GET /_probe`` returns the engine's and the registry's figures, the abort times, the
   number of Trio tasks and the threads (idle Trio worker threads counted apart: they are
@@ -47,6 +48,14 @@ class TimedStream:
 
     def __aiter__(self) -> AsyncIterator[EngineDelta]:
         return self._inner.__aiter__()
+
+    def abort(self) -> bool:
+        """The inner stream's synchronous abort, where it has one (see EngineStream)."""
+        abort = getattr(self._inner, "abort", None)
+        aborted = bool(abort()) if abort is not None else False
+        if aborted:
+            self._engine.aborted_at.setdefault(self._request_id, time.time())
+        return aborted
 
     async def aclose(self) -> None:
         before = self._engine.statistics().aborted_total
