@@ -5,7 +5,9 @@ Hypercorn's own graceful shutdown starts closing connections, so every open stre
 gets its terminal event; Hypercorn's timeouts are set so a long stream is never cut
 (no read timeout, a grace period that covers the drain, a start-up timeout that covers
 a slow engine start), and TCP_USER_TIMEOUT bounds a write to a peer that stopped
-acknowledging (``--tcp-user-timeout-seconds``).
+acknowledging (``--tcp-user-timeout-seconds``). Each connection is served by
+web/tcp_server.py's ``LeanTCPServer`` where Hypercorn is the version it was written
+for (:func:`install_tcp_server`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
 
 import trio
 from hypercorn.config import Config, Sockets
@@ -35,6 +38,8 @@ STARTUP_TIMEOUT = 3600.0
 # Lifespan shutdown, past the grace: the engine's stop (the vLLM bridge waits up to 30 s
 # for its thread) and the store's close (a WAL checkpoint) after the drain.
 LIFESPAN_SHUTDOWN_MARGIN = 60.0
+# The Hypercorn whose trio TCPServer web/tcp_server.py's LeanTCPServer rewrites parts of.
+LEAN_TCP_SERVER_FOR = "0.18.0"
 
 
 class ServerConfig(Config):
@@ -78,6 +83,31 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
+def install_tcp_server() -> bool:
+    """Have Hypercorn's trio worker serve each connection with web/tcp_server.py's
+    ``LeanTCPServer`` (it holds less per idle connection), if Hypercorn is the version it
+    was written for and its ``TCPServer`` was not replaced by someone else; otherwise
+    Hypercorn's own stays. True if connections are served by ours.
+
+    Hypercorn's worker looks its ``TCPServer`` up when its listeners start, after the
+    lifespan start-up: called before ``serve``, or from the app's start-up (which
+    ``trio_responses:app`` does under ``hypercorn -k trio``), it is in time."""
+    try:
+        if version("hypercorn") != LEAN_TCP_SERVER_FOR:
+            return False
+    except PackageNotFoundError:
+        return False
+    from hypercorn.trio import run as hypercorn_run
+    from hypercorn.trio.tcp_server import TCPServer
+
+    from .web.tcp_server import LeanTCPServer
+
+    # The name the worker builds connections with (a module global of hypercorn.trio.run).
+    if getattr(hypercorn_run, "TCPServer", None) is TCPServer:
+        setattr(hypercorn_run, "TCPServer", LeanTCPServer)  # noqa: B010
+    return getattr(hypercorn_run, "TCPServer", None) is LeanTCPServer
+
+
 async def wait_for_signal() -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
@@ -112,6 +142,7 @@ async def serve_app(
     """Serve an app made by :func:`create_app` (see :func:`serve`)."""
     from hypercorn.trio import serve as hypercorn_serve
 
+    install_tcp_server()
     state = app_state(app)
     trigger = shutdown_trigger or wait_for_signal
 

@@ -9,21 +9,23 @@ that time: about 5 KiB of the ~50 KiB an idle SSE stream cost (``server_overhead
 
 Under Hypercorn nothing needs a task of its own for the messages: Hypercorn hands each
 one to the app with ``await stream.app_put(message)``, from its connection's reading
-task, which is awake anyway. :class:`OneTaskConnection` takes the place of ``app_put``
-with a function that does at once what Quart-Trio's reader does when the message
+task, which is awake anyway. :class:`OneTaskConnection` has each message handed, as it
+is put, to a function that does at once what Quart-Trio's reader does when the message
 arrives (body bytes to the request, the body complete, or the disconnect: the request's
 cancel scope cancelled), then handles the request in the app's own task, exactly as
 Quart-Trio's handler does. What was queued before the app started (the body that came
-with the request head) is taken from the ASGI channel first, with no await between that
-and taking ``app_put``'s place, so no message can slip between.
+with the request head) is taken first, with no await between that and the hand-over, so
+no message can slip between. On web/tcp_server.py's connections (our serve paths) the
+request's ``receive`` is an :class:`~.app_inbox.AppInbox`, which lets go of its channel
+then; on Hypercorn's own, ``app_put``'s place is taken and its channel closed.
 
-Where ``send`` and ``receive`` are not Hypercorn's ``HTTPStream.app_send`` and the
-receiving end of the channel its ``app_put`` sends on (another server, a wrapper in
-between, a Hypercorn that changed), Quart-Trio's two tasks serve the request unchanged.
+Where ``send`` and ``receive`` are neither (another server, a wrapper in between, a
+Hypercorn that changed), Quart-Trio's two tasks serve the request unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import trio
@@ -31,22 +33,46 @@ from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable
 from quart.wrappers import Request, Response
 
+from .app_inbox import AppInbox, Take
 from .sse_send import SSEConnection
 
 
-def _hypercorn_stream(send: ASGISendCallable, receive: ASGIReceiveCallable
-                      ) -> tuple[HTTPStream, trio.MemoryReceiveChannel[Any]] | None:
-    """The Hypercorn stream behind ``send``, and the channel ``receive`` reads, if that
-    stream's ``app_put`` sends on that very channel."""
+def _hand_over(send: ASGISendCallable, receive: ASGIReceiveCallable
+               ) -> Callable[[Take], None] | None:
+    """How to have each message of this request handed to a function as Hypercorn puts
+    it (queued ones first), if ``send`` and ``receive`` are Hypercorn's for one stream:
+    an :class:`AppInbox` (web/tcp_server.py's connections), or the memory channel its
+    ``app_put`` sends on (Hypercorn's own)."""
     stream = getattr(getattr(send, "inner", send), "__self__", None)  # under shield_last_send
-    channel = getattr(receive, "__self__", None)
-    if not isinstance(stream, HTTPStream) or not isinstance(channel, trio.MemoryReceiveChannel):
+    if not isinstance(stream, HTTPStream):
         return None
+    receiver = getattr(receive, "__self__", None)
     sender = getattr(getattr(stream, "app_put", None), "__self__", None)
-    if not isinstance(sender, trio.MemorySendChannel) \
-            or getattr(sender, "_state", None) is not getattr(channel, "_state", False):
+    if isinstance(receiver, AppInbox):
+        inbox_take_over: Callable[[Take], None] = receiver.take_over
+        return inbox_take_over if sender is receiver else None
+    if not isinstance(receiver, trio.MemoryReceiveChannel) \
+            or not isinstance(sender, trio.MemorySendChannel) \
+            or getattr(sender, "_state", None) is not getattr(receiver, "_state", False):
         return None
-    return stream, channel
+    channel: trio.MemoryReceiveChannel[Any] = receiver
+
+    def take_over(take: Take) -> None:
+        while True:
+            try:
+                take(channel.receive_nowait())
+            except trio.WouldBlock:
+                break
+
+        async def put(message: ASGIReceiveEvent) -> None:
+            take(message)
+
+        stream.app_put = put
+        # Nothing sends on it any more: closed, a send that still came would fail loudly
+        # instead of filling it unread.
+        channel.close()
+
+    return take_over
 
 
 class _Messages:
@@ -67,30 +93,18 @@ class _Messages:
         elif message["type"] == "http.disconnect":
             self.scope.cancel()  # as Quart-Trio cancels its nursery
 
-    async def put(self, message: ASGIReceiveEvent) -> None:
-        self.take(message)
-
 
 class OneTaskConnection(SSEConnection):
     """Quart-Trio's HTTP connection (with :class:`SSEConnection`'s SSE path), in the
     app's one task under Hypercorn (see the module docstring)."""
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        found = _hypercorn_stream(send, receive)
-        if found is None:
+        hand_over = _hand_over(send, receive)
+        if hand_over is None:
             await super().__call__(receive, send)
             return
-        stream, channel = found
         messages = _Messages(self._create_request_from_scope(send))
-        while True:
-            try:
-                messages.take(channel.receive_nowait())
-            except trio.WouldBlock:
-                break
-        stream.app_put = messages.put
-        # Nothing sends on it any more: closed, a send that still came would fail loudly
-        # instead of filling it unread.
-        channel.close()
+        hand_over(messages.take)
         with messages.scope:
             await self._handle(messages, send)
 

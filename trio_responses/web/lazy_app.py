@@ -7,11 +7,14 @@ cheap (no Quart, no Hypercorn, no engine). :class:`LazyApp` is that object: an A
 that builds the real one (``create_app(Settings.from_env())``) the first time a server
 calls it, which is the lifespan start-up, before any request; every call after that goes
 straight to the real app. In each Hypercorn worker process (``--workers N``) the package
-is imported anew, so each builds its own app, and its own engine.
+is imported anew, so each builds its own app, and its own engine. Under Hypercorn's trio
+worker, that first call also installs our per-connection server (``server.py``
+``install_tcp_server``), in time for the listeners, which start after the start-up.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,4 +39,8 @@ class LazyApp:
         return self._app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None and "hypercorn.trio.run" in sys.modules:
+            from ..server import install_tcp_server
+
+            install_tcp_server()
         await self.app(scope, receive, send)
