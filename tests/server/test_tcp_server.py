@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import gc
 import json
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio import run as hypercorn_run
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.tcp_server import TCPServer
@@ -30,9 +32,12 @@ from trio._channel import MemoryChannelState
 
 import trio_responses.server
 from tests.server.helpers import MODEL, aborted, running
-from tests.support.server import ServerThread, serve_scripted
+from tests.support.server import TEST_SETTINGS, ServerThread, serve_scripted
 from tests.support.waiting import wait_until
-from trio_responses.server import install_tcp_server
+from trio_responses import Settings
+from trio_responses.engine.scripted import ScriptedEngine
+from trio_responses.server import hypercorn_config, install_tcp_server
+from trio_responses.web.app import create_app
 from trio_responses.web.lazy_app import LazyApp
 from trio_responses.web.tcp_server import LeanTCPServer
 
@@ -112,6 +117,66 @@ def test_stalled_streams_hold_no_channel_and_their_disconnects_abort_the_runs(
         sock.close()
     wait_until(lambda: all(aborted(server, each) for each in ids))
     wait_until(lambda: running(server) == 0)
+
+
+def test_an_open_stream_keeps_no_headers_for_an_access_log_none_writes(
+    server: ServerThread,
+) -> None:
+    """Hypercorn keeps a request's scope and its response's start for the access log it
+    writes at the end: with none configured (ours), their headers are let go of."""
+    def streams() -> list[HTTPStream]:
+        return [obj for obj in gc.get_objects()
+                if isinstance(obj, HTTPStream) and not obj.closed
+                and getattr(obj.app, "app", None) is server.app]
+
+    with connect(server) as sock:
+        sock.sendall(stalled_request())
+        data = read_until(sock, b"response.output_text.delta")
+        assert b"content-type: text/event-stream" in data.lower()
+        [stream] = server.call(streams)
+        assert stream.response["status"] == 200
+        assert stream.response["headers"] == [] and stream.scope["headers"] == []
+        assert stream.scope["method"] == "POST" and stream.scope["http_version"] == "1.1"
+        ended = response_id(data)
+    wait_until(lambda: aborted(server, ended))
+
+
+async def test_an_access_log_still_gets_every_header(tmp_path: Path) -> None:
+    """Where Hypercorn writes an access log, what it logs of a stream is unchanged."""
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    access = logging.getLogger("tests.tcp_server.access")
+    access.addHandler(Collect())
+    access.setLevel(logging.INFO)
+    settings = Settings(**{**TEST_SETTINGS, "store_path": str(tmp_path / "s.sqlite3")})
+    app = create_app(settings, engine=ScriptedEngine(model_name=MODEL))
+    config = hypercorn_config(settings)
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = access
+    config.access_log_format = "%(s)s %({content-type}o)s %({x-probe}i)s"
+    async with trio.open_nursery() as nursery:
+        assert install_tcp_server()
+        binds = await nursery.start(lambda task_status: hypercorn_serve(
+            app, config, task_status=task_status))  # type: ignore[arg-type]
+        port = int(binds[0].rsplit(":", 1)[1])
+        body = json.dumps({"model": MODEL, "input": "logged", "stream": True,
+                           "store": False}).encode()
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(
+            b"POST /v1/responses HTTP/1.1\r\nHost: localhost\r\nX-Probe: seen\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body))
+        data = b""
+        with trio.fail_after(10):
+            while b"data: [DONE]" not in data:
+                data += await stream.receive_some()
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert records == ["200 text/event-stream; charset=utf-8 seen"]
 
 
 def test_keep_alive_between_requests_then_closed_when_idle(server: ServerThread) -> None:

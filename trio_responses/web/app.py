@@ -15,13 +15,23 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+from hypercorn.logging import Logger
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.statsd import StatsdLogger
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPResponseStartEvent,
+    Scope,
+)
 from quart_trio import QuartTrio
 
 from ..config import Settings
 from ..engine.base import Engine
 from ..protocol.ids import IdFactory, random_id
 from ..store.base import ResponseStore
+from .app_inbox import AppInbox
 from .connection import OneTaskConnection
 from .conversation_routes import register_conversation_routes
 from .routes import register_routes
@@ -58,7 +68,9 @@ def shield_last_send(asgi_app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":
             await asgi_app(scope, receive, send)
             return
-        await asgi_app(scope, receive, GuardedSend(send))
+        # On web/tcp_server.py's connections (Hypercorn as that module knows it).
+        ours = isinstance(getattr(receive, "__self__", None), AppInbox)
+        await asgi_app(scope, receive, GuardedSend(send, forget_headers=ours))
 
     return app
 
@@ -66,10 +78,19 @@ def shield_last_send(asgi_app: ASGIApp) -> ASGIApp:
 class GuardedSend:
     """An ASGI ``send`` whose last HTTP response message is shielded (see
     :func:`shield_last_send`); ``inner`` is the server's own ``send``, which
-    ``web/sse_send.py`` looks behind for the connection."""
+    ``web/sse_send.py`` looks behind for the connection.
 
-    def __init__(self, inner: ASGISendCallable) -> None:
+    ``forget_headers``: Hypercorn keeps the request's scope and the response's start
+    message until the response ends, for its access log; where none is configured
+    (ours: ``server.py``), their headers are let go of once the response has started,
+    for a stream that may last minutes (~1-2 KiB each with a client's usual headers).
+    """
+
+    __slots__ = ("_forget_headers", "inner")
+
+    def __init__(self, inner: ASGISendCallable, *, forget_headers: bool = False) -> None:
         self.inner = inner
+        self._forget_headers = forget_headers
 
     async def __call__(self, message: ASGISendEvent) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body"):
@@ -77,6 +98,21 @@ class GuardedSend:
                 await self.inner(message)
         else:
             await self.inner(message)
+            if self._forget_headers and message["type"] == "http.response.start":
+                forget_logged_headers(self.inner, message)
+
+
+def forget_logged_headers(send: ASGISendCallable, start: HTTPResponseStartEvent) -> None:
+    """The headers of ``start`` (just sent) and of its request, which the Hypercorn
+    stream behind ``send`` keeps for its access log only, let go of if it writes none."""
+    stream = getattr(send, "__self__", None)
+    if not isinstance(stream, HTTPStream):
+        return
+    log = stream.config.log
+    if type(log) not in (Logger, StatsdLogger) or log.access_logger is not None:
+        return  # a logger that may read them (statsd's reads the status only)
+    start["headers"] = []
+    stream.scope["headers"] = []
 
 
 def create_app(
