@@ -315,7 +315,11 @@ class ResponseRun:
                     events += self.builder.text(delta.text, self._logprobs(delta))
             if delta.tool_calls and self.tools is not None:
                 events += self.tools.engine_calls(delta.tool_calls)
-            if await self._deliver(events):
+            stopped = await self._deliver(events)
+            # Not held while the next delta is awaited: a stalled stream would keep its
+            # last events (and their frames) for as long as it stalls.
+            del events
+            if stopped:
                 self._engine_done = delta.finish_reason is not None
                 return True, None
             if self._steer_requested and delta.finish_reason is None \

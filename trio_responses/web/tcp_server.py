@@ -34,7 +34,7 @@ is the version it was written for; any other version keeps its own.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config
@@ -115,8 +115,11 @@ class LeanTCPServer(TCPServer):
         self.idle_task = KeepAliveTimer()  # type: ignore[assignment]  # its interface
 
     async def run(self) -> None:
-        """Hypercorn's, with a :class:`LeanTaskGroup`."""
-        try:
+        """Hypercorn's, with a :class:`LeanTaskGroup`, and the TLS handshake's timeout
+        scope only for TLS: Hypercorn enters it for every connection and finds out from
+        an AttributeError that there is no handshake; the scope's deadline then stays in
+        Trio's deadline heap, holding the scope, for ``ssl_handshake_timeout`` (60 s)."""
+        if isinstance(self.stream, trio.SSLStream):
             try:
                 with trio.fail_after(self.config.ssl_handshake_timeout):
                     await self.stream.do_handshake()
@@ -125,9 +128,9 @@ class LeanTCPServer(TCPServer):
             alpn_protocol = self.stream.selected_alpn_protocol()
             socket = self.stream.transport_stream.socket
             ssl = True
-        except AttributeError:  # Not SSL
+        else:
             alpn_protocol = "http/1.1"
-            socket = self.stream.socket
+            socket = cast(trio.SocketStream, self.stream).socket
             ssl = False
 
         try:
