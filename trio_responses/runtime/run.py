@@ -152,7 +152,10 @@ class ResponseRun:
         self.cancellable = self.background
         # Rate-limit figures of the request that started this run (for its headers).
         self.rate_limits = list(rate_limits)
-        self.done = trio.Event()
+        # done's Event, made when first asked for (most runs are never waited for: an
+        # Event per live stream is ~0.3 KiB), and whether the run has ended.
+        self._done: trio.Event | None = None
+        self._ended = False
         self.end_cause: EndCause | None = None
         self.started_at = trio.current_time()
         # Set when the run had to abort an unfinished engine request.
@@ -202,6 +205,16 @@ class ResponseRun:
         return True
 
     @property
+    def done(self) -> trio.Event:
+        """Set when the run has ended (its terminal events are out, its final object
+        saved)."""
+        if self._done is None:
+            self._done = trio.Event()
+            if self._ended:
+                self._done.set()
+        return self._done
+
+    @property
     def steered(self) -> bool:
         return self.end_cause == "steer"
 
@@ -241,7 +254,9 @@ class ResponseRun:
                 if self._conversation is not None:
                     self._conversation.end()
                 self.buffer.close()
-                self.done.set()
+                self._ended = True
+                if self._done is not None:
+                    self._done.set()
 
     async def _generate(self) -> None:
         try:

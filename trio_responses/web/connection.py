@@ -117,8 +117,12 @@ class OneTaskConnection(SSEConnection):
             timeout = cast(float | None, response.timeout)
         else:
             timeout = self.app.config["RESPONSE_TIMEOUT"]
+        # Held by the sending alone, which lets go of what it no longer needs (an SSE
+        # body sends for minutes with no use for the response object: web/sse_send.py).
+        sending = self._send_response(send, response)
+        del response
         if timeout is not None:
             with trio.move_on_after(timeout):
-                await self._send_response(send, response)
+                await sending
         else:
-            await self._send_response(send, response)
+            await sending

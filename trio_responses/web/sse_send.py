@@ -156,10 +156,12 @@ class SSEConnection(TrioASGIHTTPConnection):
             await super()._send_response(send, response)
             return
         sse = body.iter
+        start = cast(HTTPResponseStartEvent, {
+            "type": "http.response.start", "status": response.status_code,
+            "headers": encode_headers(response.headers)})
+        del response, body  # not held while the stream lasts (web/connection.py)
         try:
-            await send(cast(HTTPResponseStartEvent, {
-                "type": "http.response.start", "status": response.status_code,
-                "headers": encode_headers(response.headers)}))
+            await send(start)
             writer = ChunkWriter.find(send, cast(dict[str, Any], self.scope))
             if writer is not None:
                 sse.sink, writer.wake = writer.take, sse.wake
