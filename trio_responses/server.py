@@ -7,7 +7,7 @@ gets its terminal event; Hypercorn's timeouts are set so a long stream is never 
 a slow engine start), and TCP_USER_TIMEOUT bounds a write to a peer that stopped
 acknowledging (``--tcp-user-timeout-seconds``). Each connection is served by
 web/tcp_server.py's ``LeanTCPServer`` where Hypercorn is the version it was written
-for (:func:`install_tcp_server`).
+for (``web/tcp_install.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from importlib.metadata import PackageNotFoundError, version
 
 import trio
 from hypercorn.config import Config, Sockets
@@ -25,6 +24,7 @@ from .config import Settings
 from .engine.base import Engine
 from .store.base import ResponseStore
 from .web.app import app_state, create_app
+from .web.tcp_install import install_tcp_server
 
 # Hypercorn's timeouts, in seconds. Serving drains the app (every response ends, within
 # --shutdown-grace-seconds) before Hypercorn's own shutdown starts; these only have to
@@ -38,8 +38,6 @@ STARTUP_TIMEOUT = 3600.0
 # Lifespan shutdown, past the grace: the engine's stop (the vLLM bridge waits up to 30 s
 # for its thread) and the store's close (a WAL checkpoint) after the drain.
 LIFESPAN_SHUTDOWN_MARGIN = 60.0
-# The Hypercorn whose trio TCPServer web/tcp_server.py's LeanTCPServer rewrites parts of.
-LEAN_TCP_SERVER_FOR = "0.18.0"
 
 
 class ServerConfig(Config):
@@ -81,31 +79,6 @@ def hypercorn_config(settings: Settings) -> Config:
     config.errorlog = "-"
     config.loglevel = settings.log_level.upper()
     return config
-
-
-def install_tcp_server() -> bool:
-    """Have Hypercorn's trio worker serve each connection with web/tcp_server.py's
-    ``LeanTCPServer`` (it holds less per idle connection), if Hypercorn is the version it
-    was written for and its ``TCPServer`` was not replaced by someone else; otherwise
-    Hypercorn's own stays. True if connections are served by ours.
-
-    Hypercorn's worker looks its ``TCPServer`` up when its listeners start, after the
-    lifespan start-up: called before ``serve``, or from the app's start-up (which
-    ``trio_responses:app`` does under ``hypercorn -k trio``), it is in time."""
-    try:
-        if version("hypercorn") != LEAN_TCP_SERVER_FOR:
-            return False
-    except PackageNotFoundError:
-        return False
-    from hypercorn.trio import run as hypercorn_run
-    from hypercorn.trio.tcp_server import TCPServer
-
-    from .web.tcp_server import LeanTCPServer
-
-    # The name the worker builds connections with (a module global of hypercorn.trio.run).
-    if getattr(hypercorn_run, "TCPServer", None) is TCPServer:
-        setattr(hypercorn_run, "TCPServer", LeanTCPServer)  # noqa: B010
-    return getattr(hypercorn_run, "TCPServer", None) is LeanTCPServer
 
 
 async def wait_for_signal() -> None:

@@ -30,15 +30,16 @@ from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.tcp_server import TCPServer
 from trio._channel import MemoryChannelState
 
-import trio_responses.server
+import trio_responses.web.tcp_install
 from tests.server.helpers import MODEL, aborted, running
 from tests.support.server import TEST_SETTINGS, ServerThread, serve_scripted
 from tests.support.waiting import wait_until
 from trio_responses import Settings
 from trio_responses.engine.scripted import ScriptedEngine
-from trio_responses.server import hypercorn_config, install_tcp_server
+from trio_responses.server import hypercorn_config
 from trio_responses.web.app import create_app
 from trio_responses.web.lazy_app import LazyApp
+from trio_responses.web.tcp_install import install_tcp_server
 from trio_responses.web.tcp_server import LeanTCPServer
 
 
@@ -144,10 +145,12 @@ def test_an_open_stream_keeps_no_headers_for_an_access_log_none_writes(
 async def test_an_access_log_still_gets_every_header(tmp_path: Path) -> None:
     """Where Hypercorn writes an access log, what it logs of a stream is unchanged."""
     records: list[str] = []
+    logged = trio.Event()
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             records.append(record.getMessage())
+            logged.set()  # the server is in this Trio run
 
     access = logging.getLogger("tests.tcp_server.access")
     access.addHandler(Collect())
@@ -174,6 +177,9 @@ async def test_an_access_log_still_gets_every_header(tmp_path: Path) -> None:
         with trio.fail_after(10):
             while b"data: [DONE]" not in data:
                 data += await stream.receive_some()
+            # Logged when the response ends (closed before that, Hypercorn would log the
+            # client's leaving as well).
+            await logged.wait()
         await stream.aclose()
         nursery.cancel_scope.cancel()
     assert records == ["200 text/event-stream; charset=utf-8 seen"]
@@ -211,7 +217,7 @@ def test_http_1_0_is_answered_and_closed(server: ServerThread) -> None:
 @pytest.fixture
 def hypercorns_own(monkeypatch: pytest.MonkeyPatch,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    monkeypatch.setattr(trio_responses.server, "LEAN_TCP_SERVER_FOR", "0.0.1")
+    monkeypatch.setattr(trio_responses.web.tcp_install, "LEAN_TCP_SERVER_FOR", "0.0.1")
     monkeypatch.setattr(hypercorn_run, "TCPServer", TCPServer)
     assert not install_tcp_server()
     with serve_scripted(tmp_path_factory) as server:

@@ -8,8 +8,8 @@ that builds the real one (``create_app(Settings.from_env())``) the first time a 
 calls it, which is the lifespan start-up, before any request; every call after that goes
 straight to the real app. In each Hypercorn worker process (``--workers N``) the package
 is imported anew, so each builds its own app, and its own engine. Under Hypercorn's trio
-worker, that first call also installs our per-connection server (``server.py``
-``install_tcp_server``), in time for the listeners, which start after the start-up.
+worker, that first call also installs our per-connection server (``tcp_install.py``), in
+time for the listeners, which start after the start-up.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class LazyApp:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._app is None and "hypercorn.trio.run" in sys.modules:
-            from ..server import install_tcp_server
+            from .tcp_install import install_tcp_server
 
             install_tcp_server()
         await self.app(scope, receive, send)

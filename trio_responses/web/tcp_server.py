@@ -25,10 +25,10 @@ is an :class:`AppInbox`: Hypercorn's channel until the app takes the messages ov
 with ``start_soon`` in a cancel scope made beforehand, so restarting it needs no lock (and
 no await). WebSocket scopes keep Hypercorn's channel.
 
-It is installed by our serve paths (``server.py`` ``install_tcp_server``: ``serve_app``,
-and the first call of ``trio_responses:app`` under ``hypercorn -k trio``) as the
-``TCPServer`` Hypercorn's trio worker builds each connection with, only where Hypercorn
-is the version it was written for; any other version keeps its own.
+It is installed by our serve paths (web/tcp_install.py: ``serve_app``, and the first call
+of ``trio_responses:app`` under ``hypercorn -k trio``) as the ``TCPServer`` Hypercorn's
+trio worker builds each connection with, only where Hypercorn is the version it was
+written for; any other version keeps its own.
 """
 
 from __future__ import annotations
