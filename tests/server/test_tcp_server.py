@@ -31,7 +31,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from trio._channel import MemoryChannelState
 
 import trio_responses.web.tcp_install
-from tests.server.helpers import MODEL, aborted, running
+from tests.server.helpers import MODEL, aborted, http_client, running
 from tests.support.server import TEST_SETTINGS, ServerThread, serve_scripted
 from tests.support.waiting import wait_until
 from trio_responses import Settings
@@ -50,7 +50,7 @@ def connect(server: ServerThread) -> socket.socket:
 
 def stalled_request() -> bytes:
     body = json.dumps({"model": MODEL, "input": "hold [[stall]]", "stream": True,
-                       "store": False}).encode()
+                       "store": True}).encode()
     return (b"POST /v1/responses HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
             % (len(body), body))
@@ -118,6 +118,9 @@ def test_stalled_streams_hold_no_channel_and_their_disconnects_abort_the_runs(
         sock.close()
     wait_until(lambda: all(aborted(server, each) for each in ids))
     wait_until(lambda: running(server) == 0)
+    with http_client(server) as http:
+        assert {http.get(f"/v1/responses/{each}").json()["status"] for each in ids} \
+            == {"cancelled"}
 
 
 def test_an_open_stream_keeps_no_headers_for_an_access_log_none_writes(
