@@ -78,6 +78,8 @@ def _hand_over(send: ASGISendCallable, receive: ASGIReceiveCallable
 class _Messages:
     """What Quart's ``handle_messages`` does with each message, done as it is put."""
 
+    __slots__ = ("request", "scope")
+
     def __init__(self, request: Request) -> None:
         # None once the response is being sent: a long stream does not hold its request
         # (headers, body, locks) for its whole life.
