@@ -12,18 +12,24 @@ connection, for as long as the connection lives (``server_overhead.py --parts id
 - per request, a memory channel for the ASGI ``receive``, which the app's one task
   (web/connection.py) stops using as soon as it starts, yet whose ends the frames of
   Hypercorn's and Quart's ``receive`` arguments keep alive for the whole response;
-- a lock in the keep-alive timer's ``TrioSingleTask``.
+- a lock in the keep-alive timer's ``TrioSingleTask``;
+- a ``fail_after(ssl_handshake_timeout)`` scope entered for every connection, TLS or not
+  (a plain one finds out from an AttributeError), whose deadline keeps the scope in
+  Trio's deadline heap for the timeout's 60 s.
 
-:class:`LeanTCPServer` is Hypercorn 0.18's ``TCPServer`` with those four changed, and
-nothing else: with no read timeout, a read on a plain TCP socket is one non-blocking
-``recv()`` and, when nothing is there, ``trio.lowlevel.wait_readable`` on the socket
-(what ``receive_some`` does, with the same checkpoints, and the errors of a broken or
-closed connection ending the loop as they did); with a read timeout, or over TLS, the
-reads are Hypercorn's own (TLS without the infinite scope). An HTTP request's ``receive``
-is an :class:`AppInbox`: Hypercorn's channel until the app takes the messages over
-(:meth:`AppInbox.take_over`), then nothing but a function. The keep-alive timer is started
-with ``start_soon`` in a cancel scope made beforehand, so restarting it needs no lock (and
-no await). WebSocket scopes keep Hypercorn's channel.
+:class:`LeanTCPServer` is Hypercorn 0.18's ``TCPServer`` with those changed, and nothing
+else: with no read timeout, a read on a plain TCP socket is one non-blocking ``recv()``
+and, when nothing is there, ``trio.lowlevel.wait_readable`` on the socket (what
+``receive_some`` does, with the same checkpoints, and the errors of a broken or closed
+connection ending the loop as they did); with a read timeout the reads are Hypercorn's
+own, over TLS its own without the infinite scope. An HTTP request's ``receive`` is an
+:class:`AppInbox`: Hypercorn's channel until the app takes the messages over
+(:meth:`AppInbox.take_over`), then nothing but a function; WebSocket scopes keep
+Hypercorn's channel. The keep-alive timer is started with ``start_soon`` in a cancel
+scope made beforehand, so restarting it needs no lock (nor an await), and the new timer
+runs in the connection's nursery from the start (``nursery.start`` ran it in the
+restarting task's scopes until it started: see web/app.py's ``shield_last_send``). The
+handshake's scope is entered for TLS connections only.
 
 It is installed by our serve paths (web/tcp_install.py: ``serve_app``, and the first call
 of ``trio_responses:app`` under ``hypercorn -k trio``) as the ``TCPServer`` Hypercorn's
