@@ -39,6 +39,7 @@ written for; any other version keeps its own.
 
 from __future__ import annotations
 
+import socket as stdlib_socket
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -170,10 +171,13 @@ class LeanTCPServer(TCPServer):
             await super()._read_data()  # each read under its timeout, as Hypercorn does
             return
         stream: Any = self.stream
-        if not isinstance(stream, trio.SocketStream):
+        # The socket module's socket under Trio's (a private attribute: the install checks
+        # Hypercorn's version, not Trio's, so a Trio without it reads as Hypercorn does).
+        sock = getattr(getattr(stream, "socket", None), "_sock", None) \
+            if isinstance(stream, trio.SocketStream) else None
+        if not isinstance(sock, stdlib_socket.socket):
             await self._read_stream()
             return
-        sock = stream.socket._sock  # type: ignore[attr-defined]  # the socket module's
         while True:
             # receive_some's checkpoints: cancellable before the read; a schedule point
             # after one that did not have to wait.
