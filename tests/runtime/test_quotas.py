@@ -4,6 +4,7 @@ burst of slow reads queueing behind itself instead of ahead of another key's rea
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
@@ -15,6 +16,8 @@ from tests.support.memory_store import MemoryStore
 from tests.support.service import open_service
 from trio_responses.errors import RateLimited
 from trio_responses.protocol.request import decode_create_request
+from trio_responses.runtime.buffer import EventBuffer
+from trio_responses.runtime.delivery import Delivery
 from trio_responses.runtime.quotas import KeyQuotas, QuotaLimits
 from trio_responses.store.base import StoredResponse
 
@@ -126,3 +129,16 @@ async def test_a_keys_burst_of_reads_queues_behind_itself(
             nursery.start_soon(retrieve, "k2", mine.id, "k2")
         assert took["k2"] <= 3 * delay, took  # two of k1's reads ahead of it, then its own
         assert max(took.values()) == pytest.approx(9 * delay)  # k1's last waited for all
+
+
+def test_a_delivery_dropped_unread_gives_its_stream_slot_back() -> None:
+    quotas = KeyQuotas(QuotaLimits(streams=1))
+    delivery = Delivery(EventBuffer(), 0, owner_run=None, slot=quotas.hold_stream("k1"))
+    assert quotas.statistics("k1").streams == 1
+    del delivery
+    gc.collect()
+    assert quotas.statistics("k1").streams == 0
+    kept = Delivery(EventBuffer(), 0, owner_run=None, slot=quotas.hold_stream("k1"))
+    kept.release()
+    del kept  # released already: given back once
+    assert quotas.statistics("k1").streams == 0
