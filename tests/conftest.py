@@ -28,8 +28,9 @@ def tokenizer() -> Any:
 
 @pytest.fixture(scope="module")
 def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """A server with a scripted engine (5 ms per token) and its own store."""
-    engine = ScriptedEngine(token_delay=0.005, model_name="scripted")
+    """A server with a scripted engine (5 ms per token, paced per step as the server
+    paces it by default) and its own store."""
+    engine = ScriptedEngine(token_delay=0.005, model_name="scripted", step_pacing=True)
     with serve_scripted(tmp_path_factory, engine) as server:
         yield server
 

@@ -57,6 +57,11 @@ class Settings:
     scripted_token_delay_seconds: float = setting(
         0.0, "seconds between the scripted engine's tokens",
         aliases=("scripted_token_delay",))
+    scripted_pacing: str = setting(
+        "step", "how the scripted engine paces its tokens: 'step', one timer for all "
+        "streams and each step's deltas handed over together, as a GPU engine steps; or "
+        "'stream', one timer per stream. Each stream gets one token per delay either way",
+        metavar="PACING")
     store_path: str = setting(
         "", "SQLite file of stored responses", metavar="PATH",
         default_text="responses.sqlite3 in $XDG_DATA_HOME/trio_responses "
@@ -219,6 +224,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.engine not in ("vllm", "scripted"):
             raise ValueError(f"engine must be 'vllm' or 'scripted', not {self.engine!r}")
+        if self.scripted_pacing not in ("step", "stream"):
+            raise ValueError("scripted pacing must be 'step' or 'stream', not "
+                             f"{self.scripted_pacing!r}")
         for tier in (self.responses_default_service_tier, *self.responses_allowed_service_tiers):
             if tier not in SERVICE_TIERS:
                 known = ", ".join(SERVICE_TIERS)

@@ -39,7 +39,7 @@ def reply(request: EngineRequest) -> str:
 def local_responses_deployment(tmp_path_factory: pytest.TempPathFactory
                                ) -> Iterator[tuple[str, str, str]]:
     """(base URL with /v1, API key, model) of a scripted server with one API key."""
-    engine = ScriptedEngine(reply=reply, token_delay=0.002, model_name=MODEL)
+    engine = ScriptedEngine(reply=reply, token_delay=0.002, model_name=MODEL, step_pacing=True)
     settings = Settings(engine="scripted", port=0, api_keys=(API_KEY,),
                         shutdown_grace_seconds=2)
     store = SQLiteStore(tmp_path_factory.mktemp("compliance") / "responses.sqlite3")

@@ -363,12 +363,12 @@ def test_oversized_created_event_does_not_escape() -> None:
 @given(st.lists(deltas, min_size=1, max_size=12), st.sampled_from([0, 1500, 70_000]))
 def test_text_deltas_from_the_template_are_what_the_general_path_builds(
         pieces: list[str], max_event_bytes: int) -> None:
-    """The common text delta is framed from a template of its part (_text_now): event
+    """The common text delta is framed from a template of its part (plain_text): event
     for event and byte for byte what the general path builds and frames, an event over
     the size limit included (it ends the stream the same way)."""
     fast = new_builder(max_event_bytes=max_event_bytes)
     general = new_builder(max_event_bytes=max_event_bytes)
-    general._text_now = lambda delta: None  # type: ignore[method-assign]
+    general.plain_text = lambda delta: None  # type: ignore[method-assign]
     for builder in (fast, general):
         builder.created()
         builder.in_progress()

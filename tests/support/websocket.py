@@ -47,7 +47,8 @@ def long_or_echo(words: int) -> Callable[[EngineRequest], str]:
 def socket_server(tmp_path_factory: pytest.TempPathFactory, *, long_words: int,
                   token_delay: float) -> ServerThread:
     """A scripted server (started by ``with``) for the socket tests, API key :data:`KEY`."""
-    engine = ScriptedEngine(reply=long_or_echo(long_words), token_delay=token_delay)
+    engine = ScriptedEngine(reply=long_or_echo(long_words), token_delay=token_delay,
+                            step_pacing=True)
     return serve_scripted(tmp_path_factory, engine, api_keys=[KEY])
 
 

@@ -9,7 +9,7 @@ carries chat messages, not a prompt string.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -144,6 +144,28 @@ class EngineStream(Protocol):
     def __aiter__(self) -> AsyncIterator[EngineDelta]: ...
 
     async def aclose(self) -> None: ...
+
+
+# A reader's offer to take a delta where the engine hands it over (see ListenedStream):
+# True if it took it.
+DeltaListener = Callable[[EngineDelta], bool]
+
+
+@runtime_checkable
+class ListenedStream(Protocol):
+    """An engine stream that can hand a delta to its reader without waking it.
+
+    An engine whose deltas come from a task or callback of its own (a step of all its
+    streams: the scripted engine's step pacing) may, while the reader waits in
+    ``__anext__`` with nothing pending, first offer a new delta to the reader's listener,
+    synchronously, in the task that hands it over. If the listener returns True the
+    delta is the reader's (it has done what it would have done with it) and is not
+    returned by ``__anext__``; if False, it is queued and the reader woken as usual.
+    Deltas are offered in order and never while an earlier one is pending, so the reader
+    sees each delta once, in order, by one path or the other.
+    """
+
+    def listen(self, listener: DeltaListener | None) -> None: ...
 
 
 @runtime_checkable

@@ -1,15 +1,18 @@
 """A deterministic engine with no model, for tests and for client developers.
 
 ``python -m trio_responses --engine scripted`` serves the whole API with it. A reply is
-a function of the request (by default it echoes the last user message), split into
-word tokens and sent one token per delta, ``token_delay`` seconds apart (``trio.sleep``,
-so tests can run it under ``MockClock``). It honours ``max_tokens``, within the room
-the prompt leaves in ``max_model_len`` as vLLM does (a length stop), structured output
-(it writes a JSON value that matches the schema; with a grammar, its reply for as long
-as the grammar allows and then the shortest way to an accepted end), and simulates
-prefix caching (the same prompt and salt a second time reports it cached). Its context
-is ``max_model_len`` words: a longer prompt is refused, or truncated as the vLLM bridge
-does (``truncation: "auto"``, :mod:`.truncation`); ``requests`` records what the model saw.
+a function of the request (by default it echoes the last user message), split into word
+tokens and sent one token per delta, ``token_delay`` seconds apart (``trio.sleep``, so
+tests can run it under ``MockClock``; with ``step_pacing``, as a GPU engine steps: one
+timer for all streams, each step's deltas handed over together and offered to the
+readers' listeners, :mod:`.scripted_steps`; the server's default). It honours
+``max_tokens``, within the room the prompt leaves in ``max_model_len`` as vLLM does (a
+length stop), structured output (it writes a JSON value that matches the schema; with a
+grammar, its reply for as long as the grammar allows and then the shortest way to an
+accepted end), and simulates prefix caching (the same prompt and salt a second time
+reports it cached). Its context is ``max_model_len`` words: a longer prompt is refused,
+or truncated as the vLLM bridge does (``truncation: "auto"``, :mod:`.truncation`);
+``requests`` records what the model saw.
 
 Agent scripts, for tests of agent loops with no model (Codex CLI, openai-agents): with
 tools given, ``[[call:NAME]]`` in the last user message makes a call of tool NAME (with
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +56,7 @@ import trio
 
 from ..errors import ContextLengthExceeded, EngineError, EngineUnavailable
 from .base import (
+    DeltaListener,
     EngineDelta,
     EngineRequest,
     EngineStatistics,
@@ -63,9 +68,12 @@ from .grammars import matching_text
 from .output_parsing import ParsedStep, ParsingFailed, TurnParsing
 from .parser_flags import parse_parser_flags
 from .reasoning import ReasoningParsers, thinking_flag
+from .scripted_steps import EngineSteps
 from .summary_prompt import SUMMARY_INSTRUCTION, SUMMARY_PREFIX
 from .tool_parsing import ToolCallParsers
 from .truncation import drop_oldest
+
+log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
@@ -283,20 +291,103 @@ class ScriptedStream:
         self._sent = 0
         self.finished = False
         self.closed = False
+        # Step pacing (engine/scripted_steps.py), once the first token is out: the delta
+        # the engine's step handed over and the reader has not taken, or the failure it
+        # met; whether the reader waits for one (then a delta is offered to the listener
+        # first), and the reader's wait.
+        self._stepped = False
+        self._ready: EngineDelta | None = None
+        self._error: str | None = None
+        self._waiting = False
+        self._listener: DeltaListener | None = None
+        self._lot = trio.lowlevel.ParkingLot()
 
     def __aiter__(self) -> ScriptedStream:
         return self
 
+    def listen(self, listener: DeltaListener | None) -> None:
+        """See :class:`~.base.ListenedStream` (only step pacing offers deltas)."""
+        self._listener = listener
+
     async def __anext__(self) -> EngineDelta:
+        if self._stepped:
+            return await self._next_step()
         if self.finished or self.closed:
             raise StopAsyncIteration
-        engine, script = self._engine, self._script
+        engine = self._engine
         if self._sent > 0:
             await trio.sleep(engine.token_delay)
         else:
             await trio.sleep(engine.first_token_delay)
-        if script.stall_after is not None and self._sent >= script.stall_after:
+        delta = self._produce()
+        if delta is None:
             await trio.sleep_forever()
+        steps = engine.steps
+        if steps is not None and not self.finished:
+            self._stepped = True
+            steps.join(self)
+        return delta
+
+    async def _next_step(self) -> EngineDelta:
+        parked = False
+        while True:
+            delta = self._ready
+            if delta is not None:
+                self._ready = None
+                if delta.finish_reason is not None:
+                    self._end()  # finished once its last delta is read (see step)
+                if not parked:
+                    await trio.lowlevel.checkpoint()
+                return delta
+            if self._error is not None:
+                raise EngineError(self._error)
+            if self.finished or self.closed:
+                raise StopAsyncIteration
+            self._waiting = parked = True
+            try:
+                await self._lot.park()
+            finally:
+                self._waiting = False
+
+    def step(self) -> bool:
+        """The engine's step (:class:`~.scripted_steps.EngineSteps`): the next token
+        handed to the reader. False once this stream takes no more steps. The request
+        only counts as finished once its last delta is read: closed before that, it was
+        aborted, as the reader (which never saw the finish) believes."""
+        if self.closed or self.finished:
+            return False
+        if self._ready is not None:
+            return True  # not taken yet: nothing this step
+        try:
+            delta = self._produce(end=False)
+        except EngineError as exc:
+            self._error = str(exc)
+            self._lot.unpark_all()
+            return False
+        if delta is None:
+            return False  # stalled: the reader waits for ever
+        listener = self._listener
+        try:
+            taken = self._waiting and listener is not None and listener(delta)
+        except Exception:  # a bug in the reader's listener: the request fails
+            log.exception("a delta listener failed")
+            self._end()
+            self._error = "Internal error in the delta listener."
+            self._lot.unpark_all()
+            return False
+        if not taken:
+            self._ready = delta
+            self._lot.unpark_all()
+        elif delta.finish_reason is not None:
+            self._end()
+        return delta.finish_reason is None
+
+    def _produce(self, *, end: bool = True) -> EngineDelta | None:
+        """The next token's delta (None: the script stalls here; EngineError: it fails).
+        ``end``: the last delta ends the request now (else when it is read)."""
+        engine, script = self._engine, self._script
+        if script.stall_after is not None and self._sent >= script.stall_after:
+            return None
         if script.fail_after is not None and self._sent >= script.fail_after:
             self._end()
             raise EngineError("The scripted engine failed this request (failure injection).")
@@ -325,7 +416,7 @@ class ScriptedStream:
             reasoning_tokens=script.parsing.reasoning_tokens if script.parsing else 0,
             tool_calls=parsed.tool_calls,
         )
-        if finish is not None:
+        if finish is not None and end:
             self._end()
         return delta
 
@@ -346,6 +437,7 @@ class ScriptedStream:
         if self.closed:
             return False
         self.closed = True
+        self._lot.unpark_all()  # a reader waiting for a step's delta: the stream is over
         if self.finished:
             return False
         self._engine.aborted.append(self._request.request_id)
@@ -372,8 +464,14 @@ class ScriptedEngine:
         renders_tools: bool = False,
         sampling_defaults: Mapping[str, float] | None = None,
         stall_when: Callable[[EngineRequest], bool] | None = None,
+        step_pacing: bool = False,
     ) -> None:
         self.reply = reply
+        # One timer for all streams, a step's deltas handed over together, as a GPU
+        # engine steps (engine/scripted_steps.py); else one trio.sleep per stream per
+        # token. Either way each stream gets one token per token_delay.
+        self.step_pacing = step_pacing
+        self._steps = EngineSteps(lambda: self.token_delay)
         # Requests that stall after their first token as ``[[stall]]`` makes them, chosen
         # by the test (a compaction's summary request, whose last message is not theirs).
         self.stall_when = stall_when
@@ -424,6 +522,11 @@ class ScriptedEngine:
     @property
     def model_name(self) -> str:
         return self._model_name
+
+    @property
+    def steps(self) -> EngineSteps | None:
+        """What paces the streams after their first token, with step pacing."""
+        return self._steps if self.step_pacing and self.token_delay > 0 else None
 
     @property
     def parses_tool_calls(self) -> bool:

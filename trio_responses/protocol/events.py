@@ -31,7 +31,7 @@ Event = dict[str, Any]
 Emitted = tuple[Event, bytes]
 
 
-# The fixed parts of an output text delta's frame (see ResponseEvents._text_now).
+# The fixed parts of an output text delta's frame (see ResponseEvents.plain_text).
 _TEXT_DELTA = "response.output_text.delta"
 _TEXT_DELTA_HEAD = (b"event: " + _TEXT_DELTA.encode() + b'\ndata: {"type":"' + _TEXT_DELTA.encode()
                     + b'","sequence_number":')
@@ -54,7 +54,7 @@ class ResponseEvents:
         self._part: dict[str, Any] | None = None
         self._pending: list[Emitted] = []
         # The open output_text part, its place (item_id, output_index, content_index) and
-        # that place as JSON between the sequence number and the delta (_text_now).
+        # that place as JSON between the sequence number and the delta (plain_text).
         self._text_template: tuple[dict[str, Any], dict[str, Any], bytes] | None = None
         # Set for a request with include ["reasoning.encrypted_content"]: seals a
         # reasoning item's text into its encrypted_content when the item is done.
@@ -108,7 +108,7 @@ class ResponseEvents:
     def text(self, delta: str, logprobs: Sequence[Mapping[str, Any]] = ()) -> list[Emitted]:
         """Output text from the model; ``logprobs`` in the output_text part's shape."""
         if not logprobs:
-            emitted = self._text_now(delta)
+            emitted = self.plain_text(delta)
             if emitted is not None:
                 return emitted
 
@@ -125,14 +125,15 @@ class ResponseEvents:
 
         return self._batch(build)
 
-    def _text_now(self, delta: str) -> list[Emitted] | None:
+    def plain_text(self, delta: str) -> list[Emitted] | None:
         """The common case of :meth:`text`, once per engine step per stream: a delta
         without logprobs into the open output_text part. Its event has a fixed shape, so
         its frame is made from a template of the part (only the sequence number and the
         delta change; byte for byte what :func:`~.sse.frame` makes, which the tests
-        compare), and the event is checked by the validator like every other. None where
-        the general path must decide (no open message part, too large, not valid): it
-        then builds, checks and fails exactly as always."""
+        compare), and the event is checked by the validator like every other. None, with
+        nothing changed, where the general path must decide (no open message part, too
+        large, not valid): :meth:`text` then builds, checks and fails exactly as always
+        (a run offered a delta in the engine's hand-over leaves it to its task then)."""
         part, item = self._part, self._item
         if part is None or item is None or item["type"] != "message" or self.finished:
             return None

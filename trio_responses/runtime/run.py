@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import trio
 
-from ..engine.base import EngineDelta, EngineStream
+from ..engine.base import EngineDelta, EngineStream, ListenedStream
 from ..errors import EngineError
 from ..protocol.events import Emitted, Event, ResponseEvents
 from ..protocol.machine import TERMINAL_EVENTS
@@ -312,8 +312,41 @@ class ResponseRun:
 
     async def _turn(self) -> tuple[bool, str | None]:
         """One model turn: deltas to events until the engine's finish reason. Returns
-        whether the run was stopped meanwhile, and the incomplete reason (None: a stop)."""
-        async for delta in self._stream:
+        whether the run was stopped meanwhile, and the incomplete reason (None: a stop).
+        Plain text deltas may be published in the engine's hand-over instead
+        (:meth:`_take_plain`), while this task waits for the next delta."""
+        stream = self._stream
+        if not isinstance(stream, ListenedStream):
+            return await self._deltas(stream)
+        stream.listen(self._take_plain)
+        try:
+            return await self._deltas(stream)
+        finally:
+            stream.listen(None)
+
+    def _take_plain(self, delta: EngineDelta) -> bool:
+        """A delta offered where the engine hands it over, while this run's task waits
+        for it (:class:`~..engine.base.ListenedStream`), in the engine's task: a text
+        delta with nothing else due — no finish, reasoning, tool call, logprobs or tool
+        parsing, no end or steer asked for, and the builder's template path taking it
+        (valid, within the event size limit) — is published here, exactly as the run's
+        task would (the same event, validator check, buffer append and bound), and the
+        task is not woken for it. Anything else is left to the task (False), which then
+        decides as always, so every end stays the task's and deterministic."""
+        if (delta.finish_reason is not None or delta.reasoning or delta.tool_calls
+                or not delta.text or self.tools is not None or self._steer_requested
+                or self._options.include_logprobs or self.end_cause is not None
+                or self._scope.cancel_called):
+            return False
+        events = self.builder.plain_text(delta.text)
+        if events is None:
+            return False
+        self._last_delta = delta
+        self._publish(events)
+        return True
+
+    async def _deltas(self, stream: EngineStream) -> tuple[bool, str | None]:
+        async for delta in stream:
             if self.end_cause is not None:
                 # A last delta that arrived after the end is not sent, but the engine
                 # did finish: its request is not counted as aborted.

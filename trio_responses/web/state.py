@@ -42,6 +42,7 @@ def build_engine(settings: Settings) -> Engine:
         return ScriptedEngine.from_flags(settings.vllm_args,
                                          cache_dir=settings.cache_folder(),
                                          token_delay=settings.scripted_token_delay_seconds,
+                                         step_pacing=settings.scripted_pacing == "step",
                                          model_name=settings.model or "scripted")
     from ..engine.vllm.args import build_vllm_engine
 
