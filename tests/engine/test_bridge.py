@@ -17,6 +17,7 @@ from trio_responses.engine.base import (
     Engine,
     EngineDelta,
     EngineRequest,
+    ListenedStream,
     SamplingOptions,
     ToolCallDelta,
 )
@@ -329,3 +330,29 @@ async def test_merged_deltas_keep_reasoning_text_and_calls_in_order() -> None:
     read = [(d.reasoning, d.text, d.tool_calls, d.finish_reason) async for d in stream]
     assert read == [("think", "a", (call, arguments), None), ("", "b", (), None),
                     ("again", "c", (), "stop")]
+
+
+async def test_a_waiting_reader_is_offered_each_delta_in_the_hand_over() -> None:
+    """While the reader waits with nothing pending, each step's delta goes to its
+    listener first (engine.base.ListenedStream); what it declines (here the finish) is
+    read as usual. Each delta reaches the reader once, in order, by one path."""
+    core = FakeCore(step_delay=0.005)
+    async with started(core) as engine:
+        stream = await engine.submit(request(max_tokens=6))
+        assert isinstance(stream, ListenedStream)
+        seen: list[tuple[str, EngineDelta]] = []
+
+        def take(delta: EngineDelta) -> bool:
+            if delta.finish_reason is not None:
+                return False
+            seen.append(("taken", delta))
+            return True
+
+        stream.listen(take)
+        async for delta in stream:
+            seen.append(("read", delta))
+        assert "".join(d.text for _, d in seen) == "".join(f"t{i} " for i in range(6))
+        assert [d.output_tokens for _, d in seen][-1] == 6
+        assert seen[-1][0] == "read" and seen[-1][1].finish_reason == "length"
+        assert any(path == "taken" for path, _ in seen)
+        assert core.aborted == []

@@ -11,11 +11,14 @@ side of that boundary.
   ``ContextLengthExceeded`` is raised before anything reaches the engine, then puts an
   ``Add`` on the command queue and returns a :class:`VLLMStream`.
 - :meth:`VLLMEngine._on_batch` merges each delta into its stream's pending delta and
-  wakes the reader. A reader that lags gets fewer, larger deltas (text and logprobs
-  concatenated, counts are totals) instead of a growing queue, and the engine thread
-  never waits for Trio: one slow client cannot stall the others. Merging only collects
-  the parts (:class:`_Merged`); the merged delta is built once, when it is read, so a
-  Trio thread that falls behind at GPU rates pays one small append per step and stream.
+  wakes the reader; while the reader waits with nothing pending, the delta is first
+  offered to its listener (``engine.base.ListenedStream``: a run publishes a plain text
+  delta there, and is not woken for it). A reader that lags gets fewer, larger deltas
+  (text and logprobs concatenated, counts are totals) instead of a growing queue, and
+  the engine thread never waits for Trio: one slow client cannot stall the others.
+  Merging only collects the parts (:class:`_Merged`); the merged delta is built once,
+  when it is read, so a Trio thread that falls behind at GPU rates pays one small append
+  per step and stream.
 - ``VLLMStream.aclose`` aborts with a ``SimpleQueue.put``, which never blocks; the engine
   thread applies it before its next step. With the engine core in its own process the
   abort is also sent to the core at once (``LoadedEngine.abort_soon``), so it lands
@@ -44,7 +47,12 @@ from typing import Any
 import trio
 
 from trio_responses import errors
-from trio_responses.engine.base import EngineDelta, EngineRequest, EngineStatistics
+from trio_responses.engine.base import (
+    DeltaListener,
+    EngineDelta,
+    EngineRequest,
+    EngineStatistics,
+)
 from trio_responses.engine.reasoning import thinking_flag
 from trio_responses.engine.vllm.worker import (
     Abort,
@@ -113,9 +121,16 @@ class VLLMStream:
         self._closed = False
         self._error: str | None = None
         self._lot = trio.lowlevel.ParkingLot()
+        # The reader's listener (engine.base.ListenedStream), offered a step's delta
+        # while the reader waits with nothing pending.
+        self._listener: DeltaListener | None = None
+        self._waiting = False
 
     def __aiter__(self) -> VLLMStream:
         return self
+
+    def listen(self, listener: DeltaListener | None) -> None:
+        self._listener = listener
 
     async def __anext__(self) -> EngineDelta:
         while True:
@@ -127,7 +142,11 @@ class VLLMStream:
                 raise errors.EngineError(self._error)
             if self._finished or self._closed:
                 raise StopAsyncIteration
-            await self._lot.park()
+            self._waiting = True
+            try:
+                await self._lot.park()
+            finally:
+                self._waiting = False
 
     def abort(self) -> bool:
         """Abort the request now unless it finished; idempotent. True if this call
@@ -148,6 +167,10 @@ class VLLMStream:
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _push(self, delta: EngineDelta) -> None:
+        listener = self._listener
+        if (listener is not None and self._waiting and not self._pending
+                and delta.finish_reason is None and self._offer(listener, delta)):
+            return  # the reader took it in the hand-over and is not woken
         last = self._pending[-1] if self._pending else None
         if last is not None and last.accepts(delta):
             last.add(delta)
@@ -156,6 +179,14 @@ class VLLMStream:
         if delta.finish_reason is not None:
             self._finished = True
         self._lot.unpark_all()
+
+    def _offer(self, listener: DeltaListener, delta: EngineDelta) -> bool:
+        try:
+            return listener(delta)
+        except Exception:  # a bug in the reader's listener: its request fails
+            log.exception("a delta listener failed")
+            self._fail("Internal error in the delta listener.")
+            return True
 
     def _fail(self, message: str) -> None:
         if not self._finished:
