@@ -107,13 +107,15 @@ async def test_cancel_outcome_is_the_same_whichever_task_notices() -> None:
     assert noticed_by_check.buffer.events() == noticed_by_scope.buffer.events()
 
 
+@pytest.mark.parametrize("step_pacing", [False, True], ids=["stream-paced", "step-paced"])
 async def test_cancel_racing_the_last_token_is_consistent(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, step_pacing: bool,
 ) -> None:
     """The canceller and the engine's last token wake at the same virtual instant; trio
-    orders them at random. Either way the outcome is one consistent story."""
+    orders them at random. Either way the outcome is one consistent story (step-paced,
+    the engine's step hands deltas over from its own task, offered to the run first)."""
     outcomes: set[str] = set()
-    engine = ScriptedEngine(reply=lambda _: "a b c", token_delay=1.0)
+    engine = ScriptedEngine(reply=lambda _: "a b c", token_delay=1.0, step_pacing=step_pacing)
     await engine.start()
     for attempt in range(40):
         store = RecordingStore()
@@ -123,6 +125,10 @@ async def test_cancel_racing_the_last_token_is_consistent(
 
         async def canceller(run: ResponseRun = run, ended: list[bool] = ended) -> None:
             await trio.sleep(2.0)  # the last token is due at exactly 2.0
+            if step_pacing:
+                # The engine's step hands the last delta over at 2.0 and the run's task
+                # takes it one scheduler pass later: race that pass.
+                await trio.lowlevel.checkpoint()
             ended.append(run.end("cancel"))
 
         async with trio.open_nursery() as nursery:
@@ -147,11 +153,13 @@ async def test_cancel_racing_the_last_token_is_consistent(
     assert outcomes == {"cancelled", "completed"}
 
 
+@pytest.mark.parametrize("step_pacing", [False, True], ids=["stream-paced", "step-paced"])
 async def test_disconnect_after_k_deltas_aborts_once_and_generates_no_more(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, step_pacing: bool,
 ) -> None:
     """RELIABILITY row 10, in process: the client goes away after 4 deltas."""
-    engine = ScriptedEngine(reply=lambda _: " ".join(["t"] * 50), token_delay=1.0)
+    engine = ScriptedEngine(reply=lambda _: " ".join(["t"] * 50), token_delay=1.0,
+                            step_pacing=step_pacing)
     await engine.start()
     stream = await engine.submit(engine_request("go"))
     run = make_run(stream)
