@@ -65,7 +65,7 @@ from .base import (
     TopLogprob,
 )
 from .grammars import matching_text
-from .output_parsing import ParsedStep, ParsingFailed, TurnParsing
+from .output_parsing import ParsingFailed, TurnParsing
 from .parser_flags import parse_parser_flags
 from .reasoning import ReasoningParsers, thinking_flag
 from .scripted_steps import EngineSteps
@@ -397,25 +397,30 @@ class ScriptedStream:
         token = script.tokens[self._sent] if self._sent < len(script.tokens) else ""
         self._sent += 1
         finish = script.finish if self._sent >= len(script.tokens) else None
-        parsed = ParsedStep(text=token)
-        if script.parsing is not None:
+        if script.parsing is None:  # the common case, once per token: no parser state
+            logprobs = self._logprobs(token) if self._request.sampling.top_logprobs is not None \
+                else ()
+            delta = EngineDelta(text=token, logprobs=logprobs, finish_reason=finish,
+                                prompt_tokens=self._prompt_tokens,
+                                cached_tokens=self._cached_tokens, output_tokens=self._sent)
+        else:
             ids = script.token_ids[self._sent - 1] if script.token_ids is not None else ()
             try:
                 parsed = script.parsing.feed(token, ids, last=finish is not None)
             except ParsingFailed as exc:
                 self._end()
                 raise EngineError(str(exc)) from exc
-        delta = EngineDelta(
-            text=parsed.text,
-            logprobs=self._logprobs(token) if parsed.text == token else (),
-            finish_reason=finish,
-            prompt_tokens=self._prompt_tokens,
-            cached_tokens=self._cached_tokens,
-            output_tokens=self._sent,
-            reasoning=parsed.reasoning,
-            reasoning_tokens=script.parsing.reasoning_tokens if script.parsing else 0,
-            tool_calls=parsed.tool_calls,
-        )
+            delta = EngineDelta(
+                text=parsed.text,
+                logprobs=self._logprobs(token) if parsed.text == token else (),
+                finish_reason=finish,
+                prompt_tokens=self._prompt_tokens,
+                cached_tokens=self._cached_tokens,
+                output_tokens=self._sent,
+                reasoning=parsed.reasoning,
+                reasoning_tokens=script.parsing.reasoning_tokens,
+                tool_calls=parsed.tool_calls,
+            )
         if finish is not None and end:
             self._end()
         return delta
