@@ -10,6 +10,7 @@ model) and ``vllm`` (the vLLM bridge). Importing this package imports neither, n
 from __future__ import annotations
 
 from .base import (
+    DeltaListener,
     Engine,
     EngineDelta,
     EngineRequest,
@@ -17,6 +18,7 @@ from .base import (
     EngineStream,
     FinishReason,
     Grammar,
+    ListenedStream,
     SamplingOptions,
     TokenLogprob,
     ToolCallDelta,
@@ -24,6 +26,7 @@ from .base import (
 )
 
 __all__ = [
+    "DeltaListener",
     "Engine",
     "EngineDelta",
     "EngineRequest",
@@ -31,6 +34,7 @@ __all__ = [
     "EngineStream",
     "FinishReason",
     "Grammar",
+    "ListenedStream",
     "SamplingOptions",
     "TokenLogprob",
     "ToolCallDelta",
