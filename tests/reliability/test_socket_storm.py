@@ -88,17 +88,21 @@ async def socket_storm(port: int, count: int, seed: int,
     return plans
 
 
-# Started at the first frame a waiting lane's run hands over, then the process's for good.
-FLUSHER = "direct send flusher"
+# Started when first needed, then the process's for good: the flusher at the first frame
+# a waiting lane's run hands over, the scripted engine's steps at the first stream that
+# joins them (engine/scripted_steps.py).
+FOR_GOOD = ("direct send flusher", "scripted engine steps")
 
 
 async def system_tasks(server: ServerProcess) -> int:
-    """The tasks the warm-up started for the process's life (the flusher of web/direct_send.py)."""
+    """The tasks the warm-up started for the process's life (the flusher of
+    web/direct_send.py, the scripted engine's steps)."""
     def names() -> list[str]:
         probe: dict[str, Any] = httpx.get(server.base_url + "/_probe?names=1", timeout=30,
                                           headers=CLOSE).json()
         return list(probe["task_names"])
-    return int(FLUSHER in await trio.to_thread.run_sync(names))
+    running = await trio.to_thread.run_sync(names)
+    return sum(name in running for name in FOR_GOOD)
 
 
 async def baseline(server: ServerProcess, tasks: int) -> tuple[dict[str, Any], dict[str, int]]:
