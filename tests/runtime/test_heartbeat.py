@@ -252,3 +252,40 @@ async def test_a_run_due_sooner_wakes_the_heartbeats_task_sooner(
         nursery.cancel_scope.cancel()
     assert [t - start for t, e in fast if e["type"] == "response.ping"] == [1.5, 2.0, 2.5]
     assert [e for _, e in slow if e["type"] == "response.ping"] == []
+
+
+async def test_runs_pinged_late_together_keep_their_own_phases(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A pause of the whole process (here the clock jumps 0.9 s at once, as a long
+    garbage collection would hold every task) makes five runs' pings late together; they
+    are sent in one pass, and afterwards each run is pinged on its own phase again, not
+    all at once an interval after the pause."""
+    heartbeats = Heartbeats()
+    engine = await scripted("first then [[stall]]", token_delay=0.25)
+    offsets = (0.0, 0.2, 0.4, 0.6, 0.8)
+    timelines: list[list[tuple[float, Event]]] = [[] for _ in offsets]
+    runs = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heartbeats.serve)
+        start = trio.current_time()
+        for i, offset in enumerate(offsets):
+            await trio.sleep_until(start + offset)
+            run = make_run(await engine.submit(engine_request("[[stall]]", request_id=f"r{i}")),
+                           ping_interval=2.0, ping_events=True, events=timelines[i],
+                           heartbeats=heartbeats)
+            runs.append(run)
+            nursery.start_soon(run.run)
+        await trio.sleep_until(start + 5.95)
+        autojump_clock.jump(0.9)  # pings due at 6.0 .. 6.8 all come late, at 6.85
+        await trio.sleep_until(start + 9.5)
+        for run in runs:
+            assert run.end("cancel")
+        for run in runs:
+            await run.done.wait()
+        nursery.cancel_scope.cancel()
+
+    for offset, events in zip(offsets, timelines, strict=True):
+        pings = [round(t - start, 6) for t, e in events if e["type"] == "response.ping"]
+        assert pings == [2.0 + offset, 4.0 + offset, 6.85, 8.0 + offset], (offset, pings)
+        check_stream([e for _, e in events])

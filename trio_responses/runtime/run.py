@@ -396,11 +396,18 @@ class ResponseRun:
             # The terminal events are built (and wait for the store write): nothing may
             # follow them.
             return None
-        if now >= self.next_beat():
+        due = self.next_beat()
+        if now >= due:
             if self._options.ping_events:
                 self._publish(self.builder.ping())
             else:
                 self._append(Frame(None, COMMENT_PING))
+            if now - due < self._options.ping_interval:
+                # Late (the process was held up: a full garbage collection, a burst), it
+                # keeps the run's phase: the next is due an interval after the time this
+                # one was due, so runs pinged together after a pause spread out again
+                # instead of staying bunched into one burst of pings per interval.
+                self._last_sent = due
         return self.next_beat()
 
     # -- ending ----------------------------------------------------------------------
