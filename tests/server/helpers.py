@@ -8,6 +8,7 @@ where the test reads SSE itself.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -61,3 +62,12 @@ def wait_status(client: openai.OpenAI, response_id: str, statuses: Iterable[str]
 
 def types_of(events: Iterable[dict[str, Any]]) -> list[str]:
     return [event["type"] for event in events]
+
+
+def read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
+    """What a raw socket receives (after ``data``, already read) up to ``marker``."""
+    while marker not in data:
+        received = sock.recv(1 << 16)
+        assert received, f"closed before {marker!r}: {data[-300:]!r}"
+        data += received
+    return data

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from tests.server.helpers import MODEL, aborted, running
+from tests.server.helpers import MODEL, aborted, read_until, running
 from tests.support.server import ServerThread, serve_scripted
 from tests.support.waiting import wait_until
 
@@ -37,15 +37,6 @@ def connect(server: ServerThread) -> socket.socket:
 def head(length: int) -> bytes:
     return (b"POST /v1/responses HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length)
-
-
-def read_until(sock: socket.socket, marker: bytes) -> bytes:
-    data = b""
-    while marker not in data:
-        received = sock.recv(1 << 16)
-        assert received, f"closed before {marker!r}: {data[-300:]!r}"
-        data += received
-    return data
 
 
 def task_names(server: ServerThread) -> list[str]:

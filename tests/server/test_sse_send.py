@@ -29,7 +29,7 @@ import h2.events
 import httpx
 import pytest
 
-from tests.server.helpers import MODEL, aborted, http_client, running
+from tests.server.helpers import MODEL, aborted, http_client, read_until, running
 from tests.support.events import check_stream, joined_text
 from tests.support.server import ServerThread, serve_scripted
 from tests.support.sse import parse_raw_sse
@@ -109,14 +109,6 @@ BIG_WORDS = " ".join(letter * 30_000 for letter in "abc")
 def post(body: bytes, version: bytes = b"1.1") -> bytes:
     return (b"POST /v1/responses HTTP/" + version + b"\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-
-
-def read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
-    while marker not in data:
-        received = sock.recv(1 << 16)
-        assert received, f"closed before {marker!r}: {data[-300:]!r}"
-        data += received
-    return data
 
 
 def dechunk(body: bytes) -> tuple[bytes, bytes]:

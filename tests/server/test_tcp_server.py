@@ -31,7 +31,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from trio._channel import MemoryChannelState
 
 import trio_responses.web.tcp_install
-from tests.server.helpers import MODEL, aborted, http_client, running
+from tests.server.helpers import MODEL, aborted, http_client, read_until, running
 from tests.support.server import TEST_SETTINGS, ServerThread, serve_scripted
 from tests.support.waiting import wait_until
 from trio_responses import Settings
@@ -54,15 +54,6 @@ def stalled_request() -> bytes:
     return (b"POST /v1/responses HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
             % (len(body), body))
-
-
-def read_until(sock: socket.socket, marker: bytes) -> bytes:
-    data = b""
-    while marker not in data:
-        received = sock.recv(1 << 16)
-        assert received, f"closed before {marker!r}: {data[-300:]!r}"
-        data += received
-    return data
 
 
 def response_id(data: bytes) -> str:
