@@ -50,13 +50,18 @@ class AppInbox:
         now. Nothing may have called :meth:`receive` (no await in between, so no message
         slips past)."""
         assert self._receive is not None and self._take is None
-        while True:
-            try:
-                take(self._receive.receive_nowait())
-            except trio.WouldBlock:
-                break
+        drain(self._receive, take)
         self._take = take
         # A put that waited for room had its message moved in by the receives above and
         # is done with the channel: nothing uses it any more.
         self._receive.close()
         self._send = self._receive = None
+
+
+def drain(channel: trio.MemoryReceiveChannel[ASGIReceiveEvent], take: Take) -> None:
+    """Hand every message queued in ``channel`` to ``take``, without waiting."""
+    while True:
+        try:
+            take(channel.receive_nowait())
+        except trio.WouldBlock:
+            return

@@ -33,7 +33,7 @@ from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable
 from quart.wrappers import Request, Response
 
-from .app_inbox import AppInbox, Take
+from .app_inbox import AppInbox, Take, drain
 from .sse_send import SSEConnection
 
 
@@ -58,11 +58,7 @@ def _hand_over(send: ASGISendCallable, receive: ASGIReceiveCallable
     channel: trio.MemoryReceiveChannel[Any] = receiver
 
     def take_over(take: Take) -> None:
-        while True:
-            try:
-                take(channel.receive_nowait())
-            except trio.WouldBlock:
-                break
+        drain(channel, take)
 
         async def put(message: ASGIReceiveEvent) -> None:
             take(message)
